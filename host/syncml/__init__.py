@@ -1,0 +1,62 @@
+"""SyncML 1.2 representation layer shared by OMA DM 1.2 and OMA DS 1.2.
+
+Modules:
+
+* :mod:`host.syncml.model`    dataclasses: SyncMLMessage, SyncHdr, commands, Item, Meta...
+* :mod:`host.syncml.codec`    ``encode(msg) -> bytes`` / ``decode(bytes) -> msg`` (XML)
+* :mod:`host.syncml.devinf`   DS Device Information (syncml:devinf) nested document
+* :mod:`host.syncml.packing`  ``pack()`` to MaxMsgSize, large objects, LargeObjectAssembler
+* :mod:`host.syncml.auth`     basic / md5 Cred, x-syncml-hmac, CredentialVerifier (212/401/407)
+* :mod:`host.syncml.package0` DM Notification (Package 0) build / verify
+* :mod:`host.syncml.status`   status and alert codes with names
+
+Every malformed input raises :class:`host.errors.SyncMLError` (one line).
+
+Example (a DM client's first message)::
+
+    from host.syncml import *
+
+    hdr = SyncHdr(session_id="1", msg_id=1, target=Target("https://dm.example/"),
+                  source=Source("IMEI:490154203237518", "dev-user"),
+                  meta=Meta(max_msg_size=10000))
+    msg = SyncMLMessage(hdr, [
+        Alert(cmd_id=1, data=AlertCode.CLIENT_INITIATED_MGMT),
+        Replace(cmd_id=2, items=[Item(source=Source("./DevInfo/Mod"), data="simvault")]),
+    ])
+    wire = encode(msg)                       # bytes, application/vnd.syncml.dm+xml
+    again = decode(wire)                     # == msg
+    for part in pack(hdr, msg.commands, max_msg_size=1024):
+        send(encode(part))                   # only the last part has Final
+"""
+from host.syncml.auth import (AUTH_BASIC, AUTH_MAC, AUTH_MD5, AuthResult, CredentialVerifier,
+                              HmacHeader, basic_credential, challenge, hmac_header, hmac_mac,
+                              md5_credential, md5_digest, new_nonce, nonce_from_chal,
+                              parse_hmac_header)
+from host.syncml.codec import (CONTENT_TYPE_DM_XML, CONTENT_TYPE_DS_XML, NS_METINF, NS_SYNCML,
+                               decode, encode)
+from host.syncml.devinf import (DEVINF_TYPE, DEVINF_URI, ContentType, DataStore, DevInf,
+                                devinf_from_element, devinf_to_element)
+from host.syncml.model import (PROTO_DM, PROTO_DS, Add, Alert, Anchor, Atomic, Chal, Command, Copy,
+                               Cred, Delete, Exec, Get, Item, ItemCommand, Location, Map, MapItem,
+                               Meta, Move, Put, Replace, Results, Sequence, Source, Status, Sync,
+                               SyncHdr, SyncMLMessage, Target)
+from host.syncml.package0 import (Initiator, Notification, UIMode, build_package0, parse_package0,
+                                  verify_package0)
+from host.syncml.packing import LargeObjectAssembler, pack
+from host.syncml.status import AlertCode, StatusCode, SyncMLStatusError, alert_name, status_name
+
+__all__ = [
+    "AUTH_BASIC", "AUTH_MAC", "AUTH_MD5", "AuthResult", "CredentialVerifier", "HmacHeader",
+    "basic_credential", "challenge", "hmac_header", "hmac_mac", "md5_credential", "md5_digest",
+    "new_nonce", "nonce_from_chal", "parse_hmac_header",
+    "CONTENT_TYPE_DM_XML", "CONTENT_TYPE_DS_XML", "NS_METINF", "NS_SYNCML", "decode", "encode",
+    "DEVINF_TYPE", "DEVINF_URI", "ContentType", "DataStore", "DevInf", "devinf_from_element",
+    "devinf_to_element",
+    "PROTO_DM", "PROTO_DS", "Add", "Alert", "Anchor", "Atomic", "Chal", "Command", "Copy", "Cred",
+    "Delete", "Exec", "Get", "Item", "ItemCommand", "Location", "Map", "MapItem", "Meta", "Move",
+    "Put", "Replace", "Results", "Sequence", "Source", "Status", "Sync", "SyncHdr",
+    "SyncMLMessage", "Target",
+    "Initiator", "Notification", "UIMode", "build_package0", "parse_package0", "verify_package0",
+    "LargeObjectAssembler", "pack",
+    "AlertCode", "StatusCode", "SyncMLStatusError", "alert_name", "status_name",
+]
