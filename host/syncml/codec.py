@@ -1,0 +1,558 @@
+"""SyncML 1.2 XML codec: :func:`encode` and :func:`decode`.
+
+Both OMA DM 1.2 and OMA DS 1.2 use the namespace ``SYNCML:SYNCML1.2``; Meta
+children are written in ``syncml:metinf``. Elements are written in the order the
+SyncML 1.2 DTD requires (strict peers and WBXML tokenisers depend on it). The
+output has no whitespace between elements, so the encoded size of a message is
+the sum of its parts (``host.syncml.packing`` relies on that).
+
+Decoding accepts only what the model can represent: an unknown element is an
+error, except inside Meta (EMI, Mem and FieldLevel are tolerated extensions)
+and inside nested Data documents. Every failure is a one-line SyncMLError.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import xml.etree.ElementTree as ET
+
+from host.errors import SimvaultError, SyncMLError
+from host.syncml import model as m
+from host.syncml._xmlparse import parse_xml
+from host.tree import safexml
+
+NS_SYNCML = "SYNCML:SYNCML1.2"
+NS_METINF = "syncml:metinf"
+NS_DEVINF = "syncml:devinf"
+DOCTYPE_SYNCML12 = ('<!DOCTYPE SyncML PUBLIC "-//SYNCML//DTD SyncML 1.2//EN" '
+                    '"http://www.openmobilealliance.org/tech/DTD/OMA-TS-SyncML_RepPro_DTD-V1_2.dtd">')
+CONTENT_TYPE_DM_XML = "application/vnd.syncml.dm+xml"
+CONTENT_TYPE_DS_XML = "application/vnd.syncml+xml"
+
+
+
+# --------------------------------------------------------------------- writing
+# the same rules as safexml.escape_text, at C speed (pack() escapes megabytes while sizing chunks)
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def _esc(text: str) -> str:
+    bad = _NOT_XML_CHAR.search(text)
+    if bad:
+        raise SyncMLError(f"XML cannot carry character U+{ord(bad.group()):04X}: send such data as bytes (b64)")
+    return text.translate(_TEXT_ESCAPES)
+
+
+def _el(name: str, text: str | int, ns: str | None = None) -> str:
+    attr = f' xmlns="{ns}"' if ns else ""
+    return f"<{name}{attr}>{_esc(str(text))}</{name}>"
+
+
+def _opt(name: str, value: str | int | None, ns: str | None = None) -> str:
+    return "" if value is None else _el(name, value, ns)
+
+
+def _flag(name: str, on: bool) -> str:
+    return f"<{name}/>" if on else ""
+
+
+def _local(tag: str) -> tuple[str | None, str]:
+    if tag.startswith("{"):
+        ns, _, local = tag[1:].partition("}")
+        return ns, local
+    return None, tag
+
+
+def serialize_element(el: ET.Element, parent_ns: str | None = None) -> str:
+    """Serialise a nested document (DevInf, TNDS) with default-namespace declarations."""
+    ns, local = _local(el.tag)
+    attrs = ""
+    if ns != parent_ns:
+        attrs += f' xmlns="{ns or ""}"'
+    for key, value in sorted(el.attrib.items()):
+        if key.startswith("{"):
+            raise SyncMLError(f"namespaced attribute {key} in nested XML is not supported")
+        try:
+            attrs += f' {key}="{safexml.escape_attr(value)}"'
+        except SimvaultError as exc:
+            raise SyncMLError(f"{exc}") from None
+    inner = _esc(el.text) if el.text else ""
+    for child in el:
+        inner += serialize_element(child, ns)
+        if child.tail:
+            inner += _esc(child.tail)
+    return f"<{local}{attrs}>{inner}</{local}>" if inner else f"<{local}{attrs}/>"
+
+
+def _meta(meta: m.Meta | None) -> str:
+    if meta is None or meta.is_empty():
+        return ""
+    n = NS_METINF
+    anchor = ""
+    if meta.anchor is not None:
+        anchor = f'<Anchor xmlns="{n}">{_opt("Last", meta.anchor.last)}{_el("Next", meta.anchor.next)}</Anchor>'
+    body = (_opt("Format", meta.format, n) + _opt("Type", meta.type, n) + _opt("Mark", meta.mark, n)
+            + _opt("Size", meta.size, n) + anchor + _opt("Version", meta.version, n)
+            + _opt("NextNonce", meta.next_nonce, n) + _opt("MaxMsgSize", meta.max_msg_size, n)
+            + _opt("MaxObjSize", meta.max_obj_size, n) + "".join(_el("EMI", e, n) for e in meta.emi))
+    return f"<Meta>{body}</Meta>"
+
+
+def _loc(name: str, loc: m.Location | None) -> str:
+    if loc is None:
+        return ""
+    return f"<{name}>{_el('LocURI', loc.loc_uri)}{_opt('LocName', loc.loc_name)}</{name}>"
+
+
+def _cred(cred: m.Cred | None) -> str:
+    return "" if cred is None else f"<Cred>{_meta(cred.meta)}{_el('Data', cred.data)}</Cred>"
+
+
+def _data(data: m.ItemData | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return _el("Data", base64.b64encode(data).decode("ascii"))
+    if isinstance(data, str):
+        return _el("Data", data)
+    return f"<Data>{serialize_element(data, NS_SYNCML)}</Data>"
+
+
+def _item(item: m.Item, cmd_meta: m.Meta | None) -> str:
+    if isinstance(item.data, bytes):
+        fmt = (item.meta.format if item.meta and item.meta.format else
+               cmd_meta.format if cmd_meta else None)
+        if fmt != "b64":
+            raise SyncMLError("an Item with bytes data needs Meta Format b64 (item or command Meta)")
+    return ("<Item>" + _loc("Target", item.target) + _loc("Source", item.source) + _meta(item.meta)
+            + _data(item.data) + _flag("MoreData", item.more_data) + "</Item>")
+
+
+def _items(items: list[m.Item], cmd_meta: m.Meta | None, name: str, required: bool) -> str:
+    if required and not items:
+        raise SyncMLError(f"{name} needs at least one Item")
+    return "".join(_item(i, cmd_meta) for i in items)
+
+
+def encode_command(cmd: m.Command) -> str:
+    """The XML of one command (no whitespace); exposed for size accounting."""
+    name = cmd.name
+    head = _el("CmdID", cmd.cmd_id)
+    if isinstance(cmd, m.Status):
+        body = (head + _el("MsgRef", cmd.msg_ref) + _el("CmdRef", cmd.cmd_ref) + _el("Cmd", cmd.cmd)
+                + "".join(_el("TargetRef", t) for t in cmd.target_refs)
+                + "".join(_el("SourceRef", s) for s in cmd.source_refs) + _cred(cmd.cred)
+                + (f"<Chal>{_meta(cmd.chal.meta)}</Chal>" if cmd.chal else "") + _el("Data", cmd.data)
+                + _items(cmd.items, None, name, False))
+    elif isinstance(cmd, m.Results):
+        body = (head + _opt("MsgRef", cmd.msg_ref) + _el("CmdRef", cmd.cmd_ref) + _meta(cmd.meta)
+                + "".join(_el("TargetRef", t) for t in cmd.target_refs)
+                + "".join(_el("SourceRef", s) for s in cmd.source_refs)
+                + _items(cmd.items, cmd.meta, name, True))
+    elif isinstance(cmd, m.Alert):
+        body = (head + _flag("NoResp", cmd.no_resp) + _cred(cmd.cred) + _opt("Data", cmd.data)
+                + _opt("Correlator", cmd.correlator) + _items(cmd.items, None, name, False))
+    elif isinstance(cmd, m.Exec):
+        body = (head + _flag("NoResp", cmd.no_resp) + _cred(cmd.cred) + _meta(cmd.meta)
+                + _opt("Correlator", cmd.correlator) + _item(cmd.item, cmd.meta))
+    elif isinstance(cmd, (m.Atomic, m.Sequence)):
+        body = head + _flag("NoResp", cmd.no_resp) + _meta(cmd.meta) + _children(cmd, cmd.commands)
+        if not cmd.commands:
+            raise SyncMLError(f"{name} needs at least one command")
+    elif isinstance(cmd, m.Sync):
+        body = (head + _flag("NoResp", cmd.no_resp) + _cred(cmd.cred) + _loc("Target", cmd.target)
+                + _loc("Source", cmd.source) + _meta(cmd.meta)
+                + _opt("NumberOfChanges", cmd.number_of_changes) + _children(cmd, cmd.commands))
+    elif isinstance(cmd, m.Map):
+        if not cmd.map_items:
+            raise SyncMLError("Map needs at least one MapItem")
+        body = (head + _loc("Target", cmd.target) + _loc("Source", cmd.source) + _cred(cmd.cred)
+                + _meta(cmd.meta) + "".join(f"<MapItem>{_loc('Target', mi.target)}"
+                                            f"{_loc('Source', mi.source)}</MapItem>" for mi in cmd.map_items))
+    elif isinstance(cmd, m.ItemCommand):
+        body = head + _flag("NoResp", cmd.no_resp)
+        if isinstance(cmd, m.Delete):
+            body += _flag("Archive", cmd.archive) + _flag("SftDel", cmd.sft_del)
+        if isinstance(cmd, (m.Get, m.Put)):
+            body += _opt("Lang", cmd.lang)
+        body += _cred(cmd.cred) + _meta(cmd.meta) + _items(cmd.items, cmd.meta, name, True)
+    else:
+        raise SyncMLError(f"cannot encode command type {name}")
+    return f"<{name}>{body}</{name}>"
+
+
+def _children(parent: m.Command, cmds: list[m.Command]) -> str:
+    allowed = m.CONTAINER_CHILDREN[parent.name]
+    for c in cmds:
+        if c.name not in allowed:
+            raise SyncMLError(f"{c.name} is not allowed inside {parent.name}")
+    return "".join(encode_command(c) for c in cmds)
+
+
+def encode_header(hdr: m.SyncHdr) -> str:
+    return ("<SyncHdr>" + _el("VerDTD", hdr.ver_dtd) + _el("VerProto", hdr.ver_proto)
+            + _el("SessionID", hdr.session_id) + _el("MsgID", hdr.msg_id) + _loc("Target", hdr.target)
+            + _loc("Source", hdr.source) + _opt("RespURI", hdr.resp_uri) + _flag("NoResp", hdr.no_resp)
+            + _cred(hdr.cred) + _meta(hdr.meta) + "</SyncHdr>")
+
+
+def envelope_prefix(doctype: bool = False) -> str:
+    """The bytes before SyncHdr (XML declaration, optional DOCTYPE, root start tag)."""
+    return ('<?xml version="1.0" encoding="UTF-8"?>' + (DOCTYPE_SYNCML12 if doctype else "")
+            + f'<SyncML xmlns="{NS_SYNCML}">')
+
+
+def encode(msg: m.SyncMLMessage, *, doctype: bool = False) -> bytes:
+    """Encode a message as UTF-8 SyncML 1.2 XML; ``doctype`` adds the 1.2 public id."""
+    if not msg.commands and not msg.final:
+        raise SyncMLError("a SyncBody needs at least one command or Final")
+    ids = [c.cmd_id for c in msg.iter_commands()]
+    if len(ids) != len(set(ids)):
+        raise SyncMLError("CmdID values must be unique within a message")
+    body = "".join(encode_command(c) for c in msg.commands) + _flag("Final", msg.final)
+    text = envelope_prefix(doctype) + encode_header(msg.header) + f"<SyncBody>{body}</SyncBody></SyncML>"
+    return text.encode("utf-8")
+
+
+# --------------------------------------------------------------------- reading
+class _Reader:
+    """Walks an element's children in order, checking names and cardinality."""
+
+    def __init__(self, el: ET.Element, ctx: str) -> None:
+        self.ctx = ctx
+        self.kids: list[tuple[str, ET.Element]] = []
+        for child in el:
+            if not isinstance(child.tag, str):  # comments / processing instructions
+                continue
+            ns, local = _local(child.tag)
+            if ns is not None and ns.lower() not in (NS_SYNCML.lower(), NS_METINF):
+                raise SyncMLError(f"{ctx}: element {local} in unexpected namespace {ns}")
+            self.kids.append((local, child))
+        if (el.text or "").strip() and self.kids:
+            raise SyncMLError(f"{ctx}: unexpected text content")
+        self.pos = 0
+
+    def take(self, name: str) -> ET.Element | None:
+        if self.pos < len(self.kids) and self.kids[self.pos][0] == name:
+            self.pos += 1
+            return self.kids[self.pos - 1][1]
+        return None
+
+    def need(self, name: str) -> ET.Element:
+        el = self.take(name)
+        if el is None:
+            found = self.kids[self.pos][0] if self.pos < len(self.kids) else "end"
+            raise SyncMLError(f"{self.ctx}: missing {name} (found {found})")
+        return el
+
+    def many(self, name: str) -> list[ET.Element]:
+        out = []
+        while (el := self.take(name)) is not None:
+            out.append(el)
+        return out
+
+    def peek(self) -> str | None:
+        return self.kids[self.pos][0] if self.pos < len(self.kids) else None
+
+    def done(self) -> None:
+        if self.pos < len(self.kids):
+            raise SyncMLError(f"{self.ctx}: unexpected element {self.kids[self.pos][0]}")
+
+
+def _text(el: ET.Element | None, ctx: str) -> str:
+    if el is None:
+        raise SyncMLError(f"{ctx}: missing")
+    if len(el):
+        raise SyncMLError(f"{ctx}: expected text, found child elements")
+    return el.text or ""
+
+
+def _int(el: ET.Element | None, ctx: str) -> int:
+    raw = _text(el, ctx).strip()
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 10:
+        raise SyncMLError(f"{ctx}: {raw[:20]!r} is not a non-negative integer")
+    return int(raw)
+
+
+def _opt_text(el: ET.Element | None, ctx: str) -> str | None:
+    return None if el is None else _text(el, ctx)
+
+
+def _opt_int(el: ET.Element | None, ctx: str) -> int | None:
+    return None if el is None else _int(el, ctx)
+
+
+def _flag_of(el: ET.Element | None, ctx: str) -> bool:
+    if el is None:
+        return False
+    if len(el) or (el.text or "").strip():
+        raise SyncMLError(f"{ctx}: must be empty")
+    return True
+
+
+_META_TOLERATED = {"FieldLevel", "Mem", "SharedMem", "FreeMem", "FreeID"}
+
+
+def _read_meta(el: ET.Element | None, ctx: str) -> m.Meta | None:
+    if el is None:
+        return None
+    meta = m.Meta()
+    ctx = f"{ctx}/Meta"
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue
+        _, local = _local(child.tag)
+        c = f"{ctx}/{local}"
+        if local == "Format":
+            meta.format = _text(child, c)
+        elif local == "Type":
+            meta.type = _text(child, c)
+        elif local == "Mark":
+            meta.mark = _text(child, c)
+        elif local == "Size":
+            meta.size = _int(child, c)
+        elif local == "Version":
+            meta.version = _text(child, c)
+        elif local == "NextNonce":
+            meta.next_nonce = _text(child, c)
+        elif local == "MaxMsgSize":
+            meta.max_msg_size = _int(child, c)
+        elif local == "MaxObjSize":
+            meta.max_obj_size = _int(child, c)
+        elif local == "EMI":
+            meta.emi.append(_text(child, c))
+        elif local == "Anchor":
+            r = _Reader(child, c)
+            last = _opt_text(r.take("Last"), f"{c}/Last")
+            meta.anchor = m.Anchor(next=_text(r.need("Next"), f"{c}/Next"), last=last)
+            r.done()
+        elif local not in _META_TOLERATED:
+            raise SyncMLError(f"{ctx}: unknown element {local}")
+    return meta
+
+
+def _read_loc(el: ET.Element | None, cls: type[m.Location], ctx: str) -> m.Location | None:
+    if el is None:
+        return None
+    r = _Reader(el, ctx)
+    uri = _text(r.need("LocURI"), f"{ctx}/LocURI")
+    name = _opt_text(r.take("LocName"), f"{ctx}/LocName")
+    r.take("Filter")  # DS filter: tolerated, not modelled
+    r.done()
+    return cls(uri, name)
+
+
+def _read_cred(el: ET.Element | None, ctx: str) -> m.Cred | None:
+    if el is None:
+        return None
+    r = _Reader(el, f"{ctx}/Cred")
+    meta = _read_meta(r.take("Meta"), f"{ctx}/Cred") or m.Meta()
+    data = _text(r.need("Data"), f"{ctx}/Cred/Data")
+    r.done()
+    return m.Cred(data=data, meta=meta)
+
+
+def _read_data(el: ET.Element | None, fmt: str | None, ctx: str) -> m.ItemData | None:
+    if el is None:
+        return None
+    kids = [k for k in el if isinstance(k.tag, str)]
+    if kids:
+        if len(kids) != 1 or (el.text or "").strip() or (kids[0].tail or "").strip():
+            raise SyncMLError(f"{ctx}/Data: expected one nested document")
+        return kids[0]
+    text = el.text or ""
+    if fmt == "b64":
+        try:
+            return base64.b64decode("".join(text.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise SyncMLError(f"{ctx}/Data: Format is b64 but the data is not base64") from None
+    return text
+
+
+def _read_item(el: ET.Element, cmd_meta: m.Meta | None, ctx: str) -> m.Item:
+    ctx = f"{ctx}/Item"
+    r = _Reader(el, ctx)
+    target = _read_loc(r.take("Target"), m.Target, f"{ctx}/Target")
+    source = _read_loc(r.take("Source"), m.Source, f"{ctx}/Source")
+    r.take("SourceParent"), r.take("TargetParent")  # DS hierarchical sync: tolerated
+    meta = _read_meta(r.take("Meta"), ctx)
+    fmt = meta.format if meta and meta.format else cmd_meta.format if cmd_meta else None
+    data = _read_data(r.take("Data"), fmt, ctx)
+    more = _flag_of(r.take("MoreData"), f"{ctx}/MoreData")
+    r.done()
+    return m.Item(target=target, source=source, meta=meta, data=data, more_data=more)
+
+
+def _read_command(name: str, el: ET.Element, ctx: str) -> m.Command:
+    ctx = f"{ctx}/{name}"
+    r = _Reader(el, ctx)
+    cmd_id = _int(r.need("CmdID"), f"{ctx}/CmdID")
+    if cmd_id == 0:
+        raise SyncMLError(f"{ctx}/CmdID: 0 is reserved (it refers to the SyncHdr)")
+    ctx = f"{ctx}[{cmd_id}]"
+    if name == "Status":
+        msg_ref = _int(r.need("MsgRef"), f"{ctx}/MsgRef")
+        cmd_ref = _int(r.need("CmdRef"), f"{ctx}/CmdRef")
+        cmd = _text(r.need("Cmd"), f"{ctx}/Cmd")
+        trefs = [_text(e, f"{ctx}/TargetRef") for e in r.many("TargetRef")]
+        srefs = [_text(e, f"{ctx}/SourceRef") for e in r.many("SourceRef")]
+        cred = _read_cred(r.take("Cred"), ctx)
+        chal_el = r.take("Chal")
+        chal = None
+        if chal_el is not None:
+            cr = _Reader(chal_el, f"{ctx}/Chal")
+            chal = m.Chal(meta=_read_meta(cr.need("Meta"), f"{ctx}/Chal") or m.Meta())
+            cr.done()
+        code = _int(r.need("Data"), f"{ctx}/Data")
+        items = [_read_item(e, None, ctx) for e in r.many("Item")]
+        r.done()
+        return m.Status(cmd_id=cmd_id, msg_ref=msg_ref, cmd_ref=cmd_ref, cmd=cmd, data=code,
+                        target_refs=trefs, source_refs=srefs, cred=cred, chal=chal, items=items)
+    if name == "Results":
+        msg_ref = _opt_int(r.take("MsgRef"), f"{ctx}/MsgRef")
+        cmd_ref = _int(r.need("CmdRef"), f"{ctx}/CmdRef")
+        meta = _read_meta(r.take("Meta"), ctx)
+        trefs = [_text(e, f"{ctx}/TargetRef") for e in r.many("TargetRef")]
+        srefs = [_text(e, f"{ctx}/SourceRef") for e in r.many("SourceRef")]
+        items = [_read_item(e, meta, ctx) for e in r.many("Item")]
+        r.done()
+        return m.Results(cmd_id=cmd_id, msg_ref=msg_ref, cmd_ref=cmd_ref, meta=meta,
+                         target_refs=trefs, source_refs=srefs, items=items)
+    if name == "Map":
+        target = _read_loc(r.need("Target"), m.Target, f"{ctx}/Target")
+        source = _read_loc(r.need("Source"), m.Source, f"{ctx}/Source")
+        cred = _read_cred(r.take("Cred"), ctx)
+        meta = _read_meta(r.take("Meta"), ctx)
+        mitems = []
+        for e in r.many("MapItem"):
+            mr = _Reader(e, f"{ctx}/MapItem")
+            t = _read_loc(mr.need("Target"), m.Target, f"{ctx}/MapItem/Target")
+            s = _read_loc(mr.need("Source"), m.Source, f"{ctx}/MapItem/Source")
+            mr.done()
+            assert t is not None and s is not None
+            mitems.append(m.MapItem(t, s))
+        r.done()
+        if not mitems:
+            raise SyncMLError(f"{ctx}: needs at least one MapItem")
+        assert target is not None and source is not None
+        return m.Map(cmd_id=cmd_id, target=target, source=source, cred=cred, meta=meta, map_items=mitems)
+    no_resp = _flag_of(r.take("NoResp"), f"{ctx}/NoResp")
+    if name == "Alert":
+        cred = _read_cred(r.take("Cred"), ctx)
+        code = _opt_int(r.take("Data"), f"{ctx}/Data")
+        corr = _opt_text(r.take("Correlator"), f"{ctx}/Correlator")
+        items = [_read_item(e, None, ctx) for e in r.many("Item")]
+        r.done()
+        return m.Alert(cmd_id=cmd_id, no_resp=no_resp, data=code, cred=cred, correlator=corr, items=items)
+    if name == "Exec":
+        cred = _read_cred(r.take("Cred"), ctx)
+        meta = _read_meta(r.take("Meta"), ctx)
+        corr = _opt_text(r.take("Correlator"), f"{ctx}/Correlator")
+        item = _read_item(r.need("Item"), meta, ctx)
+        r.done()
+        return m.Exec(cmd_id=cmd_id, no_resp=no_resp, cred=cred, meta=meta, correlator=corr, item=item)
+    if name in ("Atomic", "Sequence"):
+        meta = _read_meta(r.take("Meta"), ctx)
+        cmds = _read_children(name, r, ctx)
+        if not cmds:
+            raise SyncMLError(f"{ctx}: needs at least one command")
+        cls = m.Atomic if name == "Atomic" else m.Sequence
+        return cls(cmd_id=cmd_id, no_resp=no_resp, meta=meta, commands=cmds)
+    if name == "Sync":
+        cred = _read_cred(r.take("Cred"), ctx)
+        target = _read_loc(r.take("Target"), m.Target, f"{ctx}/Target")
+        source = _read_loc(r.take("Source"), m.Source, f"{ctx}/Source")
+        meta = _read_meta(r.take("Meta"), ctx)
+        noc = _opt_int(r.take("NumberOfChanges"), f"{ctx}/NumberOfChanges")
+        cmds = _read_children(name, r, ctx)
+        return m.Sync(cmd_id=cmd_id, no_resp=no_resp, cred=cred, target=target, source=source,
+                      meta=meta, number_of_changes=noc, commands=cmds)
+    cls_by_name: dict[str, type[m.ItemCommand]] = {
+        "Add": m.Add, "Replace": m.Replace, "Copy": m.Copy, "Move": m.Move, "Delete": m.Delete,
+        "Get": m.Get, "Put": m.Put}
+    icls = cls_by_name[name]
+    extra: dict[str, object] = {}
+    if icls is m.Delete:
+        extra["archive"] = _flag_of(r.take("Archive"), f"{ctx}/Archive")
+        extra["sft_del"] = _flag_of(r.take("SftDel"), f"{ctx}/SftDel")
+    if icls in (m.Get, m.Put):
+        extra["lang"] = _opt_text(r.take("Lang"), f"{ctx}/Lang")
+    cred = _read_cred(r.take("Cred"), ctx)
+    meta = _read_meta(r.take("Meta"), ctx)
+    items = [_read_item(e, meta, ctx) for e in r.many("Item")]
+    r.done()
+    if not items:
+        raise SyncMLError(f"{ctx}: needs at least one Item")
+    return icls(cmd_id=cmd_id, no_resp=no_resp, cred=cred, meta=meta, items=items, **extra)
+
+
+_COMMANDS = frozenset({"Add", "Alert", "Atomic", "Copy", "Delete", "Exec", "Get", "Map", "Move",
+                       "Put", "Replace", "Results", "Sequence", "Status", "Sync"})
+
+
+def _read_children(parent: str, r: _Reader, ctx: str) -> list[m.Command]:
+    allowed = m.CONTAINER_CHILDREN[parent]
+    out = []
+    while (name := r.peek()) is not None:
+        if name not in allowed:
+            raise SyncMLError(f"{ctx}: {name} is not allowed inside {parent}")
+        out.append(_read_command(name, r.need(name), ctx))
+    return out
+
+
+def _read_header(el: ET.Element) -> m.SyncHdr:
+    ctx = "SyncHdr"
+    r = _Reader(el, ctx)
+    ver_dtd = _text(r.need("VerDTD"), "SyncHdr/VerDTD").strip()
+    if ver_dtd != m.VER_DTD:
+        raise SyncMLError(f"SyncHdr/VerDTD {ver_dtd[:10]!r} is not supported (only 1.2)")
+    ver_proto = _text(r.need("VerProto"), "SyncHdr/VerProto").strip()
+    if ver_proto not in (m.PROTO_DM, m.PROTO_DS):
+        raise SyncMLError(f"SyncHdr/VerProto {ver_proto[:16]!r} is not DM/1.2 or SyncML/1.2")
+    session_id = _text(r.need("SessionID"), "SyncHdr/SessionID").strip()
+    msg_id = _int(r.need("MsgID"), "SyncHdr/MsgID")
+    target = _read_loc(r.need("Target"), m.Target, "SyncHdr/Target")
+    source = _read_loc(r.need("Source"), m.Source, "SyncHdr/Source")
+    resp_uri = _opt_text(r.take("RespURI"), "SyncHdr/RespURI")
+    no_resp = _flag_of(r.take("NoResp"), "SyncHdr/NoResp")
+    cred = _read_cred(r.take("Cred"), ctx)
+    meta = _read_meta(r.take("Meta"), ctx)
+    r.done()
+    assert target is not None and source is not None
+    return m.SyncHdr(session_id=session_id, msg_id=msg_id, target=target, source=source,
+                     ver_proto=ver_proto, ver_dtd=ver_dtd, resp_uri=resp_uri, no_resp=no_resp,
+                     cred=cred, meta=meta)
+
+
+def decode(data: bytes) -> m.SyncMLMessage:
+    """Decode SyncML 1.2 XML bytes; any malformation raises SyncMLError."""
+    return decode_element(parse_xml(data))
+
+
+def decode_element(root: ET.Element) -> m.SyncMLMessage:
+    """Decode an already parsed SyncML Element (the WBXML codec uses this)."""
+    ns, local = _local(root.tag)
+    if local != "SyncML" or (ns or "").lower() != NS_SYNCML.lower():
+        raise SyncMLError(f"root element is {{{ns}}}{local}, expected SyncML in {NS_SYNCML}")
+    r = _Reader(root, "SyncML")
+    header = _read_header(r.need("SyncHdr"))
+    body_el = r.need("SyncBody")
+    r.done()
+    br = _Reader(body_el, "SyncBody")
+    commands: list[m.Command] = []
+    while (name := br.peek()) is not None and name != "Final":
+        if name not in _COMMANDS:
+            raise SyncMLError(f"SyncBody: unknown or unsupported command {name}")
+        commands.append(_read_command(name, br.need(name), "SyncBody"))
+    final = _flag_of(br.take("Final"), "SyncBody/Final")
+    br.done()
+    if not commands and not final:
+        raise SyncMLError("SyncBody is empty (no command and no Final)")
+    msg = m.SyncMLMessage(header=header, commands=commands, final=final)
+    ids = [c.cmd_id for c in msg.iter_commands()]
+    if len(ids) != len(set(ids)):
+        raise SyncMLError("duplicate CmdID in message")
+    return msg
+
