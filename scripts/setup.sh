@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Machine set-up for a fresh Debian 12 (re-runnable, idempotent):
+# system packages, the .venv, simvault installed editable with its test extras.
+#
+#   scripts/setup.sh            # as root (or with sudo available)
+#   SKIP_APT=1 scripts/setup.sh # only the Python part
+set -euo pipefail
+
+# System packages. Others add theirs here (one list, one apt-get install).
+APT_PACKAGES=(
+    swig libpcsclite-dev pcscd        # pyscard build and the PC/SC daemon
+    vsmartcard-vpcd vsmartcard-vpicc  # virtual reader driver, vsmartcard's emulator (vicc)
+    python3-pycryptodome              # vicc imports PyCrypto (bench/bench_link.py shims it)
+    pcsc-tools opensc                 # independent PC/SC clients: scriptor, pcsc_scan, opensc-tool
+    libwbxml2-utils                   # WBXML tools
+    python3-venv python3-dev
+)
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VENV:-$here/.venv}
+PYTHON=${PYTHON:-python3}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_apt() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        echo "setup: system packages already installed"
+        return
+    fi
+    echo "setup: installing ${missing[*]}"
+    # apt-get update once per run, and only when something is missing.
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+install_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "setup: creating $VENV"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --quiet -e "$here[test]"
+    "$VENV/bin/python" -c "import smartcard, host, card, apdu_specs" \
+        || { echo "setup: the venv cannot import simvault's packages" >&2; exit 1; }
+    echo "setup: $VENV ready"
+}
+
+[ "${SKIP_APT:-0}" = 1 ] || install_apt
+install_python
+echo "setup: done. Start pcscd for the tests with scripts/pcscd.sh"

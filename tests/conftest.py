@@ -1,0 +1,152 @@
+"""Shared fixtures: the real pcscd, vpcd slots serving virtual cards, --hardware.
+
+    def test_x(vpcd_card):
+        reader = vpcd_card(MyCard())            # slot 0: "Virtual PCD 00 00"
+        reader2 = vpcd_card(Other(), slot=1)    # slot 1: "Virtual PCD 00 01"
+        vpcd_card.bridge(reader).stop()         # the card is "removed"
+
+pcscd is the system daemon (a private one does not work with pcsc-lite
+1.9.9): tests share it and each picks its vpcd slot. Missing pcscd fails the
+tests loudly; installing it is scripts/setup.sh's job.
+
+Several pytest sessions (several engineers) may share the machine: a slot is
+taken under a file lock (``vpcd_slot_lock``), so sessions queue for it instead
+of stealing each other's reader. A test that serves a card some other way (a
+subprocess) takes the lock itself: ``with vpcd_slot_lock(1): ...``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from card.vpcd import VpcdBridge, slot_lock
+from host.link.pcsc import card_present, list_readers
+
+ROOT = Path(__file__).resolve().parent.parent
+PCSCD_SCRIPT = ROOT / "scripts" / "pcscd.sh"
+VPCD_HOST = "127.0.0.1"
+VPCD_PORTS = (35963, 35964)
+VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
+CARD_WAIT_SECONDS = 10.0
+SLOT_LOCK_SECONDS = float(os.environ.get("SIMVAULT_SLOT_LOCK_SECONDS", "180"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--hardware", action="store_true", default=False,
+                     help="run tests marked 'hardware' (a physical reader and card)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--hardware"):
+        return
+    skip = pytest.mark.skip(reason="needs a physical reader and card: run with --hardware")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pcscd() -> list[str]:
+    """pcscd is running and shows both vpcd readers; returns the reader names."""
+    if not PCSCD_SCRIPT.exists():
+        pytest.fail(f"{PCSCD_SCRIPT} is missing")
+    result = subprocess.run([str(PCSCD_SCRIPT), "start"], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        pytest.fail(
+            "pcscd could not be started (install it with scripts/setup.sh): "
+            + (result.stderr or result.stdout).strip()
+        )
+    names = list_readers()
+    missing = [r for r in VPCD_READERS if r not in names]
+    if missing:
+        pytest.fail(f"pcscd runs but lacks the vpcd readers {missing}: install vsmartcard-vpcd")
+    return names
+
+
+def _slot_index(slot: int) -> int:
+    index = VPCD_PORTS.index(slot) if slot in VPCD_PORTS else slot
+    if index not in (0, 1):
+        raise ValueError(f"vpcd slot must be 0, 1, 35963 or 35964, got {slot}")
+    return index
+
+
+@contextlib.contextmanager
+def vpcd_slot_lock(slot: int) -> Iterator[str]:
+    """Hold vpcd slot 0/1 across processes (see card.vpcd.slot_lock); yields
+    its reader name. Not re-entrant for one slot within a process."""
+    index = _slot_index(slot)
+    lock = slot_lock(VPCD_PORTS[index], SLOT_LOCK_SECONDS)
+    try:
+        lock.__enter__()
+    except TimeoutError as exc:  # only the wait for the lock, not the test body
+        pytest.fail(str(exc))
+    try:
+        yield VPCD_READERS[index]
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _wait_presence(reader: str, present: bool, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if card_present(reader) == present:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class VpcdSlots:
+    """Factory behind the ``vpcd_card`` fixture; stops its bridges at teardown."""
+
+    def __init__(self) -> None:
+        self._bridges: dict[str, VpcdBridge] = {}
+        self._locks = contextlib.ExitStack()
+
+    def __call__(self, card: object, slot: int = 0) -> str:
+        """Serve ``card`` on vpcd slot 0/1 (or port 35963/35964); return the
+        reader name once pcscd sees the card present."""
+        index = _slot_index(slot)
+        reader = VPCD_READERS[index]
+        if reader in self._bridges:
+            raise RuntimeError(f"{reader} already serves a card in this test")
+        self._locks.enter_context(vpcd_slot_lock(index))
+        if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
+            pytest.fail(f"{reader} still shows a card: another bridge or vicc holds port {VPCD_PORTS[index]}")
+        bridge = VpcdBridge(card, VPCD_HOST, VPCD_PORTS[index])  # type: ignore[arg-type]
+        bridge.run_in_thread()
+        self._bridges[reader] = bridge
+        if not _wait_presence(reader, True, CARD_WAIT_SECONDS):
+            pytest.fail(f"pcscd did not see the card in {reader} within {CARD_WAIT_SECONDS}s")
+        return reader
+
+    def bridge(self, reader: str) -> VpcdBridge:
+        return self._bridges[reader]
+
+    def remove(self, reader: str) -> None:
+        """Stop the bridge ("pull the card") and wait until pcscd notices."""
+        bridge = self._bridges.pop(reader)
+        bridge.stop()
+        if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
+            pytest.fail(f"pcscd still sees a card in {reader} after the bridge stopped")
+
+    def close(self) -> None:
+        try:
+            for reader in list(self._bridges):
+                self.remove(reader)
+        finally:
+            self._locks.close()
+
+
+@pytest.fixture
+def vpcd_card(pcscd: list[str]):
+    slots = VpcdSlots()
+    try:
+        yield slots
+    finally:
+        slots.close()
