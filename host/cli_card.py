@@ -1,0 +1,423 @@
+"""`simvault readers | card ... | apdu ...`: the card commands, and the card
+connection options every card-touching command shares.
+
+    add_card_options(parser)      --reader, --emulator, --trace, --no-t0-get-response, --pin-env
+    open_card(args, pin=True)     -> a selected BackupCard (PIN verified unless pin=False)
+
+Secrets (PIN, PUK, admin key) come from environment variables, files or
+getpass prompts; they are never printed.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import functools
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from apdu_specs.sw import describe
+from host.errors import SimvaultError, TransportError, UsageError
+
+log = logging.getLogger(__name__)
+
+PIN_ENV = "SIMVAULT_PIN"
+NEW_PIN_ENV = "SIMVAULT_NEW_PIN"
+PUK_ENV = "SIMVAULT_PUK"
+ADMIN_KEY_ENV = "SIMVAULT_ADMIN_KEY_FILE"
+
+
+# ---- shared connection options ------------------------------------------------------
+
+
+def add_card_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to a card."""
+    group = parser.add_argument_group("card connection")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--reader", "-r", metavar="R", default=None,
+                       help="PC/SC reader: index, exact name or pattern (default: the only reader with a card)")
+    where.add_argument("--emulator", metavar="IMAGE", type=Path, default=None,
+                       help="use the virtual card in IMAGE in-process (no pcscd)")
+    group.add_argument("--trace", action="store_true", help="print every APDU to stderr (secrets redacted)")
+    group.add_argument("--no-t0-get-response", action="store_true",
+                       help="do not fetch 61xx answers with GET RESPONSE nor re-issue on 6Cxx")
+    group.add_argument("--pin-env", metavar="VAR", default=PIN_ENV,
+                       help=f"environment variable holding the PIN (default {PIN_ENV}); else a prompt")
+
+
+def open_link(args: argparse.Namespace):  # -> host.link.Link
+    """A connected Link to the card the options name (closed at exit)."""
+    from host.link import ApduTracer, EmulatorTransport, Link, PcscTransport
+
+    emulator = getattr(args, "emulator", None)
+    if emulator is not None:
+        from card.emulator import VirtualCard
+        if not Path(emulator).exists():
+            raise UsageError(f"no card image {emulator}: create one with 'simvault card init --image {emulator}'")
+        key = Path(emulator).resolve()
+        previous = _EMULATOR_LINKS.pop(key, None)
+        if previous is not None:        # one handle per image in a process: the older one is closed
+            close_link(previous)
+        transport = EmulatorTransport(VirtualCard.open(emulator, exclusive=True), name=f"emulator {emulator}")
+    else:
+        transport = PcscTransport(_default_reader(getattr(args, "reader", None)))
+    tracer = ApduTracer(sys.stderr, sw_namer=lambda sw: describe(sw).name) if getattr(args, "trace", False) else None
+    auto = not getattr(args, "no_t0_get_response", False)
+    link = Link(transport, tracer=tracer, t0_auto_get_response=auto, t0_auto_reissue=auto)
+    if emulator is not None:
+        _EMULATOR_LINKS[Path(emulator).resolve()] = link
+    atexit.register(close_link, link)       # a fallback: commands close it when done
+    if _OPENED is not None:
+        _OPENED.append(link)
+    link.connect()
+    return link
+
+
+_EMULATOR_LINKS: dict[Path, object] = {}
+
+
+def _default_reader(spec: str | None) -> str | None:
+    """Without --reader: the only reader with a card in it, if there is exactly one."""
+    if spec is not None:
+        return spec
+    from host.link.pcsc import card_present, list_readers
+    names = list_readers()
+    with_card = [n for n in names if card_present(n)]
+    return with_card[0] if len(with_card) == 1 and len(names) > 1 else None
+
+
+def close_link(link) -> None:  # link: host.link.Link
+    """Disconnect (PC/SC: the card is reset, the PIN forgotten); close an
+    emulator's image. Idempotent."""
+    link.disconnect()
+    card = getattr(link.transport, "card", None)
+    if card is not None and hasattr(card, "close"):
+        card.close()
+
+
+def open_card(args: argparse.Namespace, pin: bool = True):  # -> host.client.BackupCard
+    """The simvault applet, selected; the PIN verified when ``pin`` (from
+    --pin-env's variable or a prompt)."""
+    from host.client import BackupCard
+
+    card = BackupCard(open_link(args))
+    card.select()
+    if pin:
+        card.verify_pin(read_secret(getattr(args, "pin_env", PIN_ENV), "PIN"))
+    return card
+
+
+def read_secret(env: str | None, what: str, confirm: bool = False) -> str:
+    """A secret from the environment variable ``env`` or a no-echo prompt."""
+    if env and os.environ.get(env):
+        return os.environ[env].strip()
+    if not sys.stdin.isatty():
+        raise UsageError(f"no {what}: set ${env or PIN_ENV} or run in a terminal to be prompted")
+    value = getpass.getpass(f"{what}: ")
+    if confirm and getpass.getpass(f"{what} again: ") != value:
+        raise UsageError(f"the two {what}s differ: try again")
+    return value
+
+
+def _read_admin_key(path: Path | None, create: bool = False) -> bytes:
+    if path is None:
+        env = os.environ.get(ADMIN_KEY_ENV)
+        if not env:
+            raise UsageError(f"no admin key: pass --admin-key-file FILE (or set ${ADMIN_KEY_ENV})")
+        path = Path(env)
+    if not path.exists():
+        if not create:
+            raise UsageError(f"admin key file {path} does not exist")
+        key = os.urandom(16)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key.hex() + "\n")
+        print(f"admin key generated in {path} (keep it safe: it administers the card)", file=sys.stderr)
+        return key
+    raw = path.read_bytes()
+    try:
+        key = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        key = raw
+    if len(key) != 16:
+        raise UsageError(f"{path} must hold a 16-byte AES key (32 hex digits)")
+    return key
+
+
+# ---- handlers -------------------------------------------------------------------------
+
+_OPENED: list | None = None      # links opened by the running handler
+
+
+def closes_links(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Close every link the handler opened (PC/SC connections are exclusive)."""
+
+    @functools.wraps(handler)
+    def wrapper(args: argparse.Namespace) -> int:
+        global _OPENED
+        previous, _OPENED = _OPENED, []
+        opened = _OPENED
+        try:
+            return handler(args)
+        finally:
+            _OPENED = previous
+            for link in opened:
+                close_link(link)
+
+    return wrapper
+
+
+def _cmd_readers(args: argparse.Namespace) -> int:
+    from host.link.pcsc import list_readers
+    names = list_readers()
+    if not names:
+        print("no PC/SC reader")
+        return 1
+    for index, name in enumerate(names):
+        present, atr = _reader_state(name)
+        print(f"{index}: {name}: " + (f"card present, ATR {atr.hex().upper()}" if present else "no card"))
+    return 0
+
+
+def _reader_state(name: str) -> tuple[bool, bytes]:
+    from smartcard import scard
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise TransportError("cannot reach pcscd: start it (scripts/pcscd.sh) and retry")
+    try:
+        hresult, states = scard.SCardGetStatusChange(context, 0, [(name, scard.SCARD_STATE_UNAWARE)])
+        if hresult != scard.SCARD_S_SUCCESS:
+            return False, b""
+        _name, state, atr = states[0]
+        return bool(state & scard.SCARD_STATE_PRESENT), bytes(atr or b"")
+    finally:
+        scard.SCardReleaseContext(context)
+
+
+def _limits(args: argparse.Namespace):
+    from card.runtime import CardLimits
+    return CardLimits.short(t0=args.t0) if args.short else CardLimits(t0=args.t0)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from card.emulator import VirtualCard
+    from card.vpcd import DEFAULT_HOST, DEFAULT_PORT, VpcdBridge
+    host, _, port = (args.vpcd or f"{DEFAULT_HOST}:{DEFAULT_PORT}").rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--vpcd {args.vpcd!r}: expected HOST:PORT")
+    with VirtualCard.open(args.image, _limits(args), exclusive=True) as card:
+        bridge = VpcdBridge(card, host or DEFAULT_HOST, int(port))
+        print(f"serving {args.image} on vpcd {bridge.address} (ctrl-C to stop)", file=sys.stderr)
+        bridge.serve_forever()      # reconnects when pcscd restarts; SIGINT/SIGTERM stop it
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from card.emulator import personalise
+    from host.keys import load_public_point
+    if args.image.exists() and not args.force:
+        raise UsageError(f"{args.image} already exists: it may hold backups; pass --force to overwrite it")
+    points = [load_public_point(Path(p)) for p in args.trust]
+    pin = args.pin or read_secret(args.pin_env, "new PIN", confirm=True)
+    puk = args.puk or read_secret(args.puk_env, "new PUK (8 digits)", confirm=True)
+    key = _read_admin_key(args.admin_key_file, create=True)
+    personalise(args.image, args.capacity, pin, puk, key, points, force=args.force)
+    print(f"card image {args.image} personalised: {args.capacity} bytes, {len(points)} trust anchor(s)")
+    return 0
+
+
+@closes_links
+def _cmd_status(args: argparse.Namespace) -> int:
+    card = open_card(args, pin=False)
+    status = card.status()
+    fci = card.fci
+    assert fci is not None
+    doc = {**status.__dict__, "life_cycle_name": status.life_cycle_name,
+           "max_command_data": fci.max_command_data, "max_response_data": fci.max_response_data,
+           "max_chunk_size": fci.max_chunk_size, "extended_length": fci.extended_length,
+           "reader": card.link.transport.name}
+    if args.json:
+        print(json.dumps(doc, sort_keys=True, indent=1))
+        return 0
+    print(f"card: {doc['reader']}, applet version {status.applet_version}, {status.life_cycle_name}")
+    print(f"PIN: {status.pin_tries}/{status.pin_max_tries} tries left, PUK: {status.puk_tries} tries left")
+    print(f"memory: {status.free} of {status.capacity} bytes free; {status.chunks} chunks")
+    print(f"backups: {status.backups} of {status.max_backups}; highest sequence {status.highest_sequence}"
+          + ("; an interrupted upload is pending" if status.session_active else ""))
+    print(f"trust anchors: {status.anchors}")
+    print(f"limits: command {fci.max_command_data}, response {fci.max_response_data}, chunk {fci.max_chunk_size}, "
+          f"extended length {'yes' if fci.extended_length else 'no'}")
+    return 0
+
+
+@closes_links
+def _cmd_pin(args: argparse.Namespace) -> int:
+    card = open_card(args, pin=False)
+    if args.pin_action == "verify":
+        card.verify_pin(read_secret(args.pin_env, "PIN"))
+        print("PIN verified")
+    elif args.pin_action == "change":
+        old = read_secret(args.pin_env, "current PIN")
+        card.change_pin(old, read_secret(args.new_pin_env, "new PIN", confirm=True))
+        print("PIN changed")
+    else:
+        puk = read_secret(args.puk_env, "PUK")
+        card.unblock_pin(puk, read_secret(args.new_pin_env, "new PIN", confirm=True))
+        print("PIN unblocked and set")
+    return 0
+
+
+@closes_links
+def _cmd_trust(args: argparse.Namespace) -> int:
+    from host.keys import load_public_point
+    card = open_card(args, pin=False)
+    if args.trust_action == "list":
+        for kid in card.list_anchors():
+            print(kid.hex())
+        return 0
+    card.open_admin(_read_admin_key(args.admin_key_file))
+    if args.trust_action == "add":
+        print(f"trust anchor {card.put_trust_anchor(load_public_point(Path(args.keyfile))).hex()} added")
+    else:
+        try:
+            kid = bytes.fromhex(args.key_id)
+        except ValueError:
+            kid = b""
+        if len(kid) != 8:
+            raise UsageError("a key id is 16 hex digits (see 'simvault card trust list')")
+        card.delete_trust_anchor(kid)
+        print(f"trust anchor {kid.hex()} removed")
+    return 0
+
+
+@closes_links
+def _cmd_erase(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise UsageError("this deletes every backup on the card: add --yes to confirm")
+    card = open_card(args, pin=False)
+    card.open_admin(_read_admin_key(args.admin_key_file))
+    card.erase_backups()
+    print("every backup on the card erased (PIN, keys, trust anchors and the sequence kept)")
+    return 0
+
+
+@closes_links
+def _cmd_apdu(args: argparse.Namespace) -> int:
+    from host.link.apdu import parse_apdu
+    link = open_link(args)
+    worst = 0
+    for text in args.hex:
+        try:
+            raw = bytes.fromhex(text.replace(":", "").replace(" ", ""))
+        except ValueError:
+            raise UsageError(f"{text!r} is not hex") from None
+        try:
+            response = link.transmit(parse_apdu(raw))
+            data, sw = response.data, response.sw
+        except ValueError:        # not a well-formed APDU: send it as is
+            out = link.transmit_raw(raw)
+            if len(out) < 2:
+                raise TransportError("the card answered without a status word") from None
+            data, sw = out[:-2], int.from_bytes(out[-2:], "big")
+        info = describe(sw)
+        print(f"<< {data.hex().upper()} {sw:04X} {info.name}: {info.meaning}".replace("<<  ", "<< "))
+        if sw != 0x9000 and sw >> 8 not in (0x61,):
+            worst = 1
+    return worst
+
+
+
+# ---- registration ---------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("readers", help="list PC/SC readers, card presence and ATR")
+    p.set_defaults(func=_cmd_readers)
+
+    card = subparsers.add_parser("card", help="the simvault card: serve, init, status, PIN, trust, erase")
+    sub = card.add_subparsers(dest="card_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("serve", help="serve a card image on pcscd's vpcd reader")
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--vpcd", metavar="HOST:PORT", default=None, help="default 127.0.0.1:35963 (reader 'Virtual PCD 00 00')")
+    p.add_argument("--t0", action="store_true", help="behave as a T=0 card (61xx / 6Cxx)")
+    p.add_argument("--short", action="store_true", help="short APDUs only (chunks through chaining)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("init", help="create and personalise a new card image")
+    p.add_argument("--image", type=Path, required=True)
+    p.add_argument("--capacity", type=int, default=1 << 20, help="NVM bytes (default 1 MiB)")
+    p.add_argument("--pin", default=None, help=f"new PIN (prefer ${PIN_ENV} or the prompt)")
+    p.add_argument("--puk", default=None, help=f"new PUK (prefer ${PUK_ENV} or the prompt)")
+    p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR")
+    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR")
+    p.add_argument("--admin-key-file", type=Path, default=None,
+                   help="16-byte admin key (hex); generated there when the file does not exist")
+    p.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE", help="PEM public keys to trust")
+    p.add_argument("--force", action="store_true", help="overwrite an existing image")
+    p.set_defaults(func=_cmd_init)
+
+    p = sub.add_parser("status", help="applet status: PIN tries, memory, backups")
+    add_card_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("pin", help="verify, change or unblock the PIN")
+    p.add_argument("pin_action", choices=("verify", "change", "unblock"))
+    add_card_options(p)
+    p.add_argument("--new-pin-env", default=NEW_PIN_ENV, metavar="VAR")
+    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR")
+    p.set_defaults(func=_cmd_pin)
+
+    p = sub.add_parser("trust", help="trust anchors: list, add, remove (admin channel)")
+    tsub = p.add_subparsers(dest="trust_action", metavar="ACTION", required=True)
+    for name, helptext in (("list", "list the key ids"), ("add", "add a PEM public key"),
+                           ("remove", "remove a key id")):
+        t = tsub.add_parser(name, help=helptext)
+        if name == "add":
+            t.add_argument("keyfile")
+        elif name == "remove":
+            t.add_argument("key_id")
+        add_card_options(t)
+        t.add_argument("--admin-key-file", type=Path, default=None)
+        t.set_defaults(func=_cmd_trust)
+
+    p = sub.add_parser("erase", help="erase every backup (admin channel)")
+    add_card_options(p)
+    p.add_argument("--admin-key-file", type=Path, default=None)
+    p.add_argument("--yes", action="store_true", help="confirm")
+    p.set_defaults(func=_cmd_erase)
+
+    p = subparsers.add_parser("apdu", help="send raw APDUs (hex) and decode the status words")
+    p.add_argument("hex", nargs="+", metavar="HEX")
+    add_card_options(p)
+    p.set_defaults(func=_cmd_apdu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Only the card commands (``python -m host.cli_card card serve ...``), same
+    error handling as host.cli."""
+    parser = argparse.ArgumentParser(prog="simvault")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SimvaultError as err:
+        print(f"simvault: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("simvault: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["SimvaultError", "add_card_options", "close_link", "closes_links", "open_card", "open_link", "read_secret", "register"]

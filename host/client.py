@@ -1,0 +1,392 @@
+"""Typed client of the simvault backup applet over a host.link.Link.
+
+    card = BackupCard(link)
+    card.select()                    # reads the FCI, sets the link's sizes
+    card.verify_pin("1234")
+    card.begin_backup(bid, seq, len(manifest)) ...
+
+Every command and answer is built and parsed through apdu_specs codecs. An
+error status word raises a host.errors.CardError subclass whose one-line
+message says what went wrong and what to do (apdu_specs.sw.describe).
+"""
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from apdu_specs import commands as K
+from apdu_specs import constants as C
+from apdu_specs.codec import CodecError
+from apdu_specs.fci import FCI, Fci
+from apdu_specs.manifest import key_id as point_key_id
+from apdu_specs.scp import SecureChannel
+from apdu_specs.sw import SW, describe, pin_tries
+from host.errors import CardError, PinError, UsageError
+from host.link.apdu import Apdu, Response
+from host.link.link import Link
+
+# ---- errors -----------------------------------------------------------------------
+
+
+class WrongPinError(PinError):
+    """Wrong PIN or PUK; ``tries_left`` tries remain."""
+
+    def __init__(self, message: str, sw: int, tries_left: int) -> None:
+        super().__init__(message, sw)
+        self.tries_left = tries_left
+
+
+class PinBlockedError(PinError):
+    """PIN (or PUK) blocked (6983)."""
+
+
+class PinRequiredError(PinError):
+    """The command needs the PIN (or the admin channel) first (6982)."""
+
+
+class AdminAuthError(CardError):
+    """Secure channel refused: wrong admin key, wrong cryptogram or C-MAC."""
+
+
+class CardStateError(CardError):
+    """Conditions not satisfied (no session, manifest incomplete) or applet not selected."""
+
+
+class NotFoundOnCardError(CardError):
+    """No such backup, chunk or trust anchor (6A88) or the applet is missing (6A82)."""
+
+
+class AlreadyOnCardError(CardError):
+    """The chunk (or backup id) is already on the card (6A89)."""
+
+
+class CardFullError(CardError):
+    """Not enough memory on the card (6A84)."""
+
+
+class BackupRejectedError(CardError):
+    """COMMIT refused: signature, untrusted signer, rollback, chunk hash (6688/6984/668A/6689)."""
+
+
+class CardProtocolError(CardError):
+    """Malformed command or answer: a bug in the client, the link or the card."""
+
+
+_ERRORS: dict[int, type[CardError]] = {
+    SW.AUTH_METHOD_BLOCKED: PinBlockedError,
+    SW.SECURITY_STATUS_NOT_SATISFIED: PinRequiredError,
+    SW.VERIFICATION_FAILED: AdminAuthError,
+    SW.INCORRECT_SM_DATA: AdminAuthError,
+    SW.CONDITIONS_NOT_SATISFIED: CardStateError,
+    SW.COMMAND_NOT_ALLOWED: CardStateError,
+    SW.REFERENCED_DATA_NOT_FOUND: NotFoundOnCardError,
+    SW.FILE_NOT_FOUND: NotFoundOnCardError,
+    SW.DATA_ALREADY_EXISTS: AlreadyOnCardError,
+    SW.NOT_ENOUGH_MEMORY: CardFullError,
+    SW.SIGNATURE_INVALID: BackupRejectedError,
+    SW.REFERENCE_DATA_NOT_USABLE: BackupRejectedError,
+    SW.SEQUENCE_ROLLBACK: BackupRejectedError,
+    SW.CHUNK_HASH_MISMATCH: BackupRejectedError,
+}
+
+
+def card_error(operation: str, sw: int) -> CardError:
+    """The typed error for an error status word, with a one-line message."""
+    info = describe(sw)
+    message = f"{operation}: card answered {sw:04X} {info.name}: {info.meaning}"
+    tries = pin_tries(sw)
+    if tries is not None:
+        what = "wrong PUK" if operation == "RESET RETRY COUNTER" else "wrong PIN"
+        if tries == 0:
+            return PinBlockedError(f"{operation}: {what}, no tries left: the "
+                                   f"{'PUK' if 'PUK' in what else 'PIN'} is now blocked", sw)
+        return WrongPinError(f"{operation}: {what}, {tries} tries left", sw, tries)
+    return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)
+
+
+# ---- results ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardStatus:
+    applet_version: int
+    life_cycle: int
+    pin_verified: bool
+    pin_tries: int
+    pin_max_tries: int
+    puk_tries: int
+    admin_authenticated: bool
+    capacity: int
+    free: int
+    backups: int
+    max_backups: int
+    chunks: int
+    anchors: int
+    highest_sequence: int
+    session_active: bool
+
+    @property
+    def life_cycle_name(self) -> str:
+        try:
+            return C.LifeCycle(self.life_cycle).name
+        except ValueError:
+            return f"0x{self.life_cycle:02X}"
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    backup_id: bytes
+    sequence: int
+    created: int
+    manifest_length: int
+    chunk_count: int
+    stored_bytes: int
+
+
+@dataclass(frozen=True)
+class BeginResult:
+    resumed: bool
+    chunks_received: int
+    manifest_received: int
+
+
+# ---- the client ---------------------------------------------------------------------
+
+
+class BackupCard:
+    """The simvault applet on one card, through a Link (already connected)."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.fci: Fci | None = None
+        self._scp: SecureChannel | None = None
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _send(self, operation: str, apdu: Apdu) -> bytes:
+        response: Response = self.link.transmit(apdu)
+        if response.sw != SW.OK:
+            raise card_error(operation, response.sw)
+        return response.data
+
+    @staticmethod
+    def _parse(operation: str, codec, data: bytes):
+        try:
+            return codec.decode(data)
+        except CodecError as exc:
+            raise CardProtocolError(f"{operation}: the card's answer is malformed ({exc}): "
+                                    "is this a simvault card?") from exc
+
+    @property
+    def max_command_data(self) -> int:
+        return self.link.max_command_data if self.link.extended else min(self.link.max_command_data, 255)
+
+    @property
+    def _read_le(self) -> int:
+        return self.link.max_response_data if self.link.extended else min(self.link.max_response_data, 256)
+
+    # -- selection and status --------------------------------------------------
+
+    def select(self) -> Fci:
+        """SELECT the applet by AID; the FCI's limits configure the link."""
+        data = self._send("SELECT", Apdu(C.CLA_ISO, C.Ins.SELECT, C.SELECT_BY_DF_NAME, C.SELECT_FIRST_OR_ONLY,
+                                         C.AID, le=0))
+        fci = self._parse("SELECT", FCI, data)
+        self.fci = fci
+        self._scp = None
+        self.link.set_extended(fci.extended_length, fci.max_command_data, fci.max_response_data)
+        self.link.chaining = fci.chaining
+        return fci
+
+    def status(self) -> CardStatus:
+        data = self._send("GET STATUS", Apdu(C.CLA_PROPRIETARY, C.Ins.GET_STATUS, le=0))
+        return CardStatus(**self._parse("GET STATUS", K.GET_STATUS_RESPONSE, data))
+
+    # -- PIN -------------------------------------------------------------------
+
+    @staticmethod
+    def _pin_block(pin: str, what: str = "PIN") -> bytes:
+        try:
+            return K.pin_block(pin)
+        except CodecError:
+            raise UsageError(f"a {what} is {C.PIN_MIN_DIGITS} to {C.PIN_MAX_DIGITS} digits: check it") from None
+
+    def verify_pin(self, pin: str) -> None:
+        """VERIFY; WrongPinError (tries_left) or PinBlockedError on refusal."""
+        data = K.VERIFY_DATA.encode({"pin": self._pin_block(pin)})
+        self._send("VERIFY", Apdu(C.CLA_ISO, C.Ins.VERIFY, 0x00, C.PIN_REFERENCE, data, secret=True))
+
+    def pin_tries_left(self) -> int | None:
+        """VERIFY without data: None when the PIN is verified, else the tries left (0 = blocked)."""
+        response = self.link.transmit(Apdu(C.CLA_ISO, C.Ins.VERIFY, 0x00, C.PIN_REFERENCE))
+        if response.sw == SW.OK:
+            return None
+        if response.sw == SW.AUTH_METHOD_BLOCKED:
+            return 0
+        tries = pin_tries(response.sw)
+        if tries is None:
+            raise card_error("VERIFY", response.sw)
+        return tries
+
+    def change_pin(self, old: str, new: str) -> None:
+        data = K.CHANGE_REFERENCE_DATA_DATA.encode({"old": self._pin_block(old), "new": self._pin_block(new, "new PIN")})
+        self._send("CHANGE REFERENCE DATA",
+                   Apdu(C.CLA_ISO, C.Ins.CHANGE_REFERENCE_DATA, 0x00, C.PIN_REFERENCE, data, secret=True))
+
+    def unblock_pin(self, puk: str, new_pin: str) -> None:
+        if len(puk) != C.PUK_DIGITS or not puk.isdigit():
+            raise UsageError("the PUK is 8 digits: check it")
+        data = K.RESET_RETRY_COUNTER_DATA.encode({"puk": self._pin_block(puk, "PUK"),
+                                                  "new": self._pin_block(new_pin, "new PIN")})
+        self._send("RESET RETRY COUNTER",
+                   Apdu(C.CLA_ISO, C.Ins.RESET_RETRY_COUNTER, 0x00, C.PIN_REFERENCE, data, secret=True))
+
+    # -- upload ----------------------------------------------------------------
+
+    def begin_backup(self, backup_id: bytes, sequence: int, manifest_length: int) -> BeginResult:
+        data = K.BEGIN_BACKUP_DATA.encode({"backup_id": backup_id, "sequence": sequence,
+                                           "manifest_length": manifest_length})
+        answer = self._send("BEGIN BACKUP", Apdu(C.CLA_PROPRIETARY, C.Ins.BEGIN_BACKUP, data=data, le=0))
+        return BeginResult(**self._parse("BEGIN BACKUP", K.BEGIN_BACKUP_RESPONSE, answer))
+
+    def query_chunks(self, chunk_ids: Sequence[bytes]) -> list[bool]:
+        """Which chunks are on the card, in batches that fit one command."""
+        batch = max(1, self.max_command_data // C.CHUNK_ID_LENGTH)
+        out: list[bool] = []
+        for start in range(0, len(chunk_ids), batch):
+            ids = list(chunk_ids[start:start + batch])
+            data = K.QUERY_CHUNKS_DATA.encode({"chunk_ids": ids})
+            answer = self._send("QUERY CHUNKS", Apdu(C.CLA_PROPRIETARY, C.Ins.QUERY_CHUNKS, data=data, le=0))
+            bits = self._parse("QUERY CHUNKS", K.QUERY_CHUNKS_RESPONSE, answer)
+            if len(bits) < len(ids):
+                raise CardProtocolError("QUERY CHUNKS: the card answered fewer bits than ids asked")
+            out += bits[:len(ids)]
+        return out
+
+    def put_chunk(self, chunk_id: bytes, data: bytes) -> None:
+        """PUT CHUNK; the link chains it when it exceeds one command."""
+        if self.fci is not None and len(data) > self.fci.max_chunk_size:
+            raise UsageError(f"a chunk of {len(data)} bytes exceeds the card's {self.fci.max_chunk_size}: "
+                             "use smaller chunks")
+        body = K.PUT_CHUNK_DATA.encode({"chunk_id": chunk_id, "data": data})
+        self._send("PUT CHUNK", Apdu(C.CLA_PROPRIETARY, C.Ins.PUT_CHUNK, data=body))
+
+    def put_manifest(self, manifest: bytes, offset: int = 0) -> None:
+        """PUT MANIFEST in pieces that fit one command each."""
+        piece = max(1, self.max_command_data - 4)
+        for start in range(0, len(manifest), piece):
+            body = K.PUT_MANIFEST_DATA.encode({"offset": offset + start, "data": manifest[start:start + piece]})
+            self._send("PUT MANIFEST", Apdu(C.CLA_PROPRIETARY, C.Ins.PUT_MANIFEST, data=body))
+
+    def commit(self, signature: bytes) -> BackupEntry:
+        body = K.COMMIT_BACKUP_DATA.encode({"signature": signature})
+        answer = self._send("COMMIT BACKUP", Apdu(C.CLA_PROPRIETARY, C.Ins.COMMIT_BACKUP, data=body, le=0))
+        return BackupEntry(**self._parse("COMMIT BACKUP", K.COMMIT_BACKUP_RESPONSE, answer))
+
+    def abort(self) -> None:
+        self._send("ABORT BACKUP", Apdu(C.CLA_PROPRIETARY, C.Ins.ABORT_BACKUP))
+
+    # -- reading ---------------------------------------------------------------
+
+    def list_backups(self) -> list[BackupEntry]:
+        """Every committed backup, all pages (oldest sequence first)."""
+        entries: list[BackupEntry] = []
+        while True:
+            if len(entries) > 0xFF:
+                raise CardProtocolError("LIST BACKUPS: more than 255 entries: the card is not a simvault card")
+            answer = self._send("LIST BACKUPS", Apdu(C.CLA_PROPRIETARY, C.Ins.LIST_BACKUPS, len(entries), 0,
+                                                     le=self._read_le))
+            page = self._parse("LIST BACKUPS", K.LIST_BACKUPS_RESPONSE, answer)
+            entries += [BackupEntry(**e) for e in page["entries"]]
+            if not page["entries"] or len(entries) >= page["total"]:
+                return entries
+
+    def _read_loop(self, operation: str, ins: int, p1: int, codec, key: str, ident: bytes,
+                   length: int | None) -> bytes:
+        out = bytearray()
+        le = self._read_le
+        while length is None or len(out) < length:
+            body = codec.encode({key: ident, "offset": len(out)})
+            piece = self._send(operation, Apdu(C.CLA_PROPRIETARY, ins, p1, 0, body, le=le))
+            out += piece
+            if not piece or (length is None and len(piece) < le):
+                break
+        if length is not None and len(out) != length:
+            raise CardProtocolError(f"{operation}: {len(out)} bytes read, {length} expected")
+        return bytes(out)
+
+    def read_manifest(self, backup_id: bytes, length: int | None = None) -> bytes:
+        """The whole manifest of a committed backup."""
+        return self._read_loop("READ MANIFEST", C.Ins.READ_MANIFEST, C.READ_MANIFEST_BODY, K.READ_MANIFEST_DATA,
+                               "backup_id", backup_id, length)
+
+    def read_signature(self, backup_id: bytes) -> bytes:
+        return self._read_loop("READ MANIFEST", C.Ins.READ_MANIFEST, C.READ_MANIFEST_SIGNATURE,
+                               K.READ_MANIFEST_DATA, "backup_id", backup_id, C.SIGNATURE_LENGTH)
+
+    def read_chunk(self, chunk_id: bytes, size: int) -> bytes:
+        """The whole chunk (``size`` from the manifest's chunk table)."""
+        return self._read_loop("READ CHUNK", C.Ins.READ_CHUNK, 0, K.READ_CHUNK_DATA, "chunk_id", chunk_id, size)
+
+    def delete_backup(self, backup_id: bytes) -> None:
+        body = K.DELETE_BACKUP_DATA.encode({"backup_id": backup_id})
+        self._send("DELETE BACKUP", Apdu(C.CLA_PROPRIETARY, C.Ins.DELETE_BACKUP, data=body))
+
+    def list_anchors(self) -> list[bytes]:
+        answer = self._send("LIST ANCHORS", Apdu(C.CLA_PROPRIETARY, C.Ins.LIST_ANCHORS, le=0))
+        return list(self._parse("LIST ANCHORS", K.LIST_ANCHORS_RESPONSE, answer)["key_ids"])
+
+    # -- administration (secure channel) ---------------------------------------
+
+    def open_admin(self, admin_key: bytes, key_version: int = 0) -> None:
+        """SCP03-style handshake: checks the card cryptogram (constant time), then
+        EXTERNAL AUTHENTICATE. Admin commands are then C-MACed."""
+        self._scp = None
+        if len(admin_key) != C.SCP_KEY_LENGTH:
+            raise UsageError("the admin key is 16 bytes (AES-128): check the key file")
+        host_challenge = os.urandom(C.SCP_CHALLENGE_LENGTH)
+        body = K.INITIALIZE_UPDATE_DATA.encode({"host_challenge": host_challenge})
+        answer = self._send("INITIALIZE UPDATE", Apdu(C.CLA_PROPRIETARY, C.Ins.INITIALIZE_UPDATE, key_version, 0,
+                                                       body, le=0))
+        init = self._parse("INITIALIZE UPDATE", K.INITIALIZE_UPDATE_RESPONSE, answer)
+        channel = SecureChannel(admin_key, host_challenge, init["card_challenge"])
+        if not hmac.compare_digest(channel.card_cryptogram, init["card_cryptogram"]):
+            raise AdminAuthError("INITIALIZE UPDATE: the card cryptogram is wrong: wrong admin key "
+                                 "(or not this card); check the key file")
+        data = channel.wrap(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE, C.SCP_SECURITY_LEVEL_CMAC, 0,
+                            K.EXTERNAL_AUTHENTICATE_DATA.encode({"host_cryptogram": channel.host_cryptogram}))
+        self._send("EXTERNAL AUTHENTICATE", Apdu(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE,
+                                                 C.SCP_SECURITY_LEVEL_CMAC, 0, data, secret=True))
+        self._scp = channel
+
+    def _admin(self, operation: str, ins: int, payload: bytes) -> bytes:
+        if self._scp is None:
+            raise UsageError(f"{operation} needs the admin channel: call open_admin(admin_key) first")
+        data = self._scp.wrap(C.CLA_SECURE, ins, 0, 0, payload)
+        try:
+            return self._send(operation, Apdu(C.CLA_SECURE, ins, 0, 0, data))
+        except AdminAuthError:
+            self._scp = None
+            raise
+
+    def put_trust_anchor(self, point: bytes) -> bytes:
+        """Provision a P-256 public key (uncompressed point); returns its key id."""
+        kid = point_key_id(point)
+        self._admin("PUT TRUST ANCHOR", C.Ins.PUT_TRUST_ANCHOR,
+                    K.PUT_TRUST_ANCHOR_DATA.encode({"key_id": kid, "public_key": point}))
+        return kid
+
+    def delete_trust_anchor(self, key_id: bytes) -> None:
+        self._admin("DELETE TRUST ANCHOR", C.Ins.DELETE_TRUST_ANCHOR,
+                    K.DELETE_TRUST_ANCHOR_DATA.encode({"key_id": key_id}))
+
+    def erase_backups(self) -> None:
+        self._admin("ERASE BACKUPS", C.Ins.ERASE_BACKUPS, b"")
+
+    # -- convenience -----------------------------------------------------------
+
+    def missing_chunks(self, chunk_ids: Iterable[bytes]) -> list[bytes]:
+        ids = list(chunk_ids)
+        return [cid for cid, present in zip(ids, self.query_chunks(ids)) if not present]

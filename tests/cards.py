@@ -1,0 +1,130 @@
+"""Personalised test cards and signed test backups (importable from any test:
+``from cards import build_test_card, make_backup, TEST_PIN``).
+
+The test keys are fixed (derived from constants) so failures reproduce; they
+are for tests only.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from apdu_specs.manifest import (
+    MANIFEST,
+    ChunkRef,
+    OnCardManifest,
+    key_id,
+    public_point,
+    sign_raw,
+)
+from card.emulator import VirtualCard, personalise
+from card.runtime import CardLimits
+
+TEST_PIN = "1234"
+TEST_PUK = "12345678"
+TEST_ADMIN_KEY = bytes.fromhex("404142434445464748494A4B4C4D4E4F")
+TEST_CAPACITY = 1 << 20
+
+TEST_SIGNER = ec.derive_private_key(0x5157_4155_4C54_0001, ec.SECP256R1())   # the trust anchor
+OTHER_SIGNER = ec.derive_private_key(0x5157_4155_4C54_0002, ec.SECP256R1())  # not provisioned
+TEST_POINT = public_point(TEST_SIGNER.public_key())
+TEST_KEY_ID = key_id(TEST_POINT)
+
+
+def build_test_card(path: str | os.PathLike[str], *, capacity: int = TEST_CAPACITY,
+                    limits: CardLimits | None = None, anchors: list[bytes] | None = None,
+                    journal_capacity: int | None = None, force: bool = False) -> VirtualCard:
+    """A personalised card image at ``path`` (PIN 1234, PUK 12345678,
+    TEST_ADMIN_KEY, trust anchor TEST_POINT) opened as a VirtualCard, powered off."""
+    personalise(Path(path), capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY,
+                [TEST_POINT] if anchors is None else anchors, force=force, journal_capacity=journal_capacity)
+    return VirtualCard.open(path, limits)
+
+
+@dataclass
+class TestBackup:
+    """A signed backup ready to upload: chunks by id, manifest bytes, signature."""
+
+    __test__ = False     # not a pytest class
+
+    backup_id: bytes
+    sequence: int
+    chunks: dict[bytes, bytes]
+    manifest: bytes
+    signature: bytes
+    parsed: OnCardManifest
+
+
+def chunk_id_of(data: bytes) -> bytes:
+    return hashlib.sha256(b"test-chunk-id" + data).digest()
+
+
+def make_backup(sequence: int, chunks: list[bytes], *, backup_id: bytes | None = None,
+                signer: ec.EllipticCurvePrivateKey = TEST_SIGNER, created: int = 1_700_000_000,
+                device_id: str = "IMEI:490154203237518", host_section: bytes = b"{}",
+                table_override: dict[int, ChunkRef] | None = None) -> TestBackup:
+    """Manifest over ``chunks`` signed by ``signer``; ``table_override`` swaps
+    entries of the chunk table (to make tampered backups)."""
+    bid = backup_id or hashlib.sha256(b"backup" + sequence.to_bytes(8, "big") + b"".join(chunks)).digest()[:16]
+    by_id = {chunk_id_of(c): c for c in chunks}
+    refs = [ChunkRef(cid, hashlib.sha256(data).digest(), len(data)) for cid, data in by_id.items()]
+    for index, ref in (table_override or {}).items():
+        refs[index] = ref
+    parsed = OnCardManifest(backup_id=bid, sequence=sequence, created=created, device_id=device_id,
+                            signer_key_id=key_id(public_point(signer.public_key())), chunks=tuple(refs),
+                            host_section=host_section)
+    raw = MANIFEST.encode(parsed)
+    return TestBackup(bid, sequence, by_id, raw, sign_raw(signer, raw), parsed)
+
+
+# ---- helpers for tests that talk to a card directly ----------------------------------
+
+
+def tx(card, apdu: bytes | str) -> tuple[bytes, int]:
+    """Send one raw APDU (bytes or hex) to a virtual card; (data, sw)."""
+    raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
+    out = card.transmit(raw)
+    assert len(out) >= 2, "the card answered without a status word"
+    return out[:-2], int.from_bytes(out[-2:], "big")
+
+
+SELECT_APDU = bytes.fromhex("00A404000A") + b"\xf0SIMVAULT\x01"
+VERIFY_APDU = bytes.fromhex("0020008108") + TEST_PIN.encode() + b"\xff" * 4
+
+
+def emulator_client(card: VirtualCard, pin: bool = True):
+    """A BackupCard over an EmulatorTransport on ``card``: connected, selected,
+    the PIN verified when ``pin``."""
+    from host.client import BackupCard
+    from host.link import EmulatorTransport, Link
+    link = Link(EmulatorTransport(card))
+    link.connect()
+    client = BackupCard(link)
+    client.select()
+    if pin:
+        client.verify_pin(TEST_PIN)
+    return client
+
+
+def upload(client, backup: TestBackup, commit: bool = True):
+    """BEGIN, the missing chunks, the manifest, COMMIT (the entry) or None."""
+    client.begin_backup(backup.backup_id, backup.sequence, len(backup.manifest))
+    for cid in client.missing_chunks(list(backup.chunks)):
+        client.put_chunk(cid, backup.chunks[cid])
+    client.put_manifest(backup.manifest)
+    return client.commit(backup.signature) if commit else None
+
+
+def snapshot(card: VirtualCard) -> dict[bytes, tuple]:
+    """Every committed backup as stored: entry, manifest, signature, chunk bytes."""
+    store = card.store
+    out = {}
+    for info in store.list_backups():
+        manifest = store.read_manifest(info.backup_id, 0, info.manifest_length)
+        chunks = tuple(store.read_chunk(cid) for cid in store.backup_chunk_ids(info.backup_id))
+        out[info.backup_id] = (info, manifest, chunks)
+    return out

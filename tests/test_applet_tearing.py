@@ -1,0 +1,177 @@
+"""Exhaustive tearing at the applet level: for a whole COMMIT BACKUP, a DELETE
+BACKUP and VERIFY, power is cut at every NVM write of the APDU (torn or not);
+after power-on the previous backup is intact and verifiable, the new one is
+complete or absent, and the PIN counter never gains a try."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+from cards import (
+    SELECT_APDU,
+    TEST_POINT,
+    VERIFY_APDU,
+    TestBackup,
+    build_test_card,
+    emulator_client,
+    make_backup,
+    snapshot,
+    tx,
+    upload,
+)
+
+from apdu_specs import commands as K
+from apdu_specs.manifest import MANIFEST, verify_raw
+from card.emulator import VirtualCard
+
+CAPACITY = 192 * 1024
+
+
+def _verifiable(card: VirtualCard, backup_id: bytes) -> bool:
+    """The stored backup checks out as the card's COMMIT would check it."""
+    store = card.store
+    info = store.get_backup(backup_id)
+    raw = store.read_manifest(backup_id, 0, info.manifest_length)
+    manifest = MANIFEST.decode(raw)
+    if not verify_raw(TEST_POINT, raw, info.signature) or manifest.backup_id != backup_id:
+        return False
+    return all(hashlib.sha256(store.read_chunk(ref.chunk_id)).digest() == ref.sha256
+               and store.chunk_info(ref.chunk_id).length == ref.size for ref in manifest.chunks)
+
+
+def _session(path) -> VirtualCard:
+    card = VirtualCard.open(path)
+    card.power_on()
+    assert tx(card, SELECT_APDU)[1] == 0x6122
+    assert tx(card, VERIFY_APDU)[1] == 0x9000
+    return card
+
+
+def _sweep(template, prepare, apdu: bytes, check) -> int:
+    """Run ``apdu`` on copies of ``template`` with power cut at write 1..N+1 (torn
+    and clean cuts); ``prepare(card)`` runs before arming, ``check(card, done)``
+    after power-on. Returns N, the APDU's write count."""
+    work = template.with_name("work.img")
+    shutil.copyfile(template, work)
+    card = _session(work)
+    prepare(card)
+    fault = card.arm_fault(None)
+    out = card.transmit(apdu)
+    assert out[-2:] == b"\x90\x00", out.hex()
+    writes = fault.writes
+    card.disarm_fault()
+    card.store.check()
+    check(card, True)
+    card.close()
+    assert writes > 0
+    for cut in range(1, writes + 1):
+        for tear in (True, False):
+            shutil.copyfile(template, work)
+            card = _session(work)
+            prepare(card)
+            card.arm_fault(cut, tear=tear)
+            assert card.transmit(apdu) == b"", f"write {cut} did not cut power"
+            assert not card.powered
+            card.disarm_fault()
+            card.power_on()                              # recovery
+            card.store.check()
+            check(card, False)
+            card.close()
+    return writes
+
+
+def _commit_apdu(backup: TestBackup) -> bytes:
+    return bytes.fromhex("8028000040") + K.COMMIT_BACKUP_DATA.encode({"signature": backup.signature}) + b"\x00"
+
+
+def test_tear_commit_at_every_write(tmp_path):
+    template = tmp_path / "template.img"
+    card = build_test_card(template, capacity=CAPACITY)
+    client = emulator_client(card)
+    old = make_backup(1, [b"shared" * 300, b"old only" * 50])
+    upload(client, old)
+    new = make_backup(2, [b"shared" * 300, b"new one" * 700, b"new two" * 20])
+    upload(client, new, commit=False)
+    client.put_chunk(b"\x77" * 32, b"stray pending chunk")     # freed by the commit
+    reference = snapshot(card)
+    card.close()
+
+    def prepare(c: VirtualCard) -> None:
+        begin = K.BEGIN_BACKUP_DATA.encode({"backup_id": new.backup_id, "sequence": 2,
+                                            "manifest_length": len(new.manifest)})
+        data, sw = tx(c, bytes.fromhex("802000001C") + begin + b"\x00")
+        assert sw == 0x9000 and K.BEGIN_BACKUP_RESPONSE.decode(data)["resumed"]
+
+    def check(c: VirtualCard, done: bool) -> None:
+        now = snapshot(c)
+        assert now[old.backup_id] == reference[old.backup_id]
+        assert _verifiable(c, old.backup_id)
+        assert (new.backup_id in now) or not done
+        if new.backup_id in now:                          # complete, or absent
+            assert _verifiable(c, new.backup_id)
+            assert c.store.high_water_mark == 2
+        else:
+            assert c.store.high_water_mark == 1
+            assert set(now) == {old.backup_id}
+
+    writes = _sweep(template, prepare, _commit_apdu(new), check)
+    assert writes >= 5
+
+
+def test_tear_delete_at_every_write(tmp_path):
+    template = tmp_path / "template.img"
+    card = build_test_card(template, capacity=CAPACITY)
+    client = emulator_client(card)
+    first = make_backup(1, [b"shared" * 300, b"first only" * 40])
+    second = make_backup(2, [b"shared" * 300, b"second only" * 40])
+    upload(client, first)
+    upload(client, second)
+    reference = snapshot(card)
+    card.close()
+
+    def check(c: VirtualCard, done: bool) -> None:
+        now = snapshot(c)
+        assert now[second.backup_id] == reference[second.backup_id] and _verifiable(c, second.backup_id)
+        assert (first.backup_id not in now) or not done
+        if first.backup_id in now:
+            assert now[first.backup_id] == reference[first.backup_id] and _verifiable(c, first.backup_id)
+
+    apdu = bytes.fromhex("8036000010") + first.backup_id
+    assert _sweep(template, lambda c: None, apdu, check) >= 3
+
+
+@pytest.mark.parametrize("pin,ok", [(b"1234", True), (b"9999", False)])
+def test_tear_verify_never_gains_a_try(tmp_path, pin, ok):
+    template = tmp_path / "template.img"
+    card = build_test_card(template, capacity=CAPACITY)
+    card.power_on()
+    tx(card, SELECT_APDU)
+    assert tx(card, bytes.fromhex("0020008108") + b"0000\xff\xff\xff\xff")[1] == 0x63C2   # 2 tries left
+    card.close()
+    apdu = bytes.fromhex("0020008108") + pin + b"\xff" * 4
+    work = tmp_path / "work.img"
+    writes = None
+    for cut in range(1, 4):
+        for tear in (True, False):
+            shutil.copyfile(template, work)
+            card = VirtualCard.open(work)
+            card.power_on()
+            tx(card, SELECT_APDU)
+            fault = card.arm_fault(cut, tear=tear)
+            out = card.transmit(apdu)
+            if not fault.fired:
+                writes = fault.writes
+                assert out[-2:] == (b"\x90\x00" if ok else b"\x63\xc1")
+                card.close()
+                continue
+            assert out == b""
+            card.disarm_fault()
+            card.power_on()
+            left = card.store.pin_tries_left()
+            assert left <= 2, f"cut at write {cut} gave a try back"
+            tx(card, SELECT_APDU)
+            status = K.GET_STATUS_RESPONSE.decode(tx(card, "8010000000")[0])
+            assert not status["pin_verified"] and status["pin_tries"] == left
+            card.close()
+    assert writes == (2 if ok else 1)
