@@ -109,6 +109,17 @@ def test_hmac_verifier_over_an_encoded_message() -> None:
     assert v.verify_hmac(header, body, nonce).chal.meta.type == auth.AUTH_MAC  # type: ignore[union-attr]
 
 
+def test_hmac_verifier_takes_the_spec_header_shape() -> None:
+    """DM Security 5.1.4.3: folded header, quoted username, mac as a base64-string (padding optional)."""
+    v, nonce, body = verifier(auth.AUTH_MAC), b"\x07" * 16, b"<SyncML/>"
+    mac = auth.hmac_mac("Bruce2", "OhBehave", nonce, body)
+    assert mac.endswith("==")  # 16-byte digest: the padding a peer may leave out
+    for value in (f'algorithm=MD5, username="Bruce2",\r\n mac={mac}', f'username="Bruce2", mac={mac.rstrip("=")}',
+                  f'Algorithm=md5,Username="Bruce2",MAC={mac}'):
+        assert v.verify_hmac(value, body, nonce).status == 212, value
+    assert v.verify_hmac(f'username="Bruce2", mac={mac[:-3]}', body, nonce).status == 401
+
+
 def test_challenge_travels_in_a_status() -> None:
     nonce = auth.new_nonce()
     st = m.Status(cmd_id=1, msg_ref=1, cmd_ref=0, cmd="SyncHdr", data=401, chal=auth.challenge(auth.AUTH_MD5, nonce))
@@ -137,6 +148,26 @@ def test_package0_layout_bit_by_bit() -> None:
     # digest = H(B64(H(server-identifier:password)):nonce:B64(H(trigger))), computed independently
     want = hashlib.md5(b64md5(b"simvault-dm:srvpw") + b":srvnonce:" + b64md5(trigger)).digest()
     assert pkg[:16] == want == package0_digest("simvault-dm", "srvpw", b"srvnonce", trigger)
+
+
+def test_package0_header_read_with_libdmclient_masks() -> None:
+    """libdmclient package0.c reads the 8-byte header as one big-endian 64-bit word with these masks."""
+    trigger = build_package0(NOTE, "srvpw", b"n")[16:]
+    word = int.from_bytes(trigger[:8], "big")
+    assert (word & 0xFFC0000000000000) >> 54 == 12  # version
+    assert (word & 0x0030000000000000) >> 52 == UIMode.INFORMATIVE
+    assert (word & 0x0008000000000000) >> 51 == Initiator.SERVER
+    assert (word & 0x0000000000FFFF00) >> 8 == 0xBEEF  # session id
+    assert word & 0xFF == len("simvault-dm")  # server identifier length
+
+
+def test_package0_accepts_dm_1_1_version_field() -> None:
+    """Same layout since DM 1.1.2; libdmclient only accepts 11 there, so servers send it."""
+    note11 = Notification(server_id="srv", session_id=9, version=11)
+    pkg = build_package0(note11, "pw", b"n")
+    assert verify_package0(pkg, {"srv": "pw"}.get, b"n") == note11
+    with pytest.raises(SyncMLError, match="not supported"):
+        parse_package0(build_package0(Notification(server_id="srv", session_id=9, version=13), "pw", b"n"))
 
 
 def test_package0_round_trip_and_verify() -> None:
@@ -184,7 +215,10 @@ def test_status_and_alert_tables_cover_the_protocol_codes() -> None:
     for code in (200, 201, 202, 212, 213, 214, 215, 216, 400, 401, 403, 404, 405, 406, 407, 408, 412,
                  413, 415, 416, 418, 420, 424, 425, 500, 503, 506, 507, 508, 510, 516):
         assert code in STATUS_NAMES and StatusCode(code).value == code
-    for code in (1100, 1101, 1102, 1103, 1104, 1200, 1201, 1222, 1223, 1226, *range(200, 211)):
+    # DS 1.2 session alerts 221..225; DM 1.2 1224 client event, 1225 no end of data (as in the
+    # Samsung FUMO client's AlertTypes); 1226 generic alert (hostap OMA DM client)
+    for code in (1100, 1101, 1102, 1103, 1104, 1200, 1201, 1222, 1223, 1224, 1225, 1226,
+                 *range(200, 211), *range(221, 226)):
         assert code in ALERT_NAMES and AlertCode(code).value == code
     assert status_name(212) == "Authentication accepted" and status_name(299).startswith("success")
     assert alert_name(1226) == "Generic alert" and "unknown" in alert_name(4242)

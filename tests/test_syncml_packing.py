@@ -1,6 +1,7 @@
 """pack() keeps every message within MaxMsgSize; large objects chunk and reassemble."""
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from host.errors import SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
-from host.syncml.packing import LargeObjectAssembler, pack
+from host.syncml.packing import LargeObjectAssembler, pack, wire_size
 from host.syncml.status import StatusCode, SyncMLStatusError
 
 HDR = m.SyncHdr("7", 1, m.Target("https://ds.example/sync"), m.Source("IMEI:1"), ver_proto=m.PROTO_DS,
@@ -95,7 +96,10 @@ def test_large_object_chunks_carry_size_and_moredata() -> None:
     messages = pack(HDR, [cmd], 1500)
     items = [c.items[0] for msg in messages for c in msg.commands]  # type: ignore[attr-defined]
     assert len(items) > 5
-    assert items[0].meta.size == len(blob) and all(i.more_data for i in items[:-1])
+    # Meta Size counts what travels: the base64 text of the whole object (libsynthesis AddNextChunk)
+    assert items[0].meta.size == len(base64.b64encode(blob)) == wire_size(blob)
+    assert all(i.more_data for i in items[:-1])
+    assert sum(len(base64.b64encode(i.data)) for i in items) == items[0].meta.size
     assert not items[-1].more_data and all(i.meta.size is None for i in items[1:])
     assert all(isinstance(i.data, bytes) and len(i.data) % 3 == 0 for i in items[:-1])
     assert reassemble(messages) == {"./big": blob}
@@ -168,3 +172,33 @@ def test_assembler_takes_size_from_command_meta() -> None:
     results = [asm.feed(i, cmd_meta) for i in items]
     assert results[-1] is not None and results[-1].data == b"q" * 90
     assert results[-1].meta == m.Meta(format="b64")
+
+
+@pytest.mark.parametrize("size", [100, 136])  # decoded bytes, or base64 characters as pack() counts them
+def test_assembler_accepts_decoded_or_b64_size(size: int) -> None:
+    asm = LargeObjectAssembler()
+    results = [asm.feed(i) for i in chunks(b"z" * 100, 30, size)]
+    assert results[-1] is not None and results[-1].data == b"z" * 100
+
+
+def test_assembler_rejects_size_between_decoded_and_b64() -> None:
+    asm = LargeObjectAssembler()
+    with pytest.raises(SyncMLStatusError) as info:
+        for item in chunks(b"z" * 100, 30, 120):
+            asm.feed(item)
+    assert info.value.status == StatusCode.SIZE_MISMATCH
+
+
+def test_splitting_a_large_sync_is_not_quadratic() -> None:
+    """Sizes of a Sync's children add up; re-encoding the growing part per child took ~8 s here."""
+    import time
+
+    kids: list[m.Command] = [m.Add(cmd_id=i + 2, items=[m.Item(source=m.Source(f"id{i}"), data="x" * 50)])
+                             for i in range(6000)]
+    sync = m.Sync(cmd_id=1, target=m.Target("./c"), source=m.Source("./c"), commands=kids)
+    start = time.perf_counter()
+    messages = pack(HDR, [sync], 64 * 1024)
+    assert time.perf_counter() - start < 3.0
+    assert max(len(codec.encode(msg)) for msg in messages) <= 64 * 1024
+    got = [c for msg in messages for s in msg.commands for c in s.commands]  # type: ignore[attr-defined]
+    assert got == kids

@@ -117,6 +117,7 @@ from host.syncml.package0 import (
 from host.syncml.packing import (
     LargeObjectAssembler,
     pack,
+    wire_size,
 )
 from host.syncml.reply import (
     header_status,
@@ -228,4 +229,5 @@ __all__ = [
     "status_for",
     "status_name",
     "verify_package0",
+    "wire_size",
 ]

@@ -1,6 +1,7 @@
 """OMA DM 1.2 Package 0: the binary Notification Initiated Session trigger.
 
-Layout (OMA-TS-DM_Notification-V1_2, all fields big-endian, bit-packed)::
+Layout (OMA-TS-DM_Notification-V1_2, all fields big-endian, bit-packed; the same
+masks as libdmclient package0.c and libsynthesis san.cpp)::
 
     digest            128 bits  MD5, see below
     trigger-hdr:
@@ -33,6 +34,9 @@ from enum import IntEnum
 from host.errors import AuthError, SyncMLError
 
 DIGEST_LEN = 16
+# 10*major+minor (libsynthesis san.cpp); the layout has not changed since DM 1.1.2, and some
+# DM 1.2 stacks still put 11 there (libdmclient package0.c accepts only 11): accept both
+SUPPORTED_VERSIONS = frozenset({11, 12})
 _FIXED_HDR_LEN = 8  # 10+2+1+27+16+8 bits
 CONTENT_TYPE_PACKAGE0 = "application/vnd.syncml.notification"
 
@@ -97,8 +101,8 @@ def parse_package0(data: bytes) -> tuple[Notification, bytes]:
     version, ui_mode, initiator = bits >> 30, (bits >> 28) & 3, (bits >> 27) & 1
     if bits & ((1 << 27) - 1):
         raise SyncMLError("Package 0 future-use bits are not zero")
-    if version != 12:
-        raise SyncMLError(f"Package 0 version {version / 10:.1f} is not supported (only 1.2)")
+    if version not in SUPPORTED_VERSIONS:
+        raise SyncMLError(f"Package 0 version {version / 10:.1f} is not supported (only 1.1 and 1.2)")
     session_id = int.from_bytes(hdr[5:7], "big")
     sid_len = hdr[7]
     if sid_len == 0 or len(hdr) < _FIXED_HDR_LEN + sid_len:

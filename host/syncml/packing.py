@@ -12,9 +12,14 @@ Continuation commands get fresh CmdIDs above every CmdID of the package. Only
 the last message has Final. The session layer sends the messages in order,
 waiting for the peer's reply (Status 213 + Alert 222/1222) between them.
 
-Size counts the object as the model holds it: the bytes for ``bytes`` data,
-the UTF-8 length for ``str`` data. ``bytes`` chunks are cut on 3-byte
-boundaries so each chunk is a valid base64 string on its own.
+Meta Size counts the object as it travels (:func:`wire_size`): the UTF-8
+length for ``str`` data, the base64 text length for ``bytes`` data (Format b64),
+as libsynthesis checks it (synccommand.cpp AddNextChunk compares the reassembled
+PCDATA length with Size) and as the DM TND note on the Size property implies
+(the node's Size property is the unencoded length, Meta Size the transmitted
+one). ``bytes`` chunks are cut on 3-byte boundaries so each chunk is a valid
+base64 string on its own and the chunks' base64 lengths add up to Size.
+The assembler also accepts a Size equal to the decoded length (peers differ).
 
 The receiving side feeds every incoming item to a :class:`LargeObjectAssembler`.
 """
@@ -52,6 +57,11 @@ def _unit_len(data: str | bytes) -> int:
     return len(data.encode("utf-8")) if isinstance(data, str) else len(data)
 
 
+def wire_size(data: str | bytes) -> int:
+    """Meta Size of a large object: UTF-8 bytes of text, base64 characters of binary (b64)."""
+    return len(data.encode("utf-8")) if isinstance(data, str) else -(-len(data) // 3) * 4
+
+
 def _chunk_cmd(cmd: m.Command, item: m.Item, data: str | bytes, first: bool, more: bool,
                total: int, cmd_id: int) -> m.Command:
     meta = dataclasses.replace(item.meta or m.Meta(), size=total if first and more else None)
@@ -64,7 +74,8 @@ def _fit_chunk(cmd: m.Command, item: m.Item, rest: str | bytes, first: bool, tot
     """The largest chunk of ``rest`` whose command fits in ``room`` bytes, or None."""
     binary = isinstance(rest, bytes)
     step = 3 if binary else 1  # 3 bytes -> 4 base64 characters: chunks stay valid base64
-    budget = room - _size(_chunk_cmd(cmd, item, rest[:0], first, True, total, cmd_id))
+    shell = _size(_chunk_cmd(cmd, item, rest[:0], first, True, total, cmd_id))
+    budget = room - shell
     # encoded data is at least 4/3 of the bytes, or one byte per character
     if not first and (-(-len(rest) // 3) * 4 if binary else len(rest)) <= budget:
         whole = _chunk_cmd(cmd, item, rest, first, False, total, cmd_id)
@@ -72,22 +83,34 @@ def _fit_chunk(cmd: m.Command, item: m.Item, rest: str | bytes, first: bool, tot
             return whole, rest[:0]
     hi = min(len(rest) - 1, budget * 3 // 4 if binary else budget)
     hi -= hi % step
+    guess: int | None = None
     if hi >= step:  # the estimate is exact for base64 and plain ASCII text: try it first
         chunk = _chunk_cmd(cmd, item, rest[:hi], first, True, total, cmd_id)
-        if _size(chunk) <= room:
+        size = _size(chunk)
+        if size <= room:
             return chunk, rest[hi:]
+        guess = hi * budget // max(size - shell, 1)
     lo, best = 1, None
-    # binary search for the largest chunk that fits: escaping and UTF-8 make size non-linear
+    slack = max(16, room // 64)  # a chunk this close to full is good enough
+    # search for the largest chunk that fits: escaping and UTF-8 make size non-linear, but
+    # nearly proportional, so probe where proportionality points, else bisect
     while lo <= hi:
-        n = (lo + hi) // 2
+        n = guess if guess is not None and lo <= guess <= hi else (lo + hi) // 2
         n -= n % step
         if n < step:
             break
         chunk = _chunk_cmd(cmd, item, rest[:n], first, True, total, cmd_id)
-        if _size(chunk) <= room:
+        size = _size(chunk)
+        guess = n * budget // max(size - shell, 1)
+        if size <= room:
             best, lo = (chunk, rest[n:]), n + step
+            if room - size <= slack:
+                break
+            guess = min(guess, hi)
         else:
             hi = n - 1
+            if guess >= n:
+                guess = None
     return best
 
 
@@ -147,19 +170,24 @@ def pack(header: m.SyncHdr, commands: Sequence[m.Command], max_msg_size: int) ->
         shell = dataclasses.replace(sync, commands=[])
         first = True
         part: list[m.Command] = []
+        # a Sync encodes as its empty shell plus its children, so sizes add up: no re-encoding
+        # of the growing part for every child (that made a large Sync quadratic)
+        shell_size, part_size = _size(shell), 0
         for child in sync.commands:
-            if used + _size(dataclasses.replace(shell, commands=part + [child])) <= limit():
+            child_size = _size(child)
+            if used + shell_size + part_size + child_size <= limit():
                 part.append(child)
+                part_size += child_size
                 continue
             if part:
                 current.append(dataclasses.replace(shell, commands=part))
                 first = False
                 shell = dataclasses.replace(shell, cmd_id=ids.take())
-                part = []
+                shell_size, part, part_size = _size(shell), [], 0
             if current:
                 flush()
-            if _size(dataclasses.replace(shell, commands=[child])) <= limit():
-                part = [child]
+            if shell_size + child_size <= limit():
+                part, part_size = [child], child_size
                 continue
             item = _splittable_object(child)
             if item is None:
@@ -169,6 +197,7 @@ def pack(header: m.SyncHdr, commands: Sequence[m.Command], max_msg_size: int) ->
             for chunk in large_chunks(child, item, lambda w=widest_shell: limit() - w):
                 current.append(dataclasses.replace(shell, commands=[chunk]))
                 shell = dataclasses.replace(shell, cmd_id=ids.take())
+                shell_size = _size(shell)
                 first = False
                 flush()
         if part or first:
@@ -178,7 +207,7 @@ def pack(header: m.SyncHdr, commands: Sequence[m.Command], max_msg_size: int) ->
     def large_chunks(cmd: m.Command, item: m.Item, room_fn) -> list[m.Command]:
         data = item.data
         assert isinstance(data, (str, bytes))
-        total, rest, first, out = _unit_len(data), data, True, []
+        total, rest, first, out = wire_size(data), data, True, []
         cmd_id = cmd.cmd_id
         while True:
             got = _fit_chunk(cmd, item, rest, first, total, cmd_id, room_fn())
@@ -212,7 +241,9 @@ class LargeObjectAssembler:
 
     ``feed`` returns the item unchanged when it is not chunked, None while a
     chunked object is in progress, and the reassembled item (Size removed,
-    MoreData cleared) after its last chunk. Errors are SyncMLStatusError with
+    MoreData cleared) after its last chunk. Size may count binary data as
+    base64 characters (as :func:`pack` sends it) or as decoded bytes: both are
+    accepted. Errors are SyncMLStatusError with
     the status to answer: 411 first chunk without Size, 416 Size above
     ``max_obj_size``, 424 size mismatch, 223-style interruption reported as
     426 (partial item not accepted) when a different object arrives mid-way.
@@ -222,7 +253,8 @@ class LargeObjectAssembler:
         self.max_obj_size = max_obj_size
         self._first: m.Item | None = None
         self._parts: list[str | bytes] = []
-        self._received = 0
+        self._received = 0  # decoded bytes (UTF-8 bytes of text)
+        self._received_wire = 0  # the same counted as sent (base64 characters of binary)
 
     @property
     def in_progress(self) -> bool:
@@ -261,6 +293,7 @@ class LargeObjectAssembler:
             raise SyncMLStatusError("chunks of one large object mix text and binary data", StatusCode.BAD_REQUEST)
         self._parts.append(item.data)
         self._received += _unit_len(item.data)
+        self._received_wire += wire_size(item.data)
         first = self._first
         assert first is not None and first.meta is not None and first.meta.size is not None
         expected = first.meta.size
@@ -270,10 +303,11 @@ class LargeObjectAssembler:
         if item.more_data:
             return None
         data = self._parts[0][:0].join(self._parts)  # type: ignore[arg-type]
+        wire = self._received_wire
         self.reset()
-        if _unit_len(data) != expected:
-            raise SyncMLStatusError(f"large object of {_unit_len(data)} bytes, Size said {expected}",
-                                    StatusCode.SIZE_MISMATCH)
+        if expected not in (_unit_len(data), wire):
+            raise SyncMLStatusError(f"large object of {_unit_len(data)} bytes ({wire} as sent), Size said "
+                                    f"{expected}", StatusCode.SIZE_MISMATCH)
         meta = dataclasses.replace(first.meta, size=None)
         return dataclasses.replace(first, data=data, more_data=False, meta=None if meta.is_empty() else meta)
 
@@ -286,4 +320,4 @@ class LargeObjectAssembler:
                                     StatusCode.SIZE_MISMATCH)
 
     def reset(self) -> None:
-        self._first, self._parts, self._received = None, [], 0
+        self._first, self._parts, self._received, self._received_wire = None, [], 0, 0
