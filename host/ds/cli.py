@@ -1,0 +1,180 @@
+"""`simvault ds ...`: the embedded DS server, its users, and DS backup/restore of archive files.
+
+    simvault ds server --listen 127.0.0.1:8450 --db sqlite:///ds.db [--auth any|basic|md5]
+    SIMVAULT_DS_PASSWORD=pw simvault ds user add alice --db sqlite:///ds.db
+    simvault ds user list|remove NAME --db ...
+    simvault ds sessions --db ...
+    SIMVAULT_DS_PASSWORD=pw simvault ds push FILE.svarch --url URL --user alice [--datastore backup] [--device-id ID]
+    SIMVAULT_DS_PASSWORD=pw simvault ds pull OUT.svarch --url URL --user alice [--id HEX]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from host.errors import UsageError
+
+DB_ENV = "SIMVAULT_DS_DB"
+PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
+DEFAULT_DB = "sqlite:///simvault-ds.db"
+DEFAULT_STATE = Path.home() / ".simvault" / "ds-state.json"
+
+
+def _password(prompt: str, confirm: bool = False) -> str:
+    value = os.environ.get(PASSWORD_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise UsageError(f"no password: set {PASSWORD_ENV} or run in a terminal")
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("again: ") != value:
+        raise UsageError("the passwords differ: try again")
+    return value
+
+
+def _store(args: argparse.Namespace):
+    from host.ds.store import DsStore
+    return DsStore(args.db)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8450")
+    return host, int(port)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from host.ds.server import DsServer
+    host, port = _listen(args.listen)
+    store = _store(args)
+    server = DsServer(store, auth=args.auth, max_msg_size=args.max_msg_size)
+
+    async def main() -> None:
+        url = await server.start(host, port)
+        print(f"simvault DS server: {url} (db {args.db.split('@')[-1]})", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.listen}: {exc.strerror}: pick another port") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    _store(args).add_user(args.name, _password(f"password for {args.name}: ", confirm=True), replace=args.replace)
+    print(f"DS user {args.name} {'updated' if args.replace else 'added'}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for name in store.users():
+        print(f"{name}\t{' '.join(store.datastores(name))}")
+    return 0
+
+
+def cmd_user_remove(args: argparse.Namespace) -> int:
+    if not _store(args).remove_user(args.name):
+        raise UsageError(f"no DS user {args.name!r}")
+    print(f"DS user {args.name} removed")
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    for s in _store(args).sessions(args.limit):
+        print(json.dumps({"user": s.user_name, "device": s.device_id, "datastore": s.datastore, "mode": s.mode,
+                          "status": s.status, "items_in": s.items_in, "items_out": s.items_out,
+                          "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "message": s.message}))
+    return 0
+
+
+def _account(args: argparse.Namespace):
+    from host.ds.client import DsAccount
+    return DsAccount(url=args.url, username=args.user, password=_password(f"DS password for {args.user}: "),
+                     datastore=args.datastore, device_id=args.device_id, auth=args.auth)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from host.archive import Archive
+    from host.ds.client import DsClient
+    from host.ds.state import AnchorStore
+    data = Path(args.archive).read_bytes()
+    archive = Archive.from_bytes(data)  # refuse to upload something that is not an archive
+    result = DsClient(_account(args), AnchorStore(args.state)).backup(data, archive.backup_id.hex())
+    print(json.dumps({"backup_id": result.backup_id, "mode": int(result.mode), "slow_sync": result.slow_sync,
+                      "bytes_sent": result.bytes_sent, "messages": result.messages}))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from host.archive import Archive
+    from host.backup_ops import atomic_write
+    from host.ds.client import DsClient
+    from host.ds.state import AnchorStore
+    result = DsClient(_account(args), AnchorStore(args.state)).restore(args.id)
+    assert result.archive is not None
+    Archive.from_bytes(result.archive)
+    atomic_write(Path(args.out), result.archive)
+    print(json.dumps({"backup_id": result.backup_id, "bytes": len(result.archive), "out": str(args.out)}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ds = sub.add_parser("ds", help="SyncML DS: the embedded DS server, its users, push/pull archives")
+    dsub = ds.add_subparsers(dest="ds_command", metavar="DS_COMMAND")
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--db", default=os.environ.get(DB_ENV, DEFAULT_DB),
+                       help=f"sqlite:///PATH or postgresql+psycopg://... (env {DB_ENV}, default {DEFAULT_DB})")
+        return p
+
+    p = with_db(dsub.add_parser("server", help="run the DS server"))
+    p.add_argument("--listen", default="127.0.0.1:8450", help="HOST:PORT (default 127.0.0.1:8450)")
+    p.add_argument("--auth", choices=("any", "basic", "md5"), default="any", help="accepted credentials")
+    p.add_argument("--max-msg-size", type=int, default=1024 * 1024)
+    p.set_defaults(func=cmd_server)
+
+    user = dsub.add_parser("user", help="manage DS users")
+    usub = user.add_subparsers(dest="user_command", metavar="USER_COMMAND")
+    p = with_db(usub.add_parser("add", help=f"add a user (password from {PASSWORD_ENV} or a prompt)"))
+    p.add_argument("name")
+    p.add_argument("--replace", action="store_true", help="change the password of an existing user")
+    p.set_defaults(func=cmd_user_add)
+    p = with_db(usub.add_parser("list", help="list users and their datastores"))
+    p.set_defaults(func=cmd_user_list)
+    p = with_db(usub.add_parser("remove", help="remove a user and all their datastores"))
+    p.add_argument("name")
+    p.set_defaults(func=cmd_user_remove)
+
+    p = with_db(dsub.add_parser("sessions", help="recent DS sessions (JSON lines)"))
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_sessions)
+
+    def with_account(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--url", required=True, help="DS server URL (http://127.0.0.1:8450/sync, SyncEvolution's ...)")
+        p.add_argument("--user", required=True)
+        p.add_argument("--datastore", default="backup")
+        p.add_argument("--device-id", default="simvault-device", help="our DevID (SyncEvolution: remoteDeviceId)")
+        p.add_argument("--auth", choices=("basic", "md5"), default="basic")
+        p.add_argument("--state", default=str(DEFAULT_STATE), help="anchor state file")
+        return p
+
+    p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (refresh from client)"))
+    p.add_argument("archive")
+    p.set_defaults(func=cmd_push)
+    p = with_account(dsub.add_parser("pull", help="fetch an archive from a DS server (refresh from server)"))
+    p.add_argument("out")
+    p.add_argument("--id", default=None, help="backup id (hex) when the datastore holds several")
+    p.set_defaults(func=cmd_pull)
