@@ -1,0 +1,226 @@
+"""Benchmark: simvault archives vs a naive TNDS copy, in-process and through pcscd.
+
+    .venv/bin/python bench/bench_backup.py [--sizes 10k,100k,1m,10m] [--no-pcsc] [--codecs]
+
+For each generated tree (host.tree.generate): the archive's size, the APDUs and
+bytes on the wire of a full upload to a short-APDU T=0 card (what SIMs speak)
+and of an incremental upload after 1% of the leaves changed, the wall time
+in-process and through pcscd + vpcd, and the time a real SIM link would take:
+
+    t = APDUs x 5 ms  +  (bytes both ways) x 12 etu / rate
+
+(5 ms per APDU: card processing and NVM writes plus the terminal's turnaround;
+12 etu per byte: start, 8 data, parity, 2 guard times; rate 9600 bit/s = the
+default ISO 7816-3 Fi/Di = 372/1 at 3.57 MHz, and 223 kbit/s after a PPS to
+Fi/Di 512/32 at 3.57 MHz x ... i.e. the fastest common UICC speed.)
+
+The naive baseline writes the uncompressed TNDS with 255-byte UPDATE
+BINARY-style APDUs (5 header + 255 data, answered 90 00): counted, not sent.
+--codecs prints the compression measurements of docs/ARCHIVE_FORMAT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import lzma
+import math
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import zstandard
+
+from host import backup_ops as ops
+from host.client import BackupCard
+from host.keys import generate_identity
+from host.link import EmulatorTransport, Link
+from host.tree.canonical import canonical_bytes
+from host.tree.generate import generate_tree, mutate_leaves
+from host.tree.tnds import write_tnds
+
+PER_APDU_S = 0.005
+ETU_PER_BYTE = 12
+RATES = {"9600": 9600, "223k": 223_000}
+PCSC_BUDGET_S = 60.0
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+
+
+def sim_seconds(apdus: int, nbytes: int, rate: int) -> float:
+    return apdus * PER_APDU_S + nbytes * ETU_PER_BYTE / rate
+
+
+def naive(tnds_len: int) -> tuple[int, int]:
+    n = math.ceil(tnds_len / 255)
+    return n, tnds_len + 5 * n + 2 * n
+
+
+def new_card(tmp: Path, ident, name: str):
+    from cards import build_test_card
+
+    from card.runtime import CardLimits
+    return build_test_card(tmp / f"{name}.img", capacity=4 << 20, anchors=[ident.signer.public_point],
+                           limits=CardLimits.short(t0=True))
+
+
+def connect(transport) -> BackupCard:
+    from cards import TEST_PIN
+    link = Link(transport)
+    link.connect()
+    card = BackupCard(link)
+    card.select()
+    card.verify_pin(TEST_PIN)
+    return card
+
+
+def upload(card: BackupCard, tree, ident, host_dir: Path) -> dict:
+    stats = card.link.stats
+    stats.reset()
+    t0 = time.perf_counter()
+    archive, report = ops.backup_tree_to_card(card, tree, ident, pending_dir=host_dir)
+    wall = time.perf_counter() - t0
+    return {"archive": len(archive.to_bytes()) if not archive.missing_chunks() else -1,
+            "apdus": stats.apdus, "bytes": stats.bytes_sent + stats.bytes_received, "wall": wall,
+            "sent": report.chunks_sent, "total": report.chunks_total}
+
+
+def run_inprocess(tmp: Path, ident, tree) -> tuple[dict, dict]:
+    vcard = new_card(tmp, ident, f"c{id(tree)}")
+    card = connect(EmulatorTransport(vcard))
+    host_dir = tmp / f"host{id(tree)}"
+    full = upload(card, tree, ident, host_dir)
+    devid = "./DevInfo/DevId"
+    leaves = sum(1 for _, n in tree.walk() if not n.interior)
+    for seed in range(1, 20):   # 1% of the leaves (at least one), never the device id
+        changed = tree.copy()
+        if devid not in mutate_leaves(changed, max(0.01, 1.5 / leaves), seed=seed):
+            break
+    inc = upload(card, changed, ident, host_dir)
+    vcard.close()
+    return full, inc
+
+
+def run_pcsc(tmp: Path, ident, tree) -> dict | None:
+    from card.vpcd import VpcdBridge
+    from host.link import PcscTransport, card_present
+    reader, port = "Virtual PCD 00 01", 35964
+    if card_present(reader):
+        return None
+    vcard = new_card(tmp, ident, f"p{id(tree)}")
+    bridge = VpcdBridge(vcard, "127.0.0.1", port)
+    bridge.run_in_thread()
+    try:
+        deadline = time.monotonic() + 10
+        while not card_present(reader) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        card = connect(PcscTransport(reader))
+        result = upload(card, tree, ident, tmp / f"pc{id(tree)}")
+        card.link.disconnect()
+        return result
+    finally:
+        bridge.stop()
+        vcard.close()
+        deadline = time.monotonic() + 10
+        while card_present(reader) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def bench(sizes: list[str], pcsc: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="simvault-bench-"))
+    ident = generate_identity(tmp / "keys")
+    print(f"SIM model: {PER_APDU_S * 1000:.0f} ms/APDU + {ETU_PER_BYTE} etu/byte; short APDUs, T=0 card")
+    head = (f"{'tree':>5} {'TNDS':>9} {'archive':>8} {'APDUs':>6} {'wire B':>8} {'in-proc':>8} {'pcscd':>8} "
+            f"{'SIM 9600':>9} {'SIM 223k':>9} | {'naive APDUs':>11} {'naive B':>9} {'9600':>8} {'223k':>7}")
+    print(head)
+    incs = []
+    per_apdu_pcsc = None
+    for name in sizes:
+        tree = generate_tree(SIZES[name], 1)
+        tnds = len(write_tnds(tree))
+        full, inc = run_inprocess(tmp, ident, tree)
+        pc = None
+        pcsc_note = "-"
+        if pcsc:
+            estimate = full["apdus"] * per_apdu_pcsc if per_apdu_pcsc else 0.0
+            if estimate > PCSC_BUDGET_S:
+                pcsc_note = f"skip~{estimate:.0f}s"
+            else:
+                pc = run_pcsc(tmp, ident, tree)
+                if pc is None:
+                    pcsc_note = "busy"
+                else:
+                    per_apdu_pcsc = pc["wall"] / pc["apdus"]
+                    pcsc_note = f"{pc['wall']:.2f}s"
+        n_apdus, n_bytes = naive(tnds)
+        print(f"{name:>5} {tnds:>9} {full['archive']:>8} {full['apdus']:>6} {full['bytes']:>8} "
+              f"{full['wall']:>7.2f}s {pcsc_note:>8} "
+              f"{sim_seconds(full['apdus'], full['bytes'], RATES['9600']):>8.1f}s "
+              f"{sim_seconds(full['apdus'], full['bytes'], RATES['223k']):>8.1f}s | "
+              f"{n_apdus:>11} {n_bytes:>9} {sim_seconds(n_apdus, n_bytes, RATES['9600']):>7.0f}s "
+              f"{sim_seconds(n_apdus, n_bytes, RATES['223k']):>6.1f}s")
+        incs.append((name, full, inc))
+    print("\nincremental after 1% of the leaves changed (same card, QUERY CHUNKS then PUT only the new):")
+    print(f"{'tree':>5} {'chunks sent':>12} {'APDUs':>6} {'wire B':>8} {'vs full':>8} {'SIM 9600':>9} {'SIM 223k':>9}")
+    for name, full, inc in incs:
+        print(f"{name:>5} {inc['sent']:>5}/{inc['total']:<6} {inc['apdus']:>6} {inc['bytes']:>8} "
+              f"{100 * inc['bytes'] / full['bytes']:>7.1f}% "
+              f"{sim_seconds(inc['apdus'], inc['bytes'], RATES['9600']):>8.1f}s "
+              f"{sim_seconds(inc['apdus'], inc['bytes'], RATES['223k']):>8.1f}s")
+
+
+def codecs(sizes: list[str]) -> None:
+    from host.archive.cdc import ChunkerParams, gear_table, split
+    gear = gear_table(b"bench" * 8)
+    zc3, zc19 = zstandard.ZstdCompressor(level=3), zstandard.ZstdCompressor(level=19)
+    table = {"deflate-9": lambda d: zlib.compress(d, 9), "zstd-3": zc3.compress, "zstd-19": zc19.compress,
+             "lzma-6": lambda d: lzma.compress(d, preset=6)}
+    print("size of the compressed canonical tree, % of the TNDS; speed over the canonical bytes")
+    print(f"{'tree':>5} {'TNDS':>9} {'canon':>8} {'codec':>10} {'whole':>8} {'%':>6} {'MB/s':>6} "
+          f"{'chunked':>8} {'%':>6} {'MB/s':>6} {'+dict':>8} {'%':>6}")
+    for name in sizes:
+        tree = generate_tree(SIZES[name], 1)
+        tnds, canon = len(write_tnds(tree)), canonical_bytes(tree)
+        chunks = split(canon, ChunkerParams(), gear)
+        for cname, comp in table.items():
+            t0 = time.perf_counter()
+            whole = len(comp(canon))
+            tw = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            per = sum(len(comp(c)) for c in chunks)
+            tp = time.perf_counter() - t0
+            dict_col = ("", "")
+            if cname == "zstd-19":
+                from host.archive.codec import ChunkCodec, train_dictionary
+                zd = train_dictionary(chunks)
+                if zd:
+                    cc = ChunkCodec("zstd", zd)
+                    total = sum(len(cc.compress(c)) - 1 for c in chunks) + len(zc19.compress(zd))
+                    dict_col = (str(total), f"{100 * total / tnds:.2f}")
+            print(f"{name:>5} {tnds:>9} {len(canon):>8} {cname:>10} {whole:>8} {100 * whole / tnds:>6.2f} "
+                  f"{len(canon) / tw / 1e6:>6.1f} {per:>8} {100 * per / tnds:>6.2f} {len(canon) / tp / 1e6:>6.1f} "
+                  f"{dict_col[0]:>8} {dict_col[1]:>6}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="10k,100k,1m,10m")
+    p.add_argument("--no-pcsc", action="store_true", help="skip the pcscd column")
+    p.add_argument("--codecs", action="store_true", help="print the codec measurements instead")
+    args = p.parse_args()
+    sizes = [s for s in args.sizes.split(",") if s]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        p.error(f"unknown sizes {unknown}; use {','.join(SIZES)}")
+    if args.codecs:
+        codecs(sizes)
+    else:
+        bench(sizes, not args.no_pcsc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Verifying and opening an archive: every check passes before anything is touched.
+
+Order: signature by a trusted key -> chain keys unwrap -> each chunk's SHA-256
+(against the signed table), GCM tag (AAD binds chain and chunk id), chunk id
+(HMAC of the plaintext) -> canonical plaintext size and SHA-256 -> tree
+decodes -> device id -> sequence. Any failure raises IntegrityError (or
+ArchiveError) with one line; nothing is returned half-checked.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Protocol
+
+from apdu_specs.manifest import verify_raw
+from host.errors import IntegrityError, TreeError
+from host.keys import Decryptor
+from host.tree.canonical import from_canonical
+from host.tree.model import DMTree
+
+from .archive import Archive
+from .build import chain_keys_of, dictionary_of
+from .codec import ChunkCodec
+
+
+class TrustAnchors(Protocol):
+    def get(self, key_id: bytes) -> bytes | None: ...
+
+
+@dataclass
+class VerifiedBackup:
+    archive: Archive
+    tree: DMTree
+    plaintext_size: int
+
+    @property
+    def scope(self) -> tuple[str, ...]:
+        return self.archive.host.scope
+
+
+def verify_signature(archive: Archive, trust: TrustAnchors) -> None:
+    point = trust.get(archive.manifest.signer_key_id)
+    if point is None:
+        raise IntegrityError(f"backup {archive.backup_id.hex()} is signed by key "
+                             f"{archive.manifest.signer_key_id.hex()}, which is not trusted; "
+                             "add the key to the trust store if you trust it")
+    if not verify_raw(point, archive.manifest_bytes, archive.signature):
+        raise IntegrityError(f"backup {archive.backup_id.hex()}: manifest signature invalid: tampered backup")
+
+
+def verify_archive(archive: Archive, trust: TrustAnchors, decryptor: Decryptor, *,
+                   device_id: str | None = None, force_device: bool = False,
+                   min_sequence: int | None = None, force_sequence: bool = False) -> VerifiedBackup:
+    """Check everything and return the decrypted tree.
+
+    device_id: the device restoring; another device's backup is refused unless
+    force_device. min_sequence: the last restored/seen sequence; an older
+    backup is refused unless force_sequence.
+    """
+    verify_signature(archive, trust)
+    m, host = archive.manifest, archive.host
+    if device_id is not None and not force_device and not hmac.compare_digest(
+            m.device_id.encode(), device_id.encode()):
+        raise IntegrityError(f"backup {m.backup_id.hex()} belongs to device {m.device_id!r}, not "
+                             f"{device_id!r}; pass --force-device to restore it anyway")
+    if min_sequence is not None and m.sequence < min_sequence and not force_sequence:
+        raise IntegrityError(f"backup {m.backup_id.hex()} has sequence {m.sequence}, older than "
+                             f"{min_sequence} already seen: a replay? pass --force to restore it")
+    missing = archive.missing_chunks()
+    if missing:
+        raise IntegrityError(f"backup {m.backup_id.hex()} lacks {len(missing)} chunk(s): incomplete copy")
+    keys = chain_keys_of(archive, decryptor)
+    codec = ChunkCodec(host.codec, dictionary_of(archive, keys))
+    plain_chunks: list[bytes] = []
+    for ref in m.chunks[:len(m.chunks) - (host.dictionary is not None)]:
+        stored = archive.chunks[ref.chunk_id]
+        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
+            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
+                                 "tampered or swapped chunk")
+        plain = codec.decompress(keys.open(ref.chunk_id, stored), host.chunker.max_size)
+        if not hmac.compare_digest(keys.chunk_id(plain), ref.chunk_id):
+            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} decrypts to other data than its id: tampered")
+        plain_chunks.append(plain)
+    canonical = b"".join(plain_chunks[i] for i in archive.chunk_order)
+    if len(canonical) != host.plain_size or not hmac.compare_digest(
+            hashlib.sha256(canonical).digest(), host.tree_sha256):
+        raise IntegrityError(f"backup {m.backup_id.hex()}: the reassembled tree does not match its hash")
+    try:
+        tree = from_canonical(canonical)
+    except TreeError as exc:
+        raise IntegrityError(f"backup {m.backup_id.hex()}: tree does not decode ({exc})") from None
+    return VerifiedBackup(archive, tree, len(canonical))
+
+
+def verify_integrity(archive: Archive, trust: TrustAnchors) -> None:
+    """What a server that holds no decryption key can check: the signature by a
+    trusted key, and every chunk present with its signed size and SHA-256."""
+    verify_signature(archive, trust)
+    for ref in archive.manifest.chunks:
+        stored = archive.chunks.get(ref.chunk_id)
+        if stored is None:
+            raise IntegrityError(f"backup {archive.backup_id.hex()} lacks chunk {ref.chunk_id.hex()[:16]}")
+        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
+            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
+                                 "tampered or swapped chunk")

@@ -1,0 +1,450 @@
+"""The library API behind `simvault backup/restore/...`, for the CLI, the DM agent and DS.
+
+    backup_tree(tree, identity, *, previous=None, scope=None, exclude_secrets=False) -> Archive
+    backup_to_card(card, archive, progress=None) -> UploadReport
+    archive_from_card(card, backup_id, with_chunks=True) -> Archive
+    latest_archive_on_card(card, device_id) -> Archive | None   (manifest only: for incrementals)
+    write_archive_file(path, archive) / read_archive_file(path) -> Archive
+    restore_tree_file(tree_path, archive, identity, *, dry_run=False, keep_secrets=False,
+                      force_device=False, force_sequence=False, state=None) -> RestoreReport
+    HostState(path): last sequences per device, pending card uploads (resume)
+
+Everything is verified before anything is written; files are replaced
+atomically (temp file + os.replace).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apdu_specs import constants as C
+from host.archive import Archive, make_archive, verify_archive
+from host.archive.build import CODEC_BYTE, device_id_of
+from host.archive.crypto import STORED_OVERHEAD
+from host.errors import ArchiveError, CardError, SimvaultError, UsageError
+from host.keys import Identity
+from host.tree.model import DMTree
+from host.tree.ops import Change, apply_restore, render_diff
+from host.tree.tnds import read_tnds, write_tnds
+
+Progress = Callable[[int, int], None]  # (done bytes, total bytes)
+ARCHIVE_SUFFIX = ".svarch"
+
+
+# ---- files -------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_archive_file(path: Path, archive: Archive) -> Path:
+    """Write archive to path (a directory gets <backup id>.svarch); returns the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{archive.backup_id.hex()}{ARCHIVE_SUFFIX}"
+    atomic_write(path, archive.to_bytes())
+    return path
+
+
+def read_archive_file(path: Path) -> Archive:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ArchiveError(f"cannot read archive {path}: {exc.strerror}") from None
+    return Archive.from_bytes(data)
+
+
+def archives_in(directory: Path) -> list[tuple[Path, Archive]]:
+    """Archives of a directory, oldest sequence first (unreadable files skipped)."""
+    out = []
+    for p in sorted(Path(directory).glob(f"*{ARCHIVE_SUFFIX}")):
+        try:
+            out.append((p, read_archive_file(p)))
+        except ArchiveError:
+            continue
+    return sorted(out, key=lambda pa: pa[1].sequence)
+
+
+def find_archive(source: Path, backup_id: bytes | None) -> Archive:
+    source = Path(source)
+    if source.is_file():
+        archive = read_archive_file(source)
+        if backup_id is not None and archive.backup_id != backup_id:
+            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}")
+        return archive
+    found = archives_in(source)
+    if backup_id is not None:
+        found = [pa for pa in found if pa[1].backup_id == backup_id]
+    if not found:
+        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}")
+    return found[-1][1]
+
+
+def read_tree_file(path: Path) -> DMTree:
+    try:
+        return read_tnds(Path(path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read tree {path}: {exc.strerror}") from None
+
+
+# ---- host state --------------------------------------------------------------------
+
+
+class HostState:
+    """Small JSON state in the key directory: sequences seen and pending uploads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            self.data = {}
+        except (OSError, ValueError):
+            raise UsageError(f"state file {self.path} is damaged; remove it") from None
+        self.data.setdefault("devices", {})
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return self.data["devices"].setdefault(device_id, {})
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, json.dumps(self.data, sort_keys=True, indent=1).encode())
+
+    def last_restored(self, device_id: str) -> int | None:
+        return self.device(device_id).get("last_restored_sequence")
+
+    def note_restored(self, device_id: str, sequence: int) -> None:
+        dev = self.device(device_id)
+        dev["last_restored_sequence"] = max(sequence, dev.get("last_restored_sequence", 0))
+        self.save()
+
+    def pending_dir(self) -> Path:
+        d = self.path.parent / "pending"
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return d
+
+
+def host_state(identity: Identity) -> HostState:
+    return HostState(identity.directory / "state.json")
+
+
+# ---- backup ------------------------------------------------------------------------
+
+
+def backup_tree(tree: DMTree, identity: Identity, *, previous: Archive | None = None,
+                scope: Iterable[str] | None = None, exclude_secrets: bool = False,
+                device_id: str | None = None, min_sequence: int = 0,
+                max_chunk_size: int = C.MAX_CHUNK_SIZE) -> Archive:
+    """An archive of tree signed by identity, wrapped for its recipients; incremental
+    on previous (same chain keys) when previous is encrypted for identity and fits."""
+    if previous is not None and (identity.decryptor.key_id not in previous.host.recipients
+                                 or previous.host.chunker.max_size + STORED_OVERHEAD + CODEC_BYTE > max_chunk_size
+                                 or tuple(scope or (".",)) != previous.host.scope):
+        previous = None  # not ours, or not comparable: start a new chain
+    created = int(time.time())
+    # above the previous backup and what the destination has seen; the clock keeps it
+    # rising across hosts and wiped state
+    sequence = max(created, previous.sequence + 1 if previous is not None else 0, min_sequence)
+    return make_archive(tree, identity.signer, identity.recipients(), device_id=device_id,
+                        previous=previous, decryptor=identity.decryptor, scope=scope,
+                        exclude_secrets=exclude_secrets, max_chunk_size=max_chunk_size,
+                        sequence=sequence, created=created)
+
+
+@dataclass
+class UploadReport:
+    backup_id: str
+    sequence: int
+    chunks_total: int
+    chunks_sent: int
+    bytes_sent: int
+    bytes_total: int
+    resumed: bool
+    entry: dict = field(default_factory=dict)
+
+
+def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None) -> UploadReport:
+    """Upload archive to a selected, PIN-verified BackupCard: BEGIN (resumes an
+    interrupted upload of the same id), QUERY CHUNKS, PUT CHUNK for the missing ones
+    only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence."""
+    m = archive.manifest
+    begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
+    resumed = bool(_field(begin, "resumed", False))
+    ids = [c.chunk_id for c in m.chunks]
+    present = card.query_chunks(ids)
+    todo = [c for c, here in zip(m.chunks, present) if not here]
+    missing = [c.chunk_id for c in todo if c.chunk_id not in archive.chunks]
+    if missing:
+        raise ArchiveError(f"{len(missing)} chunk(s) are neither on the card nor in the archive; "
+                           "make a full backup")
+    total = sum(c.size for c in todo) + len(archive.manifest_bytes)
+    done = 0
+    for ref in todo:
+        try:
+            card.put_chunk(ref.chunk_id, archive.chunks[ref.chunk_id])
+        except CardError as err:
+            if err.sw != 0x6A89:  # already there (a race with a resumed session): fine
+                raise
+        done += ref.size
+        if progress:
+            progress(done, total)
+    card.put_manifest(archive.manifest_bytes)
+    done += len(archive.manifest_bytes)
+    if progress:
+        progress(done, total)
+    entry = card.commit(archive.signature)
+    return UploadReport(m.backup_id.hex(), m.sequence, len(ids), len(todo), done, total, resumed,
+                        _entry_dict(entry))
+
+
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _entry_dict(entry: Any) -> dict:
+    if entry is None:
+        return {}
+    out = {}
+    for k in ("backup_id", "sequence", "created", "manifest_length", "chunk_count", "stored_bytes"):
+        v = _field(entry, k)
+        if v is not None:
+            out[k] = v.hex() if isinstance(v, (bytes, bytearray)) else v
+    return out
+
+
+def card_entries(card: Any) -> list[dict]:
+    return [_entry_dict(e) for e in card.list_backups()]
+
+
+def archive_from_card(card: Any, backup_id: bytes, with_chunks: bool = True,
+                      progress: Progress | None = None, manifest_length: int | None = None) -> Archive:
+    """Read a backup's manifest, signature and chunks (or only its dictionary chunk)."""
+    manifest_bytes = card.read_manifest(backup_id, manifest_length)
+    archive = Archive(manifest_bytes, card.read_signature(backup_id), {})
+    if archive.backup_id != backup_id:
+        raise ArchiveError("the card returned the manifest of another backup")
+    if not with_chunks and archive.host.dictionary is not None:
+        ref = archive.manifest.chunks[-1]   # the chain's dictionary: an incremental needs it
+        archive.chunks[ref.chunk_id] = card.read_chunk(ref.chunk_id, ref.size)
+    if with_chunks:
+        total = archive.manifest.total_size
+        done = 0
+        for ref in archive.manifest.chunks:
+            archive.chunks[ref.chunk_id] = card.read_chunk(ref.chunk_id, ref.size)
+            done += ref.size
+            if progress:
+                progress(done, total)
+    return archive
+
+
+def latest_archive_on_card(card: Any, device_id: str | None = None) -> Archive | None:
+    """The newest backup on the card (of device_id), manifest and signature only."""
+    for entry in sorted(card.list_backups(), key=lambda e: _field(e, "sequence"), reverse=True):
+        archive = archive_from_card(card, _field(entry, "backup_id"), with_chunks=False,
+                                    manifest_length=_field(entry, "manifest_length"))
+        if device_id is None or archive.device_id == device_id:
+            return archive
+    return None
+
+
+def plain_sha256(tree: DMTree, scope: Iterable[str] | None, exclude_secrets: bool) -> bytes:
+    """SHA-256 of the canonical plaintext a backup of tree would hold."""
+    from host.tree.canonical import canonical_bytes
+    from host.tree.ops import select
+    from host.tree.secrets import strip_secrets
+    selected = select(tree, list(scope)) if scope else tree
+    if exclude_secrets:
+        selected = strip_secrets(selected)
+    return hashlib.sha256(canonical_bytes(selected)).digest()
+
+
+def _device_file(directory: Path, device_id: str) -> Path:
+    return Path(directory) / (hashlib.sha256(device_id.encode()).hexdigest()[:16] + ARCHIVE_SUFFIX)
+
+
+def _previous_for_card(card: Any, device_id: str, cache_dir: Path | None) -> Archive | None:
+    """The card's newest backup of device_id as the base of an incremental: the host's
+    copy when it is that same backup (no manifest or dictionary read over the link),
+    else its manifest and dictionary read from the card."""
+    mine = None
+    if cache_dir is not None and _device_file(cache_dir, device_id).exists():
+        try:
+            mine = read_archive_file(_device_file(cache_dir, device_id))
+        except ArchiveError:
+            mine = None
+    entries = sorted(card.list_backups(), key=lambda e: _field(e, "sequence"), reverse=True)
+    for entry in entries:
+        if mine is not None and _field(entry, "backup_id") == mine.backup_id:
+            return mine
+        archive = archive_from_card(card, _field(entry, "backup_id"), with_chunks=False,
+                                    manifest_length=_field(entry, "manifest_length"))
+        if archive.device_id == device_id:
+            return archive
+    return None
+
+
+def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
+                        scope: Iterable[str] | None = None, exclude_secrets: bool = False,
+                        incremental: bool = True, pending_dir: Path | None = None,
+                        progress: Progress | None = None) -> tuple[Archive, UploadReport]:
+    """The whole card backup: incremental on the card's newest backup of this device,
+    sequence above the card's highest, chunks no larger than its FCI allows.
+
+    pending_dir (the CLI uses <key dir>/pending): the archive waits there until
+    COMMIT; when an earlier run was interrupted and the tree is unchanged, that
+    same archive (same backup id) is uploaded again and the card resumes its
+    session. After COMMIT it stays there as <device>.last copy, so the next
+    incremental need not read the manifest and dictionary back from the card."""
+    scope_t = tuple(scope) if scope else (".",)
+    device_id = device_id_of(tree)
+    highest = card.status().highest_sequence
+    pending = last_dir = None
+    if pending_dir is not None:
+        pending = _device_file(pending_dir, device_id)
+        last_dir = Path(pending_dir) / "last"
+    archive = None
+    resumed_from_file = False
+    if pending is not None and pending.exists():
+        try:
+            old = read_archive_file(pending)
+            if (old.host.tree_sha256 == plain_sha256(tree, scope, exclude_secrets)
+                    and old.host.scope == scope_t and old.sequence > highest
+                    and old.host.secrets == ("excluded" if exclude_secrets else "included")
+                    and old.manifest.signer_key_id == identity.signer.key_id):
+                archive, resumed_from_file = old, True
+        except ArchiveError:  # a damaged pending file is dropped
+            pass
+    if archive is None:
+        previous = _previous_for_card(card, device_id, last_dir) if incremental else None
+        max_chunk = card.fci.max_chunk_size if getattr(card, "fci", None) else C.MAX_CHUNK_SIZE
+        archive = backup_tree(tree, identity, previous=previous, scope=scope,
+                              exclude_secrets=exclude_secrets, min_sequence=highest + 1,
+                              max_chunk_size=max_chunk)
+        if previous is not None and archive.host.chain_id == previous.host.chain_id:
+            for cid in archive.missing_chunks():          # reused chunks: keep a complete copy
+                if cid in previous.chunks:
+                    archive.chunks[cid] = previous.chunks[cid]
+        if pending is not None:
+            pending.parent.mkdir(parents=True, exist_ok=True)
+            if not archive.missing_chunks():
+                write_archive_file(pending, archive)
+    report = backup_to_card(card, archive, progress)
+    report.resumed = report.resumed or resumed_from_file
+    if pending is not None and last_dir is not None:
+        if not archive.missing_chunks():
+            last_dir.mkdir(parents=True, exist_ok=True)
+            write_archive_file(_device_file(last_dir, device_id), archive)
+        pending.unlink(missing_ok=True)
+    return archive, report
+
+
+# ---- restore -----------------------------------------------------------------------
+
+
+@dataclass
+class RestoreReport:
+    backup_id: str
+    sequence: int
+    device_id: str
+    applied: bool
+    changes: list[Change]
+
+    def as_dict(self) -> dict:
+        return {"backup_id": self.backup_id, "sequence": self.sequence, "device_id": self.device_id,
+                "applied": self.applied,
+                "changes": [{"kind": c.kind, "uri": c.uri, "fields": list(c.fields), "secret": c.secret}
+                            for c in self.changes]}
+
+    def render(self) -> str:
+        return render_diff(self.changes)
+
+
+def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run: bool = False,
+                 keep_secrets: bool = False, force_device: bool = False,
+                 force_sequence: bool = False, state: HostState | None = None,
+                 device_id: str | None = None, record: bool = True) -> RestoreReport:
+    """Verify archive fully, then apply it onto live (all-or-nothing, in memory).
+
+    device_id defaults to the live tree's ./DevInfo/DevId. A backup made with
+    secrets excluded always keeps the live secrets (else restoring would wipe
+    the DM credentials)."""
+    if device_id is None:
+        try:
+            device_id = device_id_of(live)
+        except UsageError:
+            device_id = None
+    min_seq = state.last_restored(archive.device_id) if state is not None else None
+    verified = verify_archive(archive, identity.trust, identity.decryptor, device_id=device_id,
+                              force_device=force_device, min_sequence=min_seq,
+                              force_sequence=force_sequence)
+    keep = keep_secrets or archive.host.secrets == "excluded"
+    changes = apply_restore(live, verified.tree, verified.scope, keep_live_secrets=keep, dry_run=dry_run)
+    if record and not dry_run and state is not None:
+        state.note_restored(archive.device_id, archive.sequence)
+    return RestoreReport(archive.backup_id.hex(), archive.sequence, archive.device_id, not dry_run, changes)
+
+
+def restore_tree_file(tree_path: Path, archive: Archive, identity: Identity, *, dry_run: bool = False,
+                      keep_secrets: bool = False, force_device: bool = False,
+                      force_sequence: bool = False, state: HostState | None = None) -> RestoreReport:
+    """restore_tree onto a TNDS file, replaced atomically; untouched on any error."""
+    live = read_tree_file(tree_path)
+    report = restore_tree(live, archive, identity, dry_run=dry_run, keep_secrets=keep_secrets,
+                          force_device=force_device, force_sequence=force_sequence, state=state,
+                          record=False)
+    if dry_run:
+        return report
+    data = write_tnds(live)
+    atomic_write(Path(tree_path), data.encode("utf-8") if isinstance(data, str) else data,
+                 mode=Path(tree_path).stat().st_mode & 0o777)
+    if state is not None:
+        state.note_restored(archive.device_id, archive.sequence)
+    return report
+
+
+__all__ = [
+    "HostState",
+    "RestoreReport",
+    "SimvaultError",
+    "UploadReport",
+    "archive_from_card",
+    "archives_in",
+    "atomic_write",
+    "backup_to_card",
+    "backup_tree",
+    "backup_tree_to_card",
+    "card_entries",
+    "find_archive",
+    "host_state",
+    "latest_archive_on_card",
+    "plain_sha256",
+    "read_archive_file",
+    "read_tree_file",
+    "restore_tree",
+    "restore_tree_file",
+    "write_archive_file",
+]

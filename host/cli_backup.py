@@ -1,0 +1,305 @@
+"""`simvault keys|backup|restore|list|verify|delete|export|import`: the backup commands.
+
+Sources and destinations are "card" (through host.cli_card's reader options)
+or a PATH (a .svarch file, or a directory of them). The archive bytes are the
+same wherever they go. Output is one line per fact, or JSON with --json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from host import backup_ops as ops
+from host.archive import Archive, verify_archive
+from host.archive.build import device_id_of
+from host.errors import UsageError
+from host.keys import (
+    Identity,
+    TrustStore,
+    default_key_dir,
+    fingerprint,
+    generate_identity,
+    load_identity,
+    load_public_point,
+)
+
+# ---- shared helpers ----------------------------------------------------------------
+
+
+def _key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key", type=Path, default=None, metavar="DIR",
+                   help="key directory (default $SIMVAULT_HOME or ~/.config/simvault)")
+    p.add_argument("--name", default="device", help="key name inside the directory (default device)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _card_options(p: argparse.ArgumentParser) -> None:
+    from host.cli_card import add_card_options
+    add_card_options(p)
+
+
+def _open_card(args: argparse.Namespace) -> Any:
+    from host.cli_card import open_card
+    return open_card(args)
+
+
+def _identity(args: argparse.Namespace) -> Identity:
+    return load_identity(args.key or default_key_dir(), args.name)
+
+
+def _emit(args: argparse.Namespace, doc: dict, lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(doc, sort_keys=True, indent=1))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if not (getattr(args, "progress", False) or sys.stderr.isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        sys.stderr.write(f"\rsimvault: {done}/{total} bytes ({pct}%)")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return show
+
+
+def _backup_id(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 16:
+        raise UsageError(f"backup id {text!r} must be 32 hex digits (see 'simvault list')")
+    return raw
+
+
+def _is_card(where: str | None) -> bool:
+    return where is None or where == "card"
+
+
+# ---- keys --------------------------------------------------------------------------
+
+
+def cmd_keys_gen(args: argparse.Namespace) -> int:
+    import os
+    passphrase = os.environ.get("SIMVAULT_PASSPHRASE", "").encode() or None
+    ident = generate_identity(args.out or default_key_dir(), args.name, passphrase)
+    return _show(args, ident)
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    return _show(args, _identity(args))
+
+
+def _show(args: argparse.Namespace, ident: Identity) -> int:
+    sign_point, enc_point = ident.signer.public_point, ident.recipient.public_point
+    doc = {"name": ident.name, "directory": str(ident.directory),
+           "sign": {"key_id": ident.signer.key_id.hex(), "public_point": sign_point.hex(),
+                    "fingerprint": fingerprint(sign_point)},
+           "enc": {"key_id": ident.recipient.key_id.hex(), "public_point": enc_point.hex(),
+                   "fingerprint": fingerprint(enc_point)},
+           "trusted": [k.hex() for k in ident.trust.key_ids()],
+           "recipients": [r.key_id.hex() for r in ident.recipients()]}
+    _emit(args, doc, [
+        f"signing key     {doc['sign']['key_id']}  {doc['sign']['fingerprint']}",
+        f"  point         {sign_point.hex()}",
+        f"encryption key  {doc['enc']['key_id']}  {doc['enc']['fingerprint']}",
+        f"  point         {enc_point.hex()}",
+        f"trusted signers {' '.join(doc['trusted']) or '-'}",
+        f"recipients      {' '.join(doc['recipients'])}"])
+    return 0
+
+
+def cmd_keys_trust(args: argparse.Namespace) -> int:
+    directory = args.key or default_key_dir()
+    point = load_public_point(args.public_key)
+    store = TrustStore(directory / ("recipients" if args.recipient else "trusted"))
+    kid = store.add(point)
+    _emit(args, {"key_id": kid.hex(), "recipient": args.recipient},
+          [f"{'recipient' if args.recipient else 'trusted signer'} {kid.hex()} added"])
+    return 0
+
+
+# ---- backup ------------------------------------------------------------------------
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    ident = _identity(args)
+    tree = ops.read_tree_file(args.tree)
+    device_id = device_id_of(tree)
+    scope = args.scope or None
+    progress = _progress(args)
+    if _is_card(args.to):
+        card = _open_card(args)
+        archive, report = ops.backup_tree_to_card(
+            card, tree, ident, scope=scope, exclude_secrets=args.exclude_secrets,
+            incremental=not args.full, pending_dir=ops.host_state(ident).pending_dir(), progress=progress)
+        doc = {"destination": "card", **report.__dict__}
+    else:
+        dest = Path(args.to)
+        previous = None
+        if dest.is_dir() and not args.full:
+            mine = [a for _, a in ops.archives_in(dest) if a.device_id == device_id]
+            previous = mine[-1] if mine else None
+        archive = ops.backup_tree(tree, ident, previous=previous, scope=scope,
+                                  exclude_secrets=args.exclude_secrets)
+        path = ops.write_archive_file(dest, archive)
+        new = [c for c in archive.manifest.chunks if previous is None or c.chunk_id not in previous.chunks]
+        doc = {"destination": str(path), "backup_id": archive.backup_id.hex(),
+               "sequence": archive.sequence, "chunks_total": len(archive.manifest.chunks),
+               "chunks_new": len(new), "bytes_total": path.stat().st_size,
+               "previous": previous.backup_id.hex() if previous else None}
+    _emit(args, doc, [f"backup {doc['backup_id']} (sequence {doc['sequence']}) -> {doc['destination']}"] +
+          [f"  {k}: {v}" for k, v in doc.items() if k not in ("backup_id", "sequence", "destination", "entry")])
+    return 0
+
+
+# ---- restore / list / verify / delete / export / import ----------------------------
+
+
+def _load(args: argparse.Namespace, where: str | None, backup_id: bytes | None, card: Any = None) -> Archive:
+    if _is_card(where):
+        card = card or _open_card(args)
+        if backup_id is None:
+            entries = sorted(card.list_backups(), key=lambda e: ops._field(e, "sequence"))
+            if not entries:
+                raise UsageError("the card holds no backup")
+            backup_id = ops._field(entries[-1], "backup_id")
+        return ops.archive_from_card(card, backup_id, progress=_progress(args))
+    return ops.find_archive(Path(where), backup_id)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    ident = _identity(args)
+    archive = _load(args, args.source, _backup_id(args.id))
+    report = ops.restore_tree_file(args.tree, archive, ident, dry_run=args.dry_run,
+                                   keep_secrets=args.keep_secrets, force_device=args.force_device,
+                                   force_sequence=args.force, state=ops.host_state(ident))
+    doc = report.as_dict()
+    head = f"{'would restore' if args.dry_run else 'restored'} backup {report.backup_id} " \
+           f"(sequence {report.sequence}): {len(report.changes)} change(s)"
+    _emit(args, doc, [head] + report.render().splitlines())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if _is_card(args.source):
+        entries = ops.card_entries(_open_card(args))
+    else:
+        src = Path(args.source)
+        found = ops.archives_in(src) if src.is_dir() else [(src, ops.read_archive_file(src))]
+        entries = [{**a.summary(), "path": str(p)} for p, a in found]
+    lines = [f"{e['backup_id']}  seq {e['sequence']}  created {e.get('created')}  "
+             f"{e.get('stored_bytes', '?')} bytes  {e.get('device_id', '')}" for e in entries]
+    _emit(args, {"backups": entries}, lines or ["no backups"])
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    ident = _identity(args)
+    archive = _load(args, args.source, _backup_id(args.id))
+    verified = verify_archive(archive, ident.trust, ident.decryptor)
+    doc = {**archive.summary(), "verified": True, "nodes": verified.tree.node_count()}
+    line = (f"backup {doc['backup_id']} verified: signature, {doc['chunks']} chunk(s), "
+            f"tree hash ({doc['nodes']} nodes, device {doc['device_id']})")
+    _emit(args, doc, [line])
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    backup_id = _backup_id(args.id)
+    assert backup_id is not None
+    if _is_card(args.source):
+        _open_card(args).delete_backup(backup_id)
+    else:
+        src = Path(args.source)
+        paths = [p for p, a in ops.archives_in(src) if a.backup_id == backup_id] if src.is_dir() else [src]
+        if not paths:
+            raise UsageError(f"no backup {args.id} in {src}")
+        for p in paths:
+            p.unlink()
+    _emit(args, {"deleted": args.id}, [f"deleted backup {args.id}"])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    archive = _load(args, "card", _backup_id(args.id))
+    path = ops.write_archive_file(args.out, archive)
+    _emit(args, {"backup_id": archive.backup_id.hex(), "path": str(path), "bytes": path.stat().st_size},
+          [f"exported backup {archive.backup_id.hex()} to {path}"])
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    archive = ops.read_archive_file(args.path)
+    report = ops.backup_to_card(_open_card(args), archive, _progress(args))
+    line = (f"imported backup {report.backup_id} (sequence {report.sequence}): "
+            f"{report.chunks_sent}/{report.chunks_total} chunk(s) sent")
+    _emit(args, report.__dict__, [line])
+    return 0
+
+
+# ---- registration ------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    keys = subparsers.add_parser("keys", help="device/server key pairs and trusted keys")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    gen = ksub.add_parser("gen", help="create signing and encryption key pairs")
+    gen.add_argument("--out", type=Path, default=None, metavar="DIR")
+    gen.add_argument("--name", default="device")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=cmd_keys_gen)
+    show = ksub.add_parser("show", help="key ids, public points, fingerprints")
+    _key_options(show)
+    show.set_defaults(func=cmd_keys_show)
+    trust = ksub.add_parser("trust", help="trust a public signing key (or --recipient: wrap backups for it)")
+    trust.add_argument("public_key", type=Path)
+    trust.add_argument("--recipient", action="store_true")
+    _key_options(trust)
+    trust.set_defaults(func=cmd_keys_trust)
+
+    def common(name: str, help_: str, func, where: str | None = None, card: bool = True):  # type: ignore[no-untyped-def]
+        p = subparsers.add_parser(name, help=help_)
+        _key_options(p)
+        p.add_argument("--progress", action="store_true", help="show a progress line on stderr")
+        if where:
+            p.add_argument(f"--{where}", dest="source" if where == "from" else "to", default="card",
+                           metavar="card|PATH", help="the card (default) or an archive file/directory")
+        if card:
+            _card_options(p)
+        p.set_defaults(func=func)
+        return p
+
+    b = common("backup", "back up a tree file", cmd_backup, "to")
+    b.add_argument("--tree", type=Path, required=True, help="the live tree (TNDS file)")
+    b.add_argument("--scope", action="append", metavar="URI", help="back up only this subtree (repeatable)")
+    b.add_argument("--exclude-secrets", action="store_true", help="leave DMAcc credentials out")
+    b.add_argument("--full", action="store_true", help="a new chain, not incremental")
+    r = common("restore", "verify a backup, then restore it onto a tree file", cmd_restore, "from")
+    r.add_argument("--id", help="backup id (default: the newest)")
+    r.add_argument("--tree", type=Path, required=True)
+    r.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    r.add_argument("--force-device", action="store_true", help="restore another device's backup")
+    r.add_argument("--force", action="store_true", help="restore a backup older than the last restored")
+    r.add_argument("--keep-secrets", action="store_true", help="keep the live credentials")
+    common("list", "list backups", cmd_list, "from")
+    v = common("verify", "verify a backup completely (nothing is changed)", cmd_verify, "from")
+    v.add_argument("--id")
+    d = common("delete", "delete a backup", cmd_delete, "from")
+    d.add_argument("--id", required=True)
+    e = common("export", "copy a backup from the card into an archive file", cmd_export)
+    e.add_argument("--id", required=True)
+    e.add_argument("--out", type=Path, required=True)
+    i = common("import", "copy an archive file onto the card", cmd_import)
+    i.add_argument("path", type=Path)
