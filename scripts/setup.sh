@@ -12,7 +12,9 @@ APT_PACKAGES=(
     vsmartcard-vpcd vsmartcard-vpicc  # virtual reader driver, vsmartcard's emulator (vicc)
     python3-pycryptodome              # vicc imports PyCrypto (bench/bench_link.py shims it)
     pcsc-tools opensc                 # independent PC/SC clients: scriptor, pcsc_scan, opensc-tool
-    libwbxml2-utils                   # WBXML tools
+    libwbxml2-utils                   # WBXML reference codec (xml2wbxml, wbxml2xml)
+    postgresql                        # the DM/DS servers' second database (tests start throwaway clusters)
+    syncevolution syncevolution-http python3-twisted dbus   # a real SyncML DS peer (scripts/syncevolution.sh)
     python3-venv python3-dev
 )
 
@@ -36,7 +38,7 @@ install_apt() {
     echo "setup: installing ${missing[*]}"
     # apt-get update once per run, and only when something is missing.
     as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
 install_python() {

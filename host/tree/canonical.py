@@ -8,7 +8,10 @@ Why a compact binary encoding rather than a canonical TNDS:
 - no XML parser on the restore path, and 3-4x fewer bytes before compression
   (no tags), while the repeated names, ACLs and Types still compress well;
 - one record per node in pre-order, so a changed leaf changes one record
-  only (good for chunk-level dedup between incremental backups).
+  only (good for chunk-level dedup between incremental backups);
+- children keep their order (the TNDS document order): a restored tree is
+  written back byte for byte as the original was. DM does not order siblings,
+  but users diff their files, and a backup must not reshuffle them.
 TNDS stays the interchange format (Get ?list=TNDS, files); this is storage.
 
 Layout (all integers are unsigned LEB128 varints, strings are varint length +
@@ -16,7 +19,7 @@ UTF-8 with surrogatepass):
     b"SVDMT" version(1)=1  flags(varint: bit0 Man, bit1 Mod)  [Man] [Mod]
     node := name  flags  format-code(1 byte: 0 none, 1+index in FORMATS)
             [ACL] [Name] [Size] [Title] [TStamp] [Type] [VerNo] [value]
-            child-count  child...   (children sorted by UTF-8 name)
+            child-count  child...   (children in the tree's order; names unique)
 Node flags: bit0 interior, bits1-7 ACL, Name, Size, Title, TStamp, Type,
 VerNo present, bit8 Type is DDFName, bit9 value is str, bit10 value is bytes.
 No timestamps or anything else outside the tree are added. Decoding refuses
@@ -86,7 +89,7 @@ def canonical_bytes(tree: DMTree) -> bytes:
         elif isinstance(node.value, bytes):
             _varint(len(node.value), out)
             out += node.value
-        children = sorted(node.children.values(), key=lambda c: _sort_key(c.name))
+        children = list(node.children.values())
         _varint(len(children), out)
         stack.extend(reversed(children))
     return bytes(out)
@@ -149,10 +152,8 @@ def from_canonical(data: bytes) -> DMTree:
         node = _read_node(r)
         if stack:
             frame = stack[-1]
-            key = _sort_key(node.name)
-            if frame[2] is not None and key <= frame[2]:
-                raise r.fail("children not in canonical order")
-            frame[2] = key
+            if node.name in frame[0].children:
+                raise r.fail("duplicate child name")
             frame[0].children[node.name] = node
             frame[1] -= 1
         else:
