@@ -1,0 +1,309 @@
+"""The Backup MO on the device: Exec handlers for Operations/Backup, Restore, Delete,
+and the firmware-update hook (FUMO), with card access.
+
+Every operation answers the Exec with 202 and runs after the session (in the
+agent's worker); its outcome goes back as a Generic Alert 1226 with the
+Exec's Correlator (docs/BACKUP_MO.md). Archives come from host.backup_ops:
+backup_tree (signed with the device identity), backup_to_card /
+archive_from_card, restore_tree (verifies everything, then applies
+all-or-nothing on a copy that is swapped in, and the file is saved atomically).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from host.archive import Archive
+from host.backup_ops import archive_from_card, backup_to_card, backup_tree, restore_tree
+from host.dm.agent_cmds import AlertReport, ExecOutcome, ExecRequest, FUMO_RE, register_exec_handler
+from host.dm.agent_tree import BAR, PRESERVED_ON_RESTORE
+from host.dm.session import format_kv, parse_kv
+from host.errors import CardError, SimvaultError, SyncMLError, UsageError
+from host.syncml.status import StatusCode
+from host.tree.model import DMTree
+
+if TYPE_CHECKING:
+    from host.dm.agent import DMAgent
+
+log = logging.getLogger(__name__)
+
+FUMO_RESULT_TYPE = "org.openmobilealliance.dm.firmwareupdate.update"
+# host.archive.codec shares one ZstdCompressor, which python-zstandard says is not thread-safe:
+# several agents in one process (the benchmark) segfaulted. Serialise archive making until it is fixed.
+ARCHIVE_LOCK = threading.Lock()
+
+
+@dataclass
+class CardAccess:
+    """How the agent reaches its card: an emulator image in-process, or a PC/SC reader.
+
+    The PIN comes from the environment variable ``pin_env`` (never from the
+    command line, never logged).
+    """
+
+    emulator: Path | None = None
+    reader: str | None = None
+    pin_env: str = "SIMVAULT_PIN"
+
+    @contextmanager
+    def open(self) -> Iterator[object]:
+        from host.client import BackupCard
+        from host.link import EmulatorTransport, Link, PcscTransport
+        pin = os.environ.get(self.pin_env)
+        if not pin:
+            raise UsageError(f"no card PIN: set ${self.pin_env} for the agent")
+        virtual = None
+        if self.emulator is not None:
+            from card.emulator import VirtualCard
+            virtual = VirtualCard.open(self.emulator)
+            transport = EmulatorTransport(virtual, name=f"emulator {self.emulator}")
+        else:
+            transport = PcscTransport(self.reader)
+        link = Link(transport)
+        try:
+            link.connect()
+            card = BackupCard(link)
+            card.select()
+            card.verify_pin(pin)
+            yield card
+        finally:
+            try:
+                link.disconnect()
+            finally:
+                if virtual is not None:
+                    virtual.close()
+
+
+def _opts(req: ExecRequest) -> dict[str, str]:
+    try:
+        return parse_kv(req.data)
+    except SyncMLError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _result(code: int, **kv: object) -> AlertReport:
+    return AlertReport(code=code, data=format_kv({"code": code, **kv}))
+
+
+def _record_last(agent: "DMAgent", operation: str, code: int, message: str, backup_id: str = "") -> None:
+    t = agent.tree
+    t.set_leaf(f"{BAR}/LastResult/Operation", operation)
+    t.set_leaf(f"{BAR}/LastResult/Code", str(code), "int")
+    t.set_leaf(f"{BAR}/LastResult/Message", message[:500])
+    t.set_leaf(f"{BAR}/LastResult/BackupID", backup_id)
+    t.set_leaf(f"{BAR}/LastResult/Time", str(int(time.time())), "int")
+
+
+# ------------------------------------------------------------------ backup
+def run_backup(agent: "DMAgent", destination: str, scope: list[str] | None, exclude_secrets: bool) -> AlertReport:
+    """Make an archive of the tree (minus the Backup MO) and put it where asked."""
+    if destination not in ("server", "card"):
+        return _result(StatusCode.BAD_REQUEST, message=f"unknown destination {destination}")
+    try:
+        snapshot = agent.tree.snapshot_for_backup()
+        with ARCHIVE_LOCK:
+            archive = backup_tree(snapshot, agent.identity, scope=scope, exclude_secrets=exclude_secrets,
+                                  device_id=agent.device_id)
+        data = archive.to_bytes()
+        bid = archive.backup_id.hex()
+        if destination == "card":
+            if agent.card is None:
+                return _result(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED, message="this agent has no card")
+            with agent.card.open() as card:
+                backup_to_card(card, archive)
+        node = f"{BAR}/Backups/{bid}"
+        with agent.tree.lock:
+            agent.tree.set_leaf(f"{node}/ID", bid)
+            agent.tree.set_leaf(f"{node}/Time", str(archive.manifest.created), "int")
+            agent.tree.set_leaf(f"{node}/Size", str(len(data)), "int")
+            agent.tree.set_leaf(f"{node}/Hash", _manifest_hash(archive))
+            agent.tree.set_leaf(f"{node}/Location", destination)
+            agent.tree.set_leaf(f"{node}/Sequence", str(archive.sequence), "int")
+            agent.tree.set_leaf(f"{node}/Status", "ok")
+            if destination == "server":
+                agent.tree.set_leaf(f"{node}/Archive", data, "bin", "application/vnd.simvault.archive")
+            _record_last(agent, "Backup", 200, f"backup to {destination}", bid)
+        agent.tree.save()
+        return _result(200, id=bid, location=destination, size=len(data), message=f"backup to {destination}")
+    except SimvaultError as exc:
+        log.warning("backup failed: %s", exc)
+        _record_last(agent, "Backup", 500, str(exc))
+        return _result(StatusCode.COMMAND_FAILED, location=destination, message=_clean(str(exc)))
+
+
+def _manifest_hash(archive: Archive) -> str:
+    import hashlib
+    return hashlib.sha256(archive.manifest_bytes).hexdigest()
+
+
+def _clean(text: str) -> str:
+    return text.replace(";", ",").replace("=", ":")[:300]
+
+
+def exec_backup(req: ExecRequest) -> ExecOutcome:
+    agent = req.agent
+    try:
+        opts = _opts(req)
+    except UsageError:
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    destination = opts.get("destination") or agent.tree.value(f"{BAR}/Config/Destination", "server") or "server"
+    scope_text = opts.get("scope") or agent.tree.value(f"{BAR}/Config/Scope", ".") or "."
+    scope = scope_text.split() if scope_text.strip() not in ("", ".") else None
+    excl = opts.get("exclude-secrets", agent.tree.value(f"{BAR}/Config/ExcludeSecrets", "false") or "false")
+    exclude = excl.lower() in ("1", "true", "yes")
+    if destination not in ("server", "card"):
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    if destination == "card" and agent.card is None:
+        return ExecOutcome(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
+    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, lambda: run_backup(agent, destination, scope, exclude))
+
+
+# ------------------------------------------------------------------ restore
+def run_restore(agent: "DMAgent", backup_id: str, source: str, keep_secrets: bool,
+                force_device: bool) -> AlertReport:
+    """Fetch the archive, verify everything, apply all-or-nothing, save atomically."""
+    try:
+        if source == "staging":
+            node = agent.tree.tree.find(f"{BAR}/Staging/Archive")
+            if node is None or not isinstance(node.value, bytes) or not node.value:
+                raise UsageError("no archive in Staging/Archive: the server must Replace it first")
+            archive = Archive.from_bytes(node.value)
+        elif source == "card":
+            if agent.card is None:
+                raise UsageError("this agent has no card")
+            with agent.card.open() as card:
+                archive = archive_from_card(card, bytes.fromhex(backup_id))
+        else:
+            raise UsageError(f"restore source {source!r}: use staging (server) or card")
+        if backup_id and archive.backup_id.hex() != backup_id:
+            raise UsageError(f"the archive is backup {archive.backup_id.hex()}, not {backup_id}")
+        apply_archive(agent, archive, keep_secrets=keep_secrets, force_device=force_device)
+        bid = archive.backup_id.hex()
+        with agent.tree.lock:
+            if agent.tree.tree.find(f"{BAR}/Staging/Archive") is not None:
+                agent.tree.tree.delete(f"{BAR}/Staging/Archive")
+            _record_last(agent, "Restore", 200, f"restored from {source}", bid)
+        agent.tree.save()
+        return _result(200, id=bid, location=source, message=f"restored from {source}")
+    except (SimvaultError, ValueError) as exc:
+        log.warning("restore failed: %s", exc)
+        _record_last(agent, "Restore", 500, str(exc))
+        return _result(StatusCode.COMMAND_FAILED, id=backup_id, location=source, message=_clean(str(exc)))
+
+
+def apply_archive(agent: "DMAgent", archive: Archive, *, keep_secrets: bool, force_device: bool) -> None:
+    """restore_tree on a copy of the live tree; the Backup MO and our own DM account
+    (credentials, nonces) are carried over from the live tree; then one swap."""
+    holder = agent.tree
+    with holder.lock:
+        live = holder.tree
+        work = live.copy()
+        restore_tree(work, archive, agent.identity, keep_secrets=keep_secrets, force_device=force_device,
+                     device_id=agent.device_id)
+        for uri in PRESERVED_ON_RESTORE:
+            _carry_over(live, work, uri)
+        work.validate()
+        live.replace_contents(work)
+        holder.generation += 1
+
+
+def _carry_over(live: DMTree, work: DMTree, uri: str) -> None:
+    node = live.find(uri)
+    if work.find(uri) is not None:
+        work.delete(uri)
+    if node is not None:
+        work.add_subtree(uri, node.copy(), create_parents=True)
+
+
+def exec_restore(req: ExecRequest) -> ExecOutcome:
+    try:
+        opts = _opts(req)
+    except UsageError:
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    source = opts.get("source", "staging")
+    if source == "server":
+        source = "staging"
+    backup_id = opts.get("id", "").lower()
+    if source not in ("staging", "card") or (source == "card" and not backup_id):
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    keep = opts.get("keep-secrets", "0") in ("1", "true")
+    force = opts.get("force-device", "0") in ("1", "true")
+    agent = req.agent
+    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING,
+                       lambda: run_restore(agent, backup_id, source, keep, force))
+
+
+# ------------------------------------------------------------------ delete
+def run_delete(agent: "DMAgent", backup_id: str, location: str) -> AlertReport:
+    try:
+        if location == "card":
+            if agent.card is None:
+                raise UsageError("this agent has no card")
+            with agent.card.open() as card:
+                card.delete_backup(bytes.fromhex(backup_id))
+        node = f"{BAR}/Backups/{backup_id}"
+        with agent.tree.lock:
+            if agent.tree.tree.find(node) is not None:
+                agent.tree.set_leaf(f"{node}/Status", "deleted")
+                if agent.tree.tree.find(f"{node}/Archive") is not None:
+                    agent.tree.tree.delete(f"{node}/Archive")
+            _record_last(agent, "Delete", 200, f"deleted at {location}", backup_id)
+        agent.tree.save()
+        return _result(200, id=backup_id, location=location, message=f"deleted at {location}")
+    except (SimvaultError, CardError, ValueError) as exc:
+        return _result(StatusCode.COMMAND_FAILED, id=backup_id, location=location, message=_clean(str(exc)))
+
+
+def exec_delete(req: ExecRequest) -> ExecOutcome:
+    try:
+        opts = _opts(req)
+    except UsageError:
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    backup_id, location = opts.get("id", "").lower(), opts.get("location", "card")
+    if not backup_id or location not in ("card", "server"):
+        return ExecOutcome(StatusCode.BAD_REQUEST)
+    agent = req.agent
+    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, lambda: run_delete(agent, backup_id, location))
+
+
+# ------------------------------------------------------------------ firmware update (FUMO)
+def exec_fumo_update(req: ExecRequest) -> ExecOutcome:
+    """./FUMO/<x>/Update: with Policy/BeforeFirmwareUpdate, back up first (to the card
+    when the agent has one, else to the server), then 'install' and move the FUMO
+    State (60 update progressing -> 100 successful, or 80 failed)."""
+    if not FUMO_RE.match(req.uri):
+        return ExecOutcome(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
+    agent = req.agent
+    fumo = req.uri.rsplit("/", 1)[0]
+
+    def work() -> AlertReport:
+        before = (agent.tree.value(f"{BAR}/Policy/BeforeFirmwareUpdate", "false") or "false").lower() == "true"
+        if before:
+            destination = "card" if agent.card is not None else "server"
+            report = run_backup(agent, destination, None, False)
+            agent.queue_report(f"{BAR}/Operations/Backup", None, report)
+            if report.code != 200:
+                agent.tree.set_leaf(f"{fumo}/State", "80", "int")
+                agent.tree.save()
+                return AlertReport(code=410, data="backup before the update failed", type=FUMO_RESULT_TYPE)
+        agent.tree.set_leaf(f"{fumo}/State", "60", "int")
+        agent.firmware_updates += 1
+        agent.tree.set_leaf(f"{fumo}/State", "100", "int")
+        agent.tree.save()
+        return AlertReport(code=200, data="firmware updated", type=FUMO_RESULT_TYPE)
+
+    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, work)
+
+
+def register_defaults() -> None:
+    register_exec_handler("BaR/Operations/Backup", exec_backup)
+    register_exec_handler("BaR/Operations/Restore", exec_restore)
+    register_exec_handler("BaR/Operations/Delete", exec_delete)
+    register_exec_handler("/Update", exec_fumo_update)
+    register_exec_handler("/DownloadAndUpdate", exec_fumo_update)

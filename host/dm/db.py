@@ -1,0 +1,453 @@
+"""The DM server's database: devices, sessions, jobs, results, audit, backups.
+
+One SQLAlchemy 2 schema and one code path for SQLite (default, embedded) and
+PostgreSQL (``postgresql+psycopg://...``). Every method of :class:`Store` is a
+short transaction; callers never hold a session. Secrets are stored in their
+digest-ready form (B64(MD5(user:password)), see host.dm.dmauth), never as
+passwords.
+
+Job states: queued -> notified -> running -> succeeded | failed (with reason).
+A job's ``correlator`` ties the agent's Generic Alert (Exec Correlator) to it.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, create_engine, event, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from host.errors import SimvaultError, UsageError
+
+JOB_KINDS = ("backup", "restore", "delete", "backup_via_ds", "restore_via_ds")
+JOB_TARGETS = ("server", "card", "ds", "staging")
+OPEN_STATES = ("queued", "notified", "running")
+FINAL_STATES = ("succeeded", "failed")
+
+
+class StoreError(SimvaultError):
+    """The DM server database refused an operation."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # = ./DevInfo/DevId = SyncHdr Source
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    secret: Mapped[str] = mapped_column(String(64))  # B64(MD5(username:password))
+    server_secret: Mapped[str] = mapped_column(String(64))  # B64(MD5(server_id:server_password))
+    auth_type: Mapped[str] = mapped_column(String(16), default="md5")  # md5 | hmac
+    server_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device must use next (b64)
+    client_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device gave us (b64)
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # signing point (65 bytes)
+    notify_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    allow_device_backup: Mapped[bool] = mapped_column(default=True)
+    default_target: Mapped[str] = mapped_column(String(16), default="server")
+    devinfo: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str] = mapped_column(String(32))
+    initiator: Mapped[str] = mapped_column(String(16))  # server | client
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | ended | failed
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str | None] = mapped_column(Text, nullable=True)
+    backup_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    origin: Mapped[str] = mapped_column(String(32), default="admin")  # admin | device:<reason>
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correlator: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Result(Base):
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    code: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    received_at: Mapped[float] = mapped_column(Float)
+
+
+class Audit(Base):
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    device_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    event: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class BackupRow(Base):
+    __tablename__ = "backups"
+    __table_args__ = (UniqueConstraint("device_id", "backup_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    backup_id: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    verified_at: Mapped[float] = mapped_column(Float)
+
+
+def _row_dict(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in skip}
+
+
+def device_public(row: Device) -> dict[str, Any]:
+    """A device as the admin API shows it (no secrets, no nonces)."""
+    d = _row_dict(row, skip=("secret", "server_secret", "server_nonce", "client_nonce", "public_key"))
+    d["has_public_key"] = row.public_key is not None
+    return d
+
+
+def job_public(row: Job) -> dict[str, Any]:
+    return _row_dict(row)
+
+
+def backup_public(row: BackupRow) -> dict[str, Any]:
+    return _row_dict(row, skip=("archive",))
+
+
+def normalise_url(url: str) -> str:
+    """sqlite:///x, postgresql://... -> a SQLAlchemy URL with the installed drivers."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@dataclass
+class NewDevice:
+    device_id: str
+    secret: str
+    server_secret: str
+    auth_type: str = "md5"
+    public_key: bytes | None = None
+    notify_url: str | None = None
+    username: str | None = None
+
+
+class Store:
+    """All database access of the DM server (thread-safe: one short transaction per call)."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        try:
+            kwargs: dict[str, Any] = {"echo": echo, "future": True}
+            if self.url.startswith("sqlite"):
+                kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            else:
+                kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except (ArgumentError, ImportError) as exc:
+            raise UsageError(f"database URL {url!r} is not usable ({exc}); "
+                             "use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB") from None
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.url.startswith("sqlite") else None
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            raise StoreError(f"cannot open database {self.safe_url}: {exc.orig}; check the URL and "
+                             "that the server is running") from None
+
+    @property
+    def safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self) -> "_Tx":
+        return _Tx(self)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ devices
+    def add_device(self, new: NewDevice, initial_nonce: bytes, client_nonce: bytes) -> dict[str, Any]:
+        import base64
+        now = time.time()
+        row = Device(id=new.device_id, username=new.username or new.device_id, secret=new.secret,
+                     server_secret=new.server_secret, auth_type=new.auth_type,
+                     server_nonce=base64.b64encode(initial_nonce).decode(),
+                     client_nonce=base64.b64encode(client_nonce).decode(),
+                     public_key=new.public_key, notify_url=new.notify_url, devinfo={}, created_at=now)
+        with self.session() as s:
+            if s.get(Device, new.device_id) is not None:
+                raise StoreError(f"device {new.device_id} is already registered; remove it first")
+            s.add(row)
+            s.add(Audit(at=now, device_id=new.device_id, event="device.registered", detail=new.auth_type))
+        return device_public(row)
+
+    def device(self, device_id: str) -> Device | None:
+        with self.session() as s:
+            return s.get(Device, device_id)
+
+    def devices(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return [device_public(d) for d in s.scalars(select(Device).order_by(Device.id))]
+
+    def update_device(self, device_id: str, **fields: Any) -> None:
+        with self.session() as s:
+            s.execute(update(Device).where(Device.id == device_id).values(**fields))
+
+    def rotate_nonce(self, device_id: str, column: str, expected_b64: str | None, new_b64: str) -> bool:
+        """Compare-and-set a nonce column: False when another message used it first (a replay)."""
+        col = getattr(Device, column)
+        with self.session() as s:
+            stmt = update(Device).where(Device.id == device_id)
+            if expected_b64 is not None:
+                stmt = stmt.where(col == expected_b64)
+            res = s.execute(stmt.values({column: new_b64}))
+            return res.rowcount == 1
+
+    # ------------------------------------------------------------ sessions
+    def open_session(self, device_id: str, session_id: str, initiator: str) -> int:
+        with self.session() as s:
+            row = SessionRow(device_id=device_id, session_id=session_id, initiator=initiator,
+                             started_at=time.time())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def close_session(self, row_id: int, state: str, messages: int, reason: str | None = None) -> None:
+        with self.session() as s:
+            s.execute(update(SessionRow).where(SessionRow.id == row_id).values(
+                state=state, messages=messages, reason=reason, ended_at=time.time()))
+
+    def sessions(self, device_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(SessionRow).order_by(SessionRow.id.desc()).limit(limit)
+            if device_id:
+                q = q.where(SessionRow.device_id == device_id)
+            return [_row_dict(r) for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ jobs
+    def create_job(self, device_id: str, kind: str, target: str, *, scope: str | None = None,
+                   backup_id: str | None = None, params: dict | None = None, origin: str = "admin",
+                   state: str = "queued") -> dict[str, Any]:
+        if kind not in JOB_KINDS:
+            raise UsageError(f"job kind {kind!r} is unknown; use one of {', '.join(JOB_KINDS)}")
+        if target not in JOB_TARGETS:
+            raise UsageError(f"job target {target!r} is unknown; use one of {', '.join(JOB_TARGETS)}")
+        now = time.time()
+        with self.session() as s:
+            if s.get(Device, device_id) is None:
+                raise StoreError(f"device {device_id} is not registered; add it with 'simvault dm device-add'")
+            row = Job(device_id=device_id, kind=kind, target=target, scope=scope, backup_id=backup_id,
+                      params=params or {}, origin=origin, state=state,
+                      correlator=secrets.token_hex(12), created_at=now, updated_at=now,
+                      started_at=now if state == "running" else None)
+            s.add(row)
+            s.flush()
+            s.add(Audit(at=now, device_id=device_id, event="job.created",
+                        detail=f"{row.id} {kind} {target} by {origin}"))
+            return job_public(row)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(Job, job_id)
+            return job_public(row) if row else None
+
+    def job_by_correlator(self, device_id: str, correlator: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.scalars(select(Job).where(Job.correlator == correlator,
+                                              Job.device_id == device_id)).first()
+            return job_public(row) if row else None
+
+    def jobs(self, device_id: str | None = None, states: tuple[str, ...] | None = None,
+             limit: int = 200) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(Job).order_by(Job.id.desc()).limit(limit)
+            if device_id:
+                q = q.where(Job.device_id == device_id)
+            if states:
+                q = q.where(Job.state.in_(states))
+            return [job_public(r) for r in s.scalars(q)]
+
+    def set_job_state(self, job_id: int, state: str, reason: str | None = None, *,
+                      only_from: tuple[str, ...] = OPEN_STATES) -> bool:
+        """Move a job on; refuses to leave a final state (False when nothing changed)."""
+        now = time.time()
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if reason is not None:
+            values["reason"] = reason[:2000]
+        if state == "running":
+            values["started_at"] = now
+        if state in FINAL_STATES:
+            values["finished_at"] = now
+        if state == "notified":
+            values["attempts"] = Job.attempts + 1
+        with self.session() as s:
+            res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(only_from)).values(**values))
+            if res.rowcount:
+                row = s.get(Job, job_id)
+                s.add(Audit(at=now, device_id=row.device_id if row else None, event=f"job.{state}",
+                            detail=f"{job_id} {reason or ''}".strip()))
+            return res.rowcount == 1
+
+    def set_job_backup_id(self, job_id: int, backup_id: str) -> None:
+        with self.session() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(backup_id=backup_id, updated_at=time.time()))
+
+    def expire_jobs(self, running_timeout: float, notified_timeout: float) -> list[int]:
+        """Fail jobs stuck in running/notified past their timeout; returns their ids."""
+        now = time.time()
+        failed: list[int] = []
+        with self.session() as s:
+            rows = s.scalars(select(Job).where(Job.state.in_(("running", "notified")))).all()
+            for row in rows:
+                limit = running_timeout if row.state == "running" else notified_timeout
+                if now - row.updated_at > limit:
+                    row.state, row.finished_at, row.updated_at = "failed", now, now
+                    row.reason = (f"no result from the device within {int(limit)} s "
+                                  f"(was {'running' if limit == running_timeout else 'notified'})")
+                    s.add(Audit(at=now, device_id=row.device_id, event="job.failed",
+                                detail=f"{row.id} {row.reason}"))
+                    failed.append(row.id)
+        return failed
+
+    # ------------------------------------------------------------ results, audit
+    def add_result(self, device_id: str, job_id: int | None, code: int, data: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.add(Result(job_id=job_id, device_id=device_id, code=code, data=data, received_at=time.time()))
+
+    def results(self, job_id: int) -> list[dict[str, Any]]:
+        with self.session() as s:
+            return [_row_dict(r) for r in s.scalars(select(Result).where(Result.job_id == job_id))]
+
+    def audit(self, event_name: str, device_id: str | None = None, detail: str = "") -> None:
+        with self.session() as s:
+            s.add(Audit(at=time.time(), device_id=device_id, event=event_name, detail=detail[:2000]))
+
+    def audit_log(self, device_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(Audit).order_by(Audit.id.desc()).limit(limit)
+            if device_id:
+                q = q.where(Audit.device_id == device_id)
+            return [_row_dict(r) for r in s.scalars(q)]
+
+    # ------------------------------------------------------------ backups
+    def store_backup(self, device_id: str, backup_id: str, sequence: int, archive: bytes,
+                     meta: dict[str, Any], job_id: int | None) -> dict[str, Any]:
+        now = time.time()
+        row = BackupRow(device_id=device_id, backup_id=backup_id, sequence=sequence, size=len(archive),
+                        sha256=hashlib.sha256(archive).hexdigest(), archive=archive, meta=meta,
+                        job_id=job_id, created_at=now, verified_at=now)
+        try:
+            with self.session() as s:
+                existing = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
+                                                             BackupRow.backup_id == backup_id)).first()
+                if existing is not None:
+                    if existing.sha256 != row.sha256:
+                        raise StoreError(f"backup {backup_id} of {device_id} is already stored with "
+                                         "other content; refusing to overwrite it")
+                    return backup_public(existing)
+                s.add(row)
+                s.add(Audit(at=now, device_id=device_id, event="backup.stored",
+                            detail=f"{backup_id} seq {sequence} {len(archive)} bytes"))
+        except SAIntegrityError:
+            raise StoreError(f"backup {backup_id} of {device_id} was stored concurrently") from None
+        return backup_public(row)
+
+    def backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = select(BackupRow).order_by(BackupRow.device_id, BackupRow.sequence)
+            if device_id:
+                q = q.where(BackupRow.device_id == device_id)
+            return [backup_public(r) for r in s.scalars(q)]
+
+    def backup_archive(self, device_id: str, backup_id: str) -> bytes | None:
+        with self.session() as s:
+            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
+                                                    BackupRow.backup_id == backup_id)).first()
+            return row.archive if row else None
+
+    def backup_owner(self, backup_id: str) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(BackupRow.device_id).where(BackupRow.backup_id == backup_id)))
+
+    def delete_backup(self, device_id: str, backup_id: str) -> bool:
+        with self.session() as s:
+            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
+                                                    BackupRow.backup_id == backup_id)).first()
+            if row is None:
+                return False
+            s.delete(row)
+            s.add(Audit(at=time.time(), device_id=device_id, event="backup.deleted", detail=backup_id))
+            return True
+
+
+class _Tx:
+    """A Session in a transaction; SQLite writers are serialised in-process."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.session: Session | None = None
+
+    def __enter__(self) -> Session:
+        if self.store._write_lock is not None:
+            self.store._write_lock.acquire()
+        self.session = self.store._sessions()
+        self.session.begin()
+        return self.session
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.session is not None
+        try:
+            if exc_type is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        finally:
+            self.session.close()
+            if self.store._write_lock is not None:
+                self.store._write_lock.release()
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+

@@ -1,0 +1,53 @@
+"""Registering a device with the DM server (admin CLI, JSON API, tests).
+
+The server keeps B64(MD5(user:password)) for the device and
+B64(MD5(server_id:server_password)) for itself (host.dm.dmauth), the device's
+public signing key (to verify its backups), and two nonces. Both nonces start
+empty, as after an OMA DM bootstrap without nonces: the device's first
+session is challenged once (401 + Chal NextNonce) and from then on every
+nonce is fresh and random.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from host.dm import dmauth
+from host.dm.db import NewDevice, Store
+from host.errors import KeyFileError, UsageError
+
+AUTH_TYPES = ("md5", "hmac")
+
+
+def public_point_from_pem(pem: bytes) -> bytes:
+    """A PEM EC P-256 public key -> its uncompressed point (what host.archive uses)."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise KeyFileError("the device public key is not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyFileError("the device public key is not an EC P-256 key")
+    return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def register_device(store: Store, server_id: str, device_id: str, password: str, server_password: str, *,
+                    auth_type: str = "md5", public_key_pem: bytes | None = None,
+                    public_point: bytes | None = None, notify_url: str | None = None,
+                    username: str | None = None) -> dict[str, Any]:
+    """Add a device; returns its public row (no secrets)."""
+    if auth_type not in AUTH_TYPES:
+        raise UsageError(f"auth type {auth_type!r}: use md5 or hmac")
+    if not device_id or len(device_id) > 128:
+        raise UsageError("device id must be 1..128 characters (the tree's ./DevInfo/DevId)")
+    if len(password) < 8 or len(server_password) < 8:
+        raise UsageError("passwords must have at least 8 characters")
+    if public_key_pem is not None:
+        public_point = public_point_from_pem(public_key_pem)
+    user = username or device_id
+    return store.add_device(NewDevice(device_id=device_id, username=user,
+                                      secret=dmauth.secret_of(user, password),
+                                      server_secret=dmauth.secret_of(server_id, server_password),
+                                      auth_type=auth_type, public_key=public_point, notify_url=notify_url),
+                            initial_nonce=b"", client_nonce=b"")

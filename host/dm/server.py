@@ -1,0 +1,460 @@
+"""The OMA DM 1.2 server's session engine: one SyncML message in, one out.
+
+:meth:`DMServer.handle_message` is transport-free (the aiohttp layer in
+host.dm.http calls it from a worker thread): it decodes the message, finds or
+opens the session (SessionID + MsgID checks), authenticates the device, gives
+every command a Status, routes Status/Results/Generic Alerts to the plugins,
+lets the plugins queue commands once the device's package is complete, and
+builds the reply within the device's MaxMsgSize.
+
+Authentication (OMA DM 1.2 Security):
+- ``md5`` devices send a Cred (syncml:auth-md5, username in Source LocName)
+  computed with the nonce this server gave them last. The first message of a
+  session must carry it; later ones ride on the authenticated session.
+- ``hmac`` devices sign every message with x-syncml-hmac.
+- Whatever the outcome, the Status for SyncHdr carries a Chal with a fresh
+  random NextNonce, stored per device with a compare-and-set: a nonce works
+  once, so a replayed message (or Cred) fails with 401.
+- The server authenticates to the device too: a Cred (md5 of the server
+  password with the device's nonce) in its first reply, or x-syncml-hmac on
+  every reply; the device's Status for our SyncHdr gives the next nonce.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from host.dm import dmauth
+from host.dm.db import Device, Store
+from host.dm.plugin import Notifier, ServerPlugin, SessionContext
+from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE,
+                             ALERT_SERVER_INITIATED, ALERT_SESSION_ABORT, DEFAULT_MAX_MSG_SIZE,
+                             MIN_MAX_MSG_SIZE, Channel, next_message_alert)
+from host.errors import AuthError, SimvaultError, SyncMLError
+from host.syncml import codec
+from host.syncml import model as m
+from host.syncml.auth import AUTH_MAC, AUTH_MD5
+from host.syncml.package0 import Initiator, Notification, UIMode
+from host.syncml.status import StatusCode, SyncMLStatusError
+
+log = logging.getLogger(__name__)
+
+MAX_AUTH_FAILURES = 3
+MAX_MESSAGES_PER_SESSION = 2000
+SESSION_IDLE_TIMEOUT = 120.0
+CONTENT_TYPE = codec.CONTENT_TYPE_DM_XML
+HMAC_HEADER = "x-syncml-hmac"
+NOTIFY_TYPE = "urn:simvault:agent:notify:1.0"
+
+
+@dataclass
+class Reply:
+    """What the transport sends back: HTTP status, body and headers."""
+
+    http_status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    text: str | None = None  # a one-line reason for non-200 replies
+
+
+@dataclass
+class ServerSession:
+    device_id: str
+    channel: Channel
+    row_id: int
+    initiator: str
+    authenticated: bool = False
+    failures: int = 0
+    server_cred_sent: bool = False
+    last_activity: float = field(default_factory=time.monotonic)
+    contexts: dict[str, SessionContext] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+
+class DMServer:
+    """Transport-free DM server core; see module doc."""
+
+    def __init__(self, store: Store, *, server_id: str = "simvault-dms", server_uri: str = "http://127.0.0.1/dm",
+                 plugins: list[ServerPlugin] | None = None, notifier: Notifier | None = None,
+                 max_msg_size: int = DEFAULT_MAX_MSG_SIZE, max_obj_size: int = 64 * 1024 * 1024,
+                 running_timeout: float = 900.0, notified_timeout: float = 300.0,
+                 renotify_after: float = 30.0) -> None:
+        self.store = store
+        self.server_id = server_id
+        self.server_uri = server_uri
+        self.plugins: list[ServerPlugin] = list(plugins or [])
+        self.notifier = notifier
+        self.max_msg_size = max_msg_size
+        self.max_obj_size = max_obj_size
+        self.running_timeout = running_timeout
+        self.notified_timeout = notified_timeout
+        self.renotify_after = renotify_after
+        self._sessions: dict[tuple[str, str], ServerSession] = {}
+        self._lock = threading.Lock()
+        self._device_locks: dict[str, threading.Lock] = {}
+        self._notify_backoff: dict[str, float] = {}  # device -> monotonic time of the next attempt
+
+    # ------------------------------------------------------------ entry point
+    @property
+    def max_request_bytes(self) -> int:
+        """A request larger than this is refused with HTTP 413 before parsing."""
+        return self.max_msg_size + 4096
+
+    def handle_message(self, body: bytes, headers: dict[str, str] | None = None) -> Reply:
+        headers = {k.lower(): v for k, v in (headers or {}).items()}
+        if len(body) > self.max_request_bytes:
+            self.store.audit("message.refused", None, f"{len(body)} bytes > {self.max_request_bytes}")
+            return Reply(413, text=f"message of {len(body)} bytes exceeds MaxMsgSize {self.max_msg_size}")
+        try:
+            msg = codec.decode(body)
+        except SyncMLError as exc:
+            self.store.audit("message.malformed", None, str(exc)[:300])
+            return Reply(400, text=f"malformed SyncML: {exc}")
+        if msg.header.ver_proto != m.PROTO_DM:
+            return Reply(400, text=f"VerProto {msg.header.ver_proto} is not DM/1.2")
+        device_id = msg.header.source.loc_uri
+        device = self.store.device(device_id)
+        if device is None:
+            self.store.audit("auth.unknown_device", None, device_id[:128])
+            return self._reject(msg, StatusCode.INVALID_CREDENTIALS, AUTH_MD5)
+        with self._device_lock(device_id):
+            return self._handle_device_message(msg, device, body, headers)
+
+    def _device_lock(self, device_id: str) -> threading.Lock:
+        with self._lock:
+            return self._device_locks.setdefault(device_id, threading.Lock())
+
+    def _reject(self, msg: m.SyncMLMessage, code: int, auth_type: str) -> Reply:
+        """A one-message answer outside any session (unknown device or session)."""
+        ch = Channel(msg.header.session_id, m.Source(self.server_uri), msg.header.source)
+        ch.last_sent_msg_id = 0
+        chal = m.Chal(meta=m.Meta(type=auth_type, format="b64",
+                                  next_nonce=dmauth.b64(dmauth.fresh_nonce())))
+        ch.add_status(msg.header.msg_id, None, code, chal=chal if code in (401, 407) else None)
+        return Reply(200, codec.encode(ch.build()), {"Content-Type": CONTENT_TYPE})
+
+    # ------------------------------------------------------------ session
+    def _session_for(self, msg: m.SyncMLMessage, device: Device) -> ServerSession | None:
+        hdr = msg.header
+        key = (device.id, hdr.session_id)
+        with self._lock:
+            self._expire_idle_locked()
+            sess = self._sessions.get(key)
+            if sess is not None and not sess.closed:
+                if hdr.msg_id != sess.channel.last_received_msg_id + 1:
+                    return None
+                return sess
+            if hdr.msg_id != 1:
+                return None  # a continuation of a session we do not know (e.g. before a restart)
+            initiator = "server" if any(isinstance(c, m.Alert) and c.data == ALERT_SERVER_INITIATED
+                                        for c in msg.commands) else "client"
+            channel = Channel(hdr.session_id, m.Source(self.server_uri), m.Target(hdr.source.loc_uri,
+                              hdr.source.loc_name), own_max_msg_size=self.max_msg_size,
+                              max_obj_size=self.max_obj_size)
+            row_id = self.store.open_session(device.id, hdr.session_id, initiator)
+            sess = ServerSession(device.id, channel, row_id, initiator)
+            self._sessions[key] = sess
+            return sess
+
+    def _expire_idle_locked(self) -> None:
+        now = time.monotonic()
+        for key, sess in list(self._sessions.items()):
+            if sess.closed or now - sess.last_activity > SESSION_IDLE_TIMEOUT:
+                del self._sessions[key]
+                self._end(sess, "failed", "idle timeout")
+
+    def _end(self, sess: ServerSession, state: str, reason: str | None = None) -> None:
+        if not sess.closed:
+            sess.closed = True
+            self.store.close_session(sess.row_id, state, sess.channel.last_received_msg_id, reason)
+            for plugin in self.plugins:
+                hook = getattr(plugin, "on_session_end", None)
+                if hook is not None:
+                    try:
+                        hook(self._ctx(sess, plugin), state)
+                    except Exception as exc:  # noqa: BLE001 - see _process_commands
+                        log.warning("plugin %s failed in on_session_end: %s", plugin.name, exc)
+
+    def _handle_device_message(self, msg: m.SyncMLMessage, device: Device, body: bytes,
+                               headers: dict[str, str]) -> Reply:
+        sess = self._session_for(msg, device)
+        if sess is None:
+            self.store.audit("session.unknown", device.id,
+                             f"session {msg.header.session_id[:32]} msg {msg.header.msg_id}")
+            return self._reject(msg, StatusCode.REQUEST_TIMEOUT, AUTH_MD5)
+        ch = sess.channel
+        ch.last_received_msg_id = msg.header.msg_id
+        sess.last_activity = time.monotonic()
+        if msg.header.meta is not None and msg.header.meta.max_msg_size:
+            ch.peer_max_msg_size = max(MIN_MAX_MSG_SIZE, min(msg.header.meta.max_msg_size, 16 * 1024 * 1024))
+        if ch.last_received_msg_id > MAX_MESSAGES_PER_SESSION:
+            self._end(sess, "failed", "too many messages")
+            return Reply(429, text="too many messages in one session")
+
+        code, chal, new_nonce = self._authenticate(sess, device, msg, body, headers)
+        ch.add_status(msg.header.msg_id, None, code, chal=chal)
+        if code not in (StatusCode.OK, StatusCode.AUTHENTICATION_ACCEPTED):
+            sess.failures += 1
+            self.store.audit("auth.failed", device.id, f"status {code} session {msg.header.session_id[:32]}")
+            if sess.failures >= MAX_AUTH_FAILURES:
+                self._end(sess, "failed", "authentication failed")
+            reply = ch.build()
+            return self._reply(reply, device, sess, sign=False)
+        if code == StatusCode.AUTHENTICATION_ACCEPTED:
+            sess.authenticated = True
+            self.store.update_device(device.id, last_seen=time.time())
+
+        self._process_commands(sess, device, msg)
+        if sess.closed:  # the device aborted (1223): answer its commands, send nothing new
+            return self._reply(ch.build(), device, sess, sign=device.auth_type == "hmac")
+        if not msg.final:
+            ch.statuses.append(next_message_alert(ch))  # type: ignore[arg-type]
+        elif not ch.has_pending:
+            for plugin in self.plugins:
+                try:
+                    plugin.on_session(self._ctx(sess, plugin))
+                except Exception as exc:  # noqa: BLE001 - see _process_commands
+                    log.warning("plugin %s failed in on_session: %s", plugin.name, exc)
+                    self.store.audit("plugin.error", device.id, f"{plugin.name}: {exc}")
+        cred = None
+        if not sess.server_cred_sent and device.auth_type == "md5":
+            cred = m.Cred(data=dmauth.md5_from_secret(device.server_secret, dmauth.unb64(device.client_nonce)),
+                          meta=m.Meta(type=AUTH_MD5, format="b64"))
+            sess.server_cred_sent = True
+        reply = ch.build(cred=cred)
+        if reply.final and not any(not isinstance(c, m.Status) for c in reply.commands):
+            self._end(sess, "ended")
+        return self._reply(reply, device, sess, sign=device.auth_type == "hmac")
+
+    def _reply(self, reply: m.SyncMLMessage, device: Device, sess: ServerSession, sign: bool) -> Reply:
+        data = codec.encode(reply)
+        headers = {"Content-Type": CONTENT_TYPE}
+        if sign:
+            fresh = self.store.device(device.id)
+            nonce = dmauth.unb64(fresh.client_nonce if fresh else device.client_nonce)
+            headers[HMAC_HEADER] = dmauth.hmac_header_from_secret(self.server_id, device.server_secret,
+                                                                  nonce, data)
+        return Reply(200, data, headers)
+
+    def _ctx(self, sess: ServerSession, plugin: ServerPlugin) -> SessionContext:
+        ctx = sess.contexts.get(plugin.name)
+        if ctx is None:
+            ctx = SessionContext(device_id=sess.device_id, session_id=sess.channel.session_id,
+                                 initiator=sess.initiator, store=self.store, channel=sess.channel,
+                                 plugin_name=plugin.name, server_id=self.server_id)
+            sess.contexts[plugin.name] = ctx
+        return ctx
+
+    # ------------------------------------------------------------ authentication
+    def _authenticate(self, sess: ServerSession, device: Device, msg: m.SyncMLMessage, body: bytes,
+                      headers: dict[str, str]) -> tuple[int, m.Chal | None, bytes | None]:
+        """(status for SyncHdr, Chal, the new nonce) -- see module doc."""
+        current = device.server_nonce
+        if device.auth_type == "hmac":
+            ok, code = False, StatusCode.MISSING_CREDENTIALS
+            value = headers.get(HMAC_HEADER)
+            if value:
+                code = StatusCode.INVALID_CREDENTIALS
+                try:
+                    hdr = dmauth.parse_hmac_header(value)
+                    want = dmauth.hmac_from_secret(device.secret, dmauth.unb64(current), body)
+                    ok = hdr.username == device.username and dmauth.equal(hdr.mac, want)
+                except AuthError:
+                    ok = False
+            nonce = dmauth.fresh_nonce()
+            # compare-and-set: a message replayed concurrently finds the nonce already gone
+            rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce))
+            chal = m.Chal(meta=m.Meta(type=AUTH_MAC, format="b64", next_nonce=dmauth.b64(nonce)))
+            if ok and rotated:
+                return (StatusCode.OK if sess.authenticated else StatusCode.AUTHENTICATION_ACCEPTED), chal, nonce
+            return code, chal, nonce
+        cred = msg.header.cred
+        if sess.authenticated and cred is None:
+            return StatusCode.OK, None, None
+        code = StatusCode.MISSING_CREDENTIALS
+        ok = False
+        if cred is not None:
+            code = StatusCode.INVALID_CREDENTIALS
+            username = msg.header.source.loc_name or device.id
+            if (cred.meta.type or "") == AUTH_MD5 and username == device.username:
+                want = dmauth.md5_from_secret(device.secret, dmauth.unb64(current))
+                ok = dmauth.equal(cred.data.strip(), want)
+        nonce = dmauth.fresh_nonce()
+        rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce))
+        chal = m.Chal(meta=m.Meta(type=AUTH_MD5, format="b64", next_nonce=dmauth.b64(nonce)))
+        if ok and rotated:
+            return StatusCode.AUTHENTICATION_ACCEPTED, chal, nonce
+        return code, chal, nonce
+
+    # ------------------------------------------------------------ commands
+    def _process_commands(self, sess: ServerSession, device: Device, msg: m.SyncMLMessage) -> None:
+        ch = sess.channel
+        msg_id = msg.header.msg_id
+        for cmd in msg.commands:
+            try:
+                if isinstance(cmd, m.Status):
+                    self._on_status(sess, device, cmd)
+                elif isinstance(cmd, m.Results):
+                    ch.add_status(msg_id, cmd, self._on_results(sess, cmd, msg_id))
+                elif isinstance(cmd, m.Alert):
+                    ch.add_status(msg_id, cmd, self._on_alert(sess, cmd))
+                elif isinstance(cmd, m.Replace):
+                    self._on_devinfo(device, cmd)
+                    ch.add_status(msg_id, cmd, StatusCode.OK)
+                else:
+                    ch.add_status(msg_id, cmd, StatusCode.COMMAND_NOT_ALLOWED)
+            except SyncMLStatusError as exc:
+                ch.add_status(msg_id, cmd, exc.status)
+            except Exception as exc:  # noqa: BLE001 - a plugin bug answers 500, never kills the session
+                if not isinstance(exc, SimvaultError):
+                    log.exception("handling %s from %s failed", cmd.name, device.id)
+                log.warning("command %s from %s failed: %s", cmd.name, device.id, exc)
+                self.store.audit("command.failed", device.id, f"{cmd.name}: {exc}")
+                if not isinstance(cmd, m.Status):
+                    ch.add_status(msg_id, cmd, StatusCode.COMMAND_FAILED)
+
+    def _plugin_for(self, sess: ServerSession, tag: object) -> tuple[ServerPlugin, object] | None:
+        if not isinstance(tag, tuple) or len(tag) != 2:
+            return None
+        for plugin in self.plugins:
+            if plugin.name == tag[0]:
+                return plugin, tag[1]
+        return None
+
+    def _on_status(self, sess: ServerSession, device: Device, st: m.Status) -> None:
+        if st.cmd == "SyncHdr":
+            if st.data in (StatusCode.INVALID_CREDENTIALS, StatusCode.MISSING_CREDENTIALS):
+                self.store.audit("auth.server_rejected", device.id, f"device answered {st.data}")
+            if st.chal is not None and st.chal.meta.next_nonce:
+                try:
+                    dmauth.unb64(st.chal.meta.next_nonce)
+                except ValueError:
+                    raise SyncMLStatusError("NextNonce is not base64", StatusCode.BAD_REQUEST) from None
+                self.store.update_device(device.id, client_nonce=st.chal.meta.next_nonce)
+            return
+        routed = sess.channel.tag_for(st.msg_ref, st.cmd_ref)
+        if routed is None:
+            return
+        found = self._plugin_for(sess, routed[1])
+        if found is not None:
+            plugin, tag = found
+            plugin.on_status(self._ctx(sess, plugin), tag, st)
+
+    def _on_results(self, sess: ServerSession, res: m.Results, msg_id: int) -> int:
+        chunked = False
+        for item in res.items:
+            whole = sess.channel.assembler.feed(item)
+            if whole is None:
+                chunked = True
+                continue
+            routed = sess.channel.tag_for(res.msg_ref or sess.channel.last_sent_msg_id, res.cmd_ref)
+            found = self._plugin_for(sess, routed[1]) if routed else None
+            if found is not None:
+                plugin, tag = found
+                plugin.on_results(self._ctx(sess, plugin), tag, res, whole)
+        return StatusCode.CHUNKED_ITEM_ACCEPTED if chunked else StatusCode.OK
+
+    def _on_alert(self, sess: ServerSession, alert: m.Alert) -> int:
+        code = alert.data
+        if code in (ALERT_SERVER_INITIATED, ALERT_CLIENT_INITIATED, ALERT_NEXT_MESSAGE):
+            return StatusCode.OK
+        if code == ALERT_SESSION_ABORT:
+            self._end(sess, "failed", "aborted by the device")
+            return StatusCode.OK
+        if code != ALERT_GENERIC:
+            return StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
+        answer = StatusCode.OK
+        for item in alert.items:
+            if item.meta is not None and item.meta.type == NOTIFY_TYPE:
+                answer = self._on_notify_address(sess, item)
+                continue
+            for plugin in self.plugins:
+                got = plugin.on_generic_alert(self._ctx(sess, plugin), alert, item)
+                if got is not None:
+                    answer = got if answer == StatusCode.OK else answer
+                    break
+            else:
+                kind = item.meta.type if item.meta else None
+                self.store.audit("alert.unhandled", sess.device_id, f"{kind}")
+        return answer
+
+    def _on_notify_address(self, sess: ServerSession, item: m.Item) -> int:
+        """The device tells where its Package 0 listener is (stands in for its MSISDN)."""
+        text = item.data if isinstance(item.data, str) else ""
+        url = text[4:] if text.startswith("url=") else ""
+        if not (url.startswith("http://") or url.startswith("https://")) or len(url) > 500:
+            return StatusCode.BAD_REQUEST
+        self.store.update_device(sess.device_id, notify_url=url)
+        return StatusCode.OK
+
+    def _on_devinfo(self, device: Device, cmd: m.Replace) -> None:
+        info = dict(device.devinfo or {})
+        for item in cmd.items:
+            uri = item.target.loc_uri if item.target else item.source.loc_uri if item.source else None
+            if uri and uri.startswith("./DevInfo/") and isinstance(item.data, str) and len(item.data) < 256:
+                info[uri[len("./DevInfo/"):]] = item.data
+        self.store.update_device(device.id, devinfo=info)
+
+    # ------------------------------------------------------------ notification and jobs
+    def package0_for(self, device: Device, session_id: int | None = None) -> tuple[int, bytes]:
+        sid = session_id if session_id is not None else secrets.randbelow(0xFFFF) + 1
+        note = Notification(server_id=self.server_id, session_id=sid, ui_mode=UIMode.BACKGROUND,
+                            initiator=Initiator.SERVER)
+        return sid, dmauth.package0_from_secret(note, device.server_secret, dmauth.unb64(device.client_nonce))
+
+    def notify(self, device_id: str) -> bool:
+        """Send a Package 0 to the device; True when the notifier accepted it."""
+        device = self.store.device(device_id)
+        if device is None or self.notifier is None:
+            return False
+        if time.monotonic() < self._notify_backoff.get(device_id, 0.0):
+            return False
+        _, pkg = self.package0_for(device)
+        try:
+            self.notifier.notify(device.id, device.notify_url, pkg)
+        except SimvaultError as exc:
+            self.store.audit("notify.failed", device.id, str(exc))
+            self._notify_backoff[device_id] = time.monotonic() + self.renotify_after
+            return False
+        self._notify_backoff.pop(device_id, None)
+        self.store.audit("notify.sent", device.id, device.notify_url or "")
+        return True
+
+    def tick(self) -> None:
+        """Periodic work: fail stale jobs, notify devices with queued jobs."""
+        for job_id in self.store.expire_jobs(self.running_timeout, self.notified_timeout):
+            log.info("job %s failed: timeout", job_id)
+        now = time.time()
+        seen: set[str] = set()
+        for job in self.store.jobs(states=("queued", "notified")):
+            dev = job["device_id"]
+            if dev in seen or self._device_busy(dev):
+                continue
+            if job["state"] == "notified" and now - job["updated_at"] < self.renotify_after:
+                continue
+            seen.add(dev)
+            if self.notify(dev):
+                for j in self.store.jobs(device_id=dev, states=("queued", "notified")):
+                    self.store.set_job_state(j["id"], "notified", only_from=("queued", "notified"))
+
+        # an upload cut short (connection lost, server restart): notify again to fetch it
+        for job in self.store.jobs(states=("running",)):
+            dev = job["device_id"]
+            if (job["kind"] == "backup" and job["target"] == "server" and job["backup_id"]
+                    and dev not in seen and not self._device_busy(dev)
+                    and now - job["updated_at"] >= self.renotify_after):
+                seen.add(dev)
+                if self.notify(dev):
+                    self.store.set_job_state(job["id"], "running", f"fetching backup {job['backup_id']} again")
+
+    def _device_busy(self, device_id: str) -> bool:
+        with self._lock:
+            return any(s.device_id == device_id and not s.closed for s in self._sessions.values())
+
+    def open_sessions(self) -> int:
+        with self._lock:
+            return sum(1 for s in self._sessions.values() if not s.closed)

@@ -1,0 +1,297 @@
+"""The DM server over HTTP (aiohttp): the DM endpoint, the admin JSON API, the job ticker.
+
+Routes
+    POST /dm                 application/vnd.syncml.dm+xml (x-syncml-hmac honoured)
+    GET  /api/devices        GET /api/backups[?device=ID]   GET /api/jobs[?device=ID&state=S]
+    GET  /api/jobs/<id>      (with its results)
+    POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
+                              "scope": "./A ./B", "backup_id": HEX, "params": {...}}
+    POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "md5"|"hmac",
+                              "public_key_pem": PEM, "notify_url": URL}
+    GET  /api/health
+
+The admin API needs ``Authorization: Bearer <token>`` (--admin-token or
+SIMVAULT_DM_ADMIN_TOKEN); without a configured token it answers 403. The
+session engine and the database run in a thread pool (one worker for SQLite,
+whose writers serialise anyway), so the event loop only moves bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from host.dm.db import Store
+from host.dm.registry import register_device
+from host.dm.server import CONTENT_TYPE, DMServer
+from host.errors import SimvaultError, TransportError, UsageError
+from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
+
+log = logging.getLogger(__name__)
+
+
+class HttpNotifier:
+    """Default notifier: POST the Package 0 to the device's loopback listener URL."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+
+    def notify(self, device_id: str, address: str | None, package0: bytes) -> None:
+        if not address:
+            raise TransportError(f"device {device_id} has no notification address; register one "
+                                 "(notify_url) or let the device report it")
+        req = urllib.request.Request(address, data=package0, method="POST",
+                                     headers={"Content-Type": CONTENT_TYPE_PACKAGE0})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL we registered
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            raise TransportError(f"device {device_id} refused the notification: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise TransportError(f"device {device_id} unreachable at {address}: {exc}") from None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data, default=str, sort_keys=True),
+                        content_type="application/json")
+
+
+class DMWebServer:
+    """aiohttp application around a DMServer; ``start()``/``stop()`` inside a running loop."""
+
+    def __init__(self, server: DMServer, *, host: str = "127.0.0.1", port: int = 0,
+                 admin_token: str | None = None, tick_interval: float = 1.0,
+                 workers: int | None = None) -> None:
+        self.server = server
+        self.host, self.port = host, port
+        self.admin_token = admin_token
+        self.tick_interval = tick_interval
+        sqlite = server.store.dialect == "sqlite"
+        self.pool = ThreadPoolExecutor(max_workers=workers or (2 if sqlite else 8),
+                                       thread_name_prefix="dm-worker")
+        self.app = web.Application(client_max_size=server.max_request_bytes)
+        self.app.add_routes([
+            web.post("/dm", self.handle_dm),
+            web.get("/api/health", self.health),
+            web.get("/api/devices", self.api_devices),
+            web.post("/api/devices", self.api_add_device),
+            web.get("/api/backups", self.api_backups),
+            web.get("/api/jobs", self.api_jobs),
+            web.get("/api/jobs/{job_id}", self.api_job),
+            web.post("/api/jobs", self.api_create_job),
+        ])
+        self._runner: web.AppRunner | None = None
+        self._ticker: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self.server.server_uri = f"{self.url}/dm"
+        self._ticker = asyncio.create_task(self._tick_loop())
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            try:
+                await self._ticker
+            except asyncio.CancelledError:
+                pass
+        if self._runner:
+            await self._runner.cleanup()
+        self.pool.shutdown(wait=True)
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self.pool, self.server.tick)
+            except Exception as exc:  # noqa: BLE001 - the ticker must survive a bad tick
+                log.warning("tick failed: %s", exc)
+            await asyncio.sleep(self.tick_interval)
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    # ------------------------------------------------------------ DM endpoint
+    async def handle_dm(self, request: web.Request) -> web.Response:
+        ctype = (request.content_type or "").lower()
+        if ctype != CONTENT_TYPE:
+            return web.Response(status=415, text=f"expected {CONTENT_TYPE}, got {ctype or 'nothing'}")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text="message exceeds the server's MaxMsgSize")
+        headers = {k: v for k, v in request.headers.items()}
+        try:
+            reply = await self._run(self.server.handle_message, body, headers)
+        except SimvaultError as exc:
+            return web.Response(status=400, text=str(exc))
+        except Exception:  # noqa: BLE001 - never a traceback to the device
+            log.exception("DM message handling failed")
+            return web.Response(status=500, text="internal error")
+        if reply.http_status != 200:
+            return web.Response(status=reply.http_status, text=reply.text or "")
+        return web.Response(status=200, body=reply.body, headers=reply.headers)
+
+    # ------------------------------------------------------------ admin API
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        if not self.admin_token:
+            return _json({"error": "admin API disabled: start the server with --admin-token"}, 403)
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:] if auth.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), self.admin_token.encode()):
+            return _json({"error": "missing or wrong admin token"}, 401)
+        return None
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"ok": True, "db": self.server.store.dialect,
+                      "open_sessions": self.server.open_sessions()})
+
+    async def api_devices(self, request: web.Request) -> web.Response:
+        return self._authorised(request) or _json(await self._run(self.server.store.devices))
+
+    async def api_add_device(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        try:
+            body = await request.json()
+            row = await self._run(lambda: register_device(
+                self.server.store, self.server.server_id, body["device"], body["password"],
+                body["server_password"], auth_type=body.get("auth", "md5"),
+                public_key_pem=(body.get("public_key_pem") or "").encode() or None,
+                notify_url=body.get("notify_url")))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json({"error": f"bad request: {exc}"}, 400)
+        except SimvaultError as exc:
+            return _json({"error": str(exc)}, 409)
+        return _json(row, 201)
+
+    async def api_backups(self, request: web.Request) -> web.Response:
+        return self._authorised(request) or _json(
+            await self._run(self.server.store.backups, request.query.get("device")))
+
+    async def api_jobs(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        states = tuple(s for s in request.query.get("state", "").split(",") if s) or None
+        return _json(await self._run(lambda: self.server.store.jobs(request.query.get("device"), states)))
+
+    async def api_job(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        try:
+            job_id = int(request.match_info["job_id"])
+        except ValueError:
+            return _json({"error": "job id must be an integer"}, 400)
+        job = await self._run(self.server.store.job, job_id)
+        if job is None:
+            return _json({"error": f"job {job_id} not found"}, 404)
+        job["results"] = await self._run(self.server.store.results, job_id)
+        return _json(job)
+
+    async def api_create_job(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        try:
+            body = await request.json()
+            job = await self._run(lambda: create_job_checked(
+                self.server, body["device"], body["kind"], body.get("target", "server"),
+                scope=body.get("scope"), backup_id=body.get("backup_id"), params=body.get("params")))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json({"error": f"bad request: {exc}"}, 400)
+        except UsageError as exc:
+            return _json({"error": str(exc)}, 400)
+        except SimvaultError as exc:
+            return _json({"error": str(exc)}, 404)
+        return _json(job, 201)
+
+
+def create_job_checked(server: DMServer, device_id: str, kind: str, target: str, *,
+                       scope: str | None = None, backup_id: str | None = None,
+                       params: dict | None = None, notify: bool = True) -> dict[str, Any]:
+    """Create a job after the checks an admin front end needs, then notify the device.
+
+    A restore or delete from the server needs a backup of *this* device: another
+    device's backup id is refused here (and the agent would refuse it too).
+    """
+    store = server.store
+    if kind in ("restore", "delete") and not backup_id:
+        raise UsageError(f"a {kind} job needs a backup id (--id)")
+    if kind == "restore" and target == "server" and backup_id:
+        if store.backup_archive(device_id, backup_id) is None:
+            owners = store.backup_owner(backup_id)
+            if owners:
+                raise UsageError(f"backup {backup_id} belongs to another device, not {device_id}; "
+                                 "a device restores only its own backups")
+            raise UsageError(f"backup {backup_id} of {device_id} is not stored on the server")
+    job = store.create_job(device_id, kind, target, scope=scope, backup_id=backup_id, params=params)
+    if notify and server.notify(device_id):
+        store.set_job_state(job["id"], "notified", only_from=("queued",))
+        job = store.job(job["id"]) or job
+    return job
+
+
+class ServerThread:
+    """Run a DMWebServer in a background thread with its own event loop (tests, demos, bench)."""
+
+    def __init__(self, web_server: DMWebServer) -> None:
+        self.web = web_server
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="dm-server", daemon=True)
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.web.start(), self.loop).result(timeout=30)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.web.stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+
+def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_token: str | None = None,
+                 server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
+                 max_msg_size: int | None = None, running_timeout: float = 900.0,
+                 plugins: list | None = None) -> DMWebServer:
+    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
+    from host.dm.backup_plugin import BackupPlugin
+    from host.dm.server import DEFAULT_MAX_MSG_SIZE
+    store = Store(db_url)
+    if plugins is None:
+        plugins = [BackupPlugin()]
+        try:
+            from host.dm.mo_ds import DsBackupRecorder
+            plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
+        except ImportError as exc:
+            log.info("DS backup records unavailable: %s", exc)
+    core = DMServer(store, server_id=server_id, plugins=plugins,
+                    notifier=notifier if notifier is not None else HttpNotifier(),
+                    max_msg_size=max_msg_size or DEFAULT_MAX_MSG_SIZE, running_timeout=running_timeout)
+    return DMWebServer(core, host=host, port=port, admin_token=admin_token, tick_interval=tick_interval)
