@@ -6,12 +6,13 @@ README test check that each codec is documented.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import construct
 
-CODECS: dict[str, "Codec"] = {}
+CODECS: dict[str, Codec] = {}
 
 
 class CodecError(ValueError):

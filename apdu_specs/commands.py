@@ -5,7 +5,16 @@ response data (without SW1 SW2). Integers are big-endian. Vectors are hex.
 """
 from __future__ import annotations
 
-from construct import Bytes, Flag, GreedyBytes, GreedyRange, Int8ub, Int16ub, Int32ub, Int64ub, Struct
+from construct import (
+    Bytes,
+    Flag,
+    GreedyBytes,
+    GreedyRange,
+    Int8ub,
+    Int32ub,
+    Int64ub,
+    Struct,
+)
 
 from . import constants as C
 from .codec import Codec, CodecError, register, struct_codec

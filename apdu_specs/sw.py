@@ -60,7 +60,8 @@ _MEANINGS: dict[int, str] = {
     SW.LAST_COMMAND_OF_CHAIN_EXPECTED: "last command of the chain expected",
     SW.CHAINING_NOT_SUPPORTED: "command chaining not supported for this command",
     SW.SECURITY_STATUS_NOT_SATISFIED: "security status not satisfied: verify the PIN (or open the admin channel) first",
-    SW.AUTH_METHOD_BLOCKED: "authentication method blocked: unblock the PIN with the PUK",
+    SW.AUTH_METHOD_BLOCKED: "authentication method blocked: unblock the PIN with the PUK "
+                            "(a locked PUK or admin key is final)",
     SW.REFERENCE_DATA_NOT_USABLE: "reference data not usable: the signing key is not a trust anchor on this card",
     SW.CONDITIONS_NOT_SATISFIED: "conditions of use not satisfied (no backup session, or manifest incomplete)",
     SW.COMMAND_NOT_ALLOWED: "command not allowed: select the simvault applet first",

@@ -23,7 +23,7 @@ class Tlv:
         first = self.tag >> 8 if self.tag > 0xFF else self.tag
         return bool(first & 0x20)
 
-    def children(self) -> list["Tlv"]:
+    def children(self) -> list[Tlv]:
         return decode_all(self.value)
 
 

@@ -2,7 +2,9 @@
 
 INITIALIZE UPDATE (CLA 80) starts a handshake with a fresh card challenge;
 EXTERNAL AUTHENTICATE (CLA 84) checks the host cryptogram (6300, in constant
-time) and the first C-MAC (6988). Admin commands (CLA 84) then carry a chained
+time) and the first C-MAC (6988); each attempt is counted in NVM before the
+compare and a match clears the count: after 10 failures the admin key is
+locked for good (6983), as GlobalPlatform cards lock theirs. Admin commands (CLA 84) then carry a chained
 C-MAC: a wrong or missing MAC answers 6988 and closes the channel. The channel
 lives in RAM only (AppletSession): SELECT, reset and power loss close it.
 """
@@ -59,6 +61,8 @@ class AdminCommands:
             raise SwError(SW.INCORRECT_P1P2)
         self.applet._personalised()
         self._close()
+        if self.store.admin_tries_left() == 0:
+            raise SwError(SW.AUTH_METHOD_BLOCKED, "admin key locked")
         version, key = self.store.admin_key()
         if cmd.p1 not in (0, version):
             raise SwError(SW.REFERENCED_DATA_NOT_FOUND, "no admin key of that version")
@@ -82,14 +86,24 @@ class AdminCommands:
         if len(cmd.data) != C.SCP_CRYPTOGRAM_LENGTH + C.SCP_MAC_LENGTH:
             self._close()
             raise SwError(SW.WRONG_LENGTH)
+        if self.store.admin_tries_left() == 0:
+            self._close()
+            raise SwError(SW.AUTH_METHOD_BLOCKED, "admin key locked")
         cryptogram = cmd.data[:C.SCP_CRYPTOGRAM_LENGTH]
-        if not hmac.compare_digest(cryptogram, channel.host_cryptogram):
+        checks: dict[str, bytes | bool | None] = {"cryptogram": False, "data": None}
+
+        def matches() -> bool:
+            checks["cryptogram"] = hmac.compare_digest(cryptogram, channel.host_cryptogram)
+            if checks["cryptogram"]:
+                checks["data"] = channel.unwrap(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data)
+            return checks["data"] is not None
+
+        ok, _left = self.store.try_admin(matches)
+        if not ok:
             self._close()
-            raise SwError(SW.VERIFICATION_FAILED)
-        data = channel.unwrap(cmd.cla, cmd.ins, cmd.p1, cmd.p2, cmd.data)
-        if data is None:
-            self._close()
-            raise SwError(SW.INCORRECT_SM_DATA)
+            raise SwError(SW.INCORRECT_SM_DATA if checks["cryptogram"] else SW.VERIFICATION_FAILED)
+        data = checks["data"]
+        assert isinstance(data, bytes)
         K.EXTERNAL_AUTHENTICATE_DATA.decode(data)
         session.admin = True
         return b""

@@ -29,9 +29,9 @@ import fcntl
 import hashlib
 import os
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from host.errors import SimvaultError
 
@@ -200,7 +200,7 @@ class PersistentMemory:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str] | None, capacity: int,
-               journal_capacity: int | None = None) -> "PersistentMemory":
+               journal_capacity: int | None = None) -> PersistentMemory:
         """Make a blank image of ``capacity`` data bytes (zeros).  ``path=None``
         keeps it in RAM.  An existing file is refused (never overwrite a card)."""
         if capacity <= 0:
@@ -227,7 +227,7 @@ class PersistentMemory:
         return cls(backing, None if path is None else os.fspath(path))
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], exclusive: bool = False) -> "PersistentMemory":
+    def open(cls, path: str | os.PathLike[str], exclusive: bool = False) -> PersistentMemory:
         """Open an existing image and run journal recovery.  ``exclusive`` takes
         an advisory lock (flock) so a second emulator on the same image fails
         with ImageBusy instead of corrupting it; the OS drops the lock when the
@@ -247,7 +247,7 @@ class PersistentMemory:
             os.close(fd)
             raise
 
-    def reopen(self) -> "PersistentMemory":
+    def reopen(self) -> PersistentMemory:
         """A new object on the same image, as after a process restart (RAM state
         lost, recovery runs).  For a file this opens the file again."""
         if self._io.buf is not None:
@@ -261,7 +261,7 @@ class PersistentMemory:
         return self._io.pread(0, self._d_off + self.capacity)
 
     @classmethod
-    def from_image(cls, image: bytes) -> "PersistentMemory":
+    def from_image(cls, image: bytes) -> PersistentMemory:
         """An in-memory NVM on a copy of ``image`` (as if that card were
         powered up: recovery runs)."""
         return cls(_Backing(buf=bytearray(image)), None)
@@ -271,7 +271,7 @@ class PersistentMemory:
             os.close(self._io.fd)
             self._io.fd = None
 
-    def __enter__(self) -> "PersistentMemory":
+    def __enter__(self) -> PersistentMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,6 +29,7 @@ SHORT_MAX_LE = 256
 EXTENDED_MAX_LE = 65536
 INS_GET_RESPONSE = C.Ins.GET_RESPONSE
 INS_SELECT = C.Ins.SELECT
+INS_MANAGE_CHANNEL = 0x70     # ISO 7816-4 11.1.2: only the basic channel here
 AID_MIN, AID_MAX = 5, 16
 
 # ISO 7816-4 8.1.1.2.7 card capabilities, third software function table
@@ -280,6 +281,9 @@ class CardRuntime:
         if self._chain is not None and self._chain.header != header:
             self._chain = None
             raise SwError(SW.LAST_COMMAND_OF_CHAIN_EXPECTED)
+        if p.ins == INS_MANAGE_CHANNEL and cla == C.CLA_ISO:
+            self._chain = None
+            raise SwError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED, "only the basic channel")
         if p.ins == INS_GET_RESPONSE and cla == C.CLA_ISO:
             if chained:
                 raise SwError(SW.CHAINING_NOT_SUPPORTED)
@@ -333,21 +337,24 @@ class CardRuntime:
         return b"" if answer == 0x0C else fci
 
     def _deliver(self, response: bytes, p: _Parsed) -> tuple[bytes, int]:
+        """T=1: up to Le now, the rest by 61xx. T=0: a case 2 command must be
+        answered with exactly Le bytes, so an Le above what is available gets
+        6Cxx (re-issue with that Le) and one below gets Le bytes and 61xx; the
+        answer of a case 4 command (no Le on the T=0 wire) all waits behind 61xx."""
         if not response:
             return b"", SW.OK
-        limit = self.limits.max_response_data
         if self.limits.t0:
-            ne = p.le
             if p.le is not None and not p.data and not p.extended:     # case 2 short
-                if len(response) <= SHORT_MAX_LE:
-                    if ne == len(response):
-                        return response, SW.OK
-                    return b"", 0x6C00 | (len(response) & 0xFF)
-                return self._partial(response, ne or 0)
+                return self._t0_case2(response, p.le)
             return self._partial(response, 0)
         if p.le is None:
             return self._partial(response, 0)
-        return self._partial(response, min(p.le, limit))
+        return self._partial(response, min(p.le, self.limits.max_response_data))
+
+    def _t0_case2(self, response: bytes, le: int) -> tuple[bytes, int]:
+        if le > len(response):
+            return b"", 0x6C00 | (len(response) & 0xFF)
+        return self._partial(response, le)
 
     def _partial(self, response: bytes, ne: int) -> tuple[bytes, int]:
         """Answer the first ne bytes; keep the rest for GET RESPONSE (61xx)."""
@@ -366,11 +373,12 @@ class CardRuntime:
         if p.data:
             self._pending = pending
             raise SwError(SW.WRONG_LENGTH)
-        ne = min(p.le, self.limits.max_response_data) if p.le is not None else 0
-        if self.limits.t0 and not p.extended and ne != min(len(pending), SHORT_MAX_LE):
-            self._pending = pending
-            return b"", 0x6C00 | (min(len(pending), SHORT_MAX_LE) & 0xFF)
-        if ne == 0:
+        if p.le is None:
             self._pending = pending
             raise SwError(SW.WRONG_LENGTH, "GET RESPONSE without Le")
-        return self._partial(pending, ne)
+        if self.limits.t0 and not p.extended:
+            if p.le > len(pending):
+                self._pending = pending          # the answer waits for the right Le
+                return b"", 0x6C00 | (len(pending) & 0xFF)
+            return self._partial(pending, p.le)
+        return self._partial(pending, min(p.le, self.limits.max_response_data))

@@ -16,31 +16,98 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 from card import store_check
 from card.alloc import NO_BLOCK, AllocatorFull, BlockAllocator
 from card.nvm import JREC_OVERHEAD, JournalFull, PersistentMemory, PowerLoss
 from card.store_credentials import CredentialsMixin, _need
 from card.store_layout import (
-    ANCHOR_SIZE, BACKUP_ID_LEN, CFG_HWM, CFG_LIFECYCLE, CFG_PENDING_ERASE, CFG_PIN,
-    CFG_PIN_TRIES, CFG_SESSION, CHUNK, CHUNK_ID_LEN, CHUNK_RC, CHUNK_SIZE, CONFIG_SIZE,
-    DEFAULT_BLOCK_SIZE, DIR, DIR_SIZE, HEADER, HWM, MAX_ANCHORS, MAX_BACKUPS, MAX_CHUNK,
-    MAX_MANIFEST, META_MAX, PIN_MAX_TRIES, PUK_MAX_TRIES, SESSION, SIGNATURE_LEN,
-    STORE_MAGIC, STORE_VERSION, AlreadyPersonalised, AnchorNotFound, BackupExists,
-    BackupInfo, BackupNotFound, ChunkExists, ChunkInfo, ChunkNotFound, ChunkState,
-    InvalidArgument, LifeCycle, NoSession, NotFormatted, NotPersonalised, PukBlocked,
-    SequenceRollback, SessionInfo, StoreCorrupt, StoreError, StoreFull, StoreStats,
-    TrustAnchor)
+    ANCHOR_SIZE,
+    BACKUP_ID_LEN,
+    CFG_HWM,
+    CFG_LIFECYCLE,
+    CFG_PENDING_ERASE,
+    CFG_PIN,
+    CFG_PIN_TRIES,
+    CFG_SESSION,
+    CHUNK,
+    CHUNK_ID_LEN,
+    CHUNK_RC,
+    CHUNK_SIZE,
+    CONFIG_SIZE,
+    DEFAULT_BLOCK_SIZE,
+    DIR,
+    DIR_SIZE,
+    HEADER,
+    HWM,
+    MAX_ANCHORS,
+    MAX_BACKUPS,
+    MAX_CHUNK,
+    MAX_MANIFEST,
+    META_MAX,
+    PIN_MAX_TRIES,
+    PUK_MAX_TRIES,
+    SESSION,
+    SIGNATURE_LEN,
+    STORE_MAGIC,
+    STORE_VERSION,
+    AlreadyPersonalised,
+    AnchorNotFound,
+    BackupExists,
+    BackupInfo,
+    BackupNotFound,
+    ChunkExists,
+    ChunkInfo,
+    ChunkNotFound,
+    ChunkState,
+    InvalidArgument,
+    LifeCycle,
+    NoSession,
+    NotFormatted,
+    NotPersonalised,
+    PukBlocked,
+    SequenceRollback,
+    SessionInfo,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    StoreStats,
+    TrustAnchor,
+    lifecycle_from_byte,
+)
 
 __all__ = [
-    "BackupStore", "BackupInfo", "ChunkInfo", "SessionInfo", "TrustAnchor", "StoreStats",
-    "LifeCycle", "ChunkState", "StoreError", "StoreFull", "InvalidArgument", "NotFormatted",
-    "NotPersonalised", "AlreadyPersonalised", "NoSession", "ChunkExists", "ChunkNotFound",
-    "BackupExists", "BackupNotFound", "AnchorNotFound", "SequenceRollback", "PukBlocked",
-    "StoreCorrupt", "PIN_MAX_TRIES", "PUK_MAX_TRIES", "MAX_CHUNK", "MAX_MANIFEST",
-    "MAX_BACKUPS", "MAX_ANCHORS",
+    "MAX_ANCHORS",
+    "MAX_BACKUPS",
+    "MAX_CHUNK",
+    "MAX_MANIFEST",
+    "PIN_MAX_TRIES",
+    "PUK_MAX_TRIES",
+    "AlreadyPersonalised",
+    "AnchorNotFound",
+    "BackupExists",
+    "BackupInfo",
+    "BackupNotFound",
+    "BackupStore",
+    "ChunkExists",
+    "ChunkInfo",
+    "ChunkNotFound",
+    "ChunkState",
+    "InvalidArgument",
+    "LifeCycle",
+    "NoSession",
+    "NotFormatted",
+    "NotPersonalised",
+    "PukBlocked",
+    "SequenceRollback",
+    "SessionInfo",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreFull",
+    "StoreStats",
+    "TrustAnchor",
 ]
 
 _ERASE_BACKUPS, _ERASE_ALL = 1, 2
@@ -58,7 +125,7 @@ class BackupStore(CredentialsMixin):
 
     @classmethod
     def format(cls, nvm: PersistentMemory, block_size: int = DEFAULT_BLOCK_SIZE,
-               max_chunks: int | None = None) -> "BackupStore":
+               max_chunks: int | None = None) -> BackupStore:
         """Lay out an empty, BLANK store over the whole data region of a fresh
         NVM (not power-safe: format before the card ships)."""
         if block_size < 64 or block_size & (block_size - 1):
@@ -144,7 +211,7 @@ class BackupStore(CredentialsMixin):
         active, sid, shead, slen = SESSION.unpack_from(cfg, CFG_SESSION)
         self._session = (sid, shead, slen) if active else None
         self._hwm = HWM.unpack_from(cfg, CFG_HWM)[0]
-        self._lifecycle = LifeCycle(cfg[CFG_LIFECYCLE])
+        self._lifecycle = lifecycle_from_byte(cfg[CFG_LIFECYCLE])
 
     # ---- transaction helper -------------------------------------------------
 
@@ -478,7 +545,7 @@ class BackupStore(CredentialsMixin):
         if kind == _ERASE_ALL:
             spans += [(self.off_anchors, MAX_ANCHORS * ANCHOR_SIZE),
                       (self.off_config + CFG_PIN, CFG_HWM - CFG_PIN),
-                      (self.off_config + CFG_PIN_TRIES, 2),
+                      (self.off_config + CFG_PIN_TRIES, 3),     # PIN, PUK, admin counters
                       (self.off_config + CFG_LIFECYCLE, 1)]
         for start, length in spans:
             for pos in range(start, start + length, 4096):

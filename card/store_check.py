@@ -13,17 +13,39 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from card.alloc import FAT_END, FAT_FREE, NO_BLOCK
-from card.store_layout import (ANCHOR, ANCHOR_SIZE, CFG_HWM, CFG_LIFECYCLE, CFG_PENDING_ERASE,
-                               CFG_PIN_TRIES, CFG_PUK_TRIES, CFG_SESSION, CHUNK, CHUNK_ID_LEN,
-                               CHUNK_SIZE, CONFIG_SIZE, DIR, DIR_SIZE, HWM, MAX_ANCHORS,
-                               MAX_BACKUPS, PIN_MAX_TRIES, PUK_MAX_TRIES, SESSION, ChunkState,
-                               LifeCycle, StoreCorrupt)
+from card.store_layout import (
+    ADMIN_MAX_FAILURES,
+    ANCHOR,
+    ANCHOR_SIZE,
+    CFG_ADMIN_FAILURES,
+    CFG_HWM,
+    CFG_LIFECYCLE,
+    CFG_PENDING_ERASE,
+    CFG_PIN_TRIES,
+    CFG_PUK_TRIES,
+    CFG_SESSION,
+    CHUNK,
+    CHUNK_ID_LEN,
+    CHUNK_SIZE,
+    CONFIG_SIZE,
+    DIR,
+    DIR_SIZE,
+    HWM,
+    MAX_ANCHORS,
+    MAX_BACKUPS,
+    PIN_MAX_TRIES,
+    PUK_MAX_TRIES,
+    SESSION,
+    ChunkState,
+    StoreCorrupt,
+    lifecycle_from_byte,
+)
 
 if TYPE_CHECKING:
     from card.store import BackupStore
 
 
-def check(store: "BackupStore", deep: bool = False) -> None:
+def check(store: BackupStore, deep: bool = False) -> None:
     nvm, bs, nblocks = store.nvm, store.block_size, store.nblocks
     problems: list[str] = []
     if nvm.in_transaction:
@@ -63,11 +85,12 @@ def check(store: "BackupStore", deep: bool = False) -> None:
     if cfg[CFG_PENDING_ERASE]:
         problems.append("an erase is still pending")
     try:
-        lifecycle = LifeCycle(cfg[CFG_LIFECYCLE])
-    except ValueError:
-        problems.append(f"bad life-cycle byte {cfg[CFG_LIFECYCLE]:#x}")
+        lifecycle = lifecycle_from_byte(cfg[CFG_LIFECYCLE])
+    except ValueError as exc:
+        problems.append(str(exc))
         lifecycle = None
-    if cfg[CFG_PIN_TRIES] > PIN_MAX_TRIES or cfg[CFG_PUK_TRIES] > PUK_MAX_TRIES:
+    if cfg[CFG_PIN_TRIES] > PIN_MAX_TRIES or cfg[CFG_PUK_TRIES] > PUK_MAX_TRIES \
+            or cfg[CFG_ADMIN_FAILURES] > ADMIN_MAX_FAILURES:
         problems.append("retry counter above its maximum")
     if lifecycle is not None and lifecycle != store._lifecycle:
         problems.append("cached life-cycle differs from NVM")

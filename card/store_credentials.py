@@ -10,16 +10,43 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Callable
 
 from card.nvm import PersistentMemory
 from card.store_layout import (
-    ADMIN, ADMIN_KEY_LEN, ANCHOR, ANCHOR_SIZE, CFG_ADMIN, CFG_LIFECYCLE, CFG_PIN,
-    CFG_PIN_TRIES, CFG_PUK, CFG_PUK_TRIES, KEY_ID_LEN, MAX_ANCHORS, PIN_MAX_LEN,
-    PIN_MAX_TRIES, PIN_MIN_LEN, PUBKEY_LEN, PUK_LEN, PUK_MAX_TRIES, SECRET,
-    AlreadyPersonalised, AnchorNotFound, InvalidArgument, LifeCycle, NotPersonalised,
-    PukBlocked, StoreError, StoreFull, TrustAnchor, secret_hash)
+    ADMIN,
+    ADMIN_KEY_LEN,
+    ADMIN_MAX_FAILURES,
+    ANCHOR,
+    ANCHOR_SIZE,
+    CFG_ADMIN,
+    CFG_ADMIN_FAILURES,
+    CFG_LIFECYCLE,
+    CFG_PIN,
+    CFG_PIN_TRIES,
+    CFG_PUK,
+    CFG_PUK_TRIES,
+    KEY_ID_LEN,
+    MAX_ANCHORS,
+    PIN_MAX_LEN,
+    PIN_MAX_TRIES,
+    PIN_MIN_LEN,
+    PUBKEY_LEN,
+    PUK_LEN,
+    PUK_MAX_TRIES,
+    SECRET,
+    AlreadyPersonalised,
+    AnchorNotFound,
+    InvalidArgument,
+    LifeCycle,
+    NotPersonalised,
+    PukBlocked,
+    StoreError,
+    StoreFull,
+    TrustAnchor,
+    secret_hash,
+)
 
 
 def _need(value: bytes, length: int, what: str) -> None:
@@ -149,6 +176,27 @@ class CredentialsMixin:
         """(key version, 16-byte static key) of the secure channel."""
         version, key = ADMIN.unpack(self.nvm.read(self.off_config + CFG_ADMIN, ADMIN.size))
         return version, key
+
+    def admin_tries_left(self) -> int:
+        """Admin authentications left before the admin key locks for good (0: locked)."""
+        return max(0, ADMIN_MAX_FAILURES - self.nvm.read(self.off_config + CFG_ADMIN_FAILURES, 1)[0])
+
+    def try_admin(self, matches: Callable[[], bool]) -> tuple[bool, int]:
+        """Count one admin authentication persistently BEFORE ``matches()``
+        compares the host's proof, clear the count after a match (the PIN's
+        anti-tearing order). (matched, tries left); a locked key never calls
+        ``matches``."""
+        if self.nvm.in_transaction:
+            raise StoreError("retry counters cannot be used inside a transaction")
+        at = self.off_config + CFG_ADMIN_FAILURES
+        failures = self.nvm.read(at, 1)[0]
+        if failures >= ADMIN_MAX_FAILURES:
+            return False, 0
+        self.nvm.write_nonatomic(at, bytes([failures + 1]))
+        if matches():
+            self.nvm.write_nonatomic(at, b"\0")
+            return True, ADMIN_MAX_FAILURES
+        return False, ADMIN_MAX_FAILURES - failures - 1
 
     def set_admin_key(self, key: bytes, version: int) -> None:
         _need(key, ADMIN_KEY_LEN, "admin key")

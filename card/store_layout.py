@@ -6,6 +6,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
+from apdu_specs.constants import LifeCycle  # one source of truth with GET STATUS
 from host.errors import SimvaultError
 
 STORE_MAGIC = b"SVSTORE\0"
@@ -13,6 +14,7 @@ STORE_VERSION = 1
 
 PIN_MAX_TRIES = 3
 PUK_MAX_TRIES = 10
+ADMIN_MAX_FAILURES = 10    # failed EXTERNAL AUTHENTICATEs before the admin key locks for good
 PIN_MIN_LEN, PIN_MAX_LEN = 4, 8
 PUK_LEN = 8
 ADMIN_KEY_LEN = 16
@@ -29,11 +31,20 @@ MAX_MANIFEST = 256 * 1024
 DEFAULT_BLOCK_SIZE = 256
 
 
-class LifeCycle(IntEnum):
-    """Applet life-cycle state (values after GlobalPlatform's)."""
+# Stored life-cycle bytes: apdu_specs LifeCycle.BLANK (0x00) or .PERSONALISED
+# (0x07); PIN_BLOCKED is derived from the PIN counter, never stored.  Images
+# written before the two enums were merged hold 0x0F for PERSONALISED.
+LEGACY_PERSONALISED = 0x0F
+STORED_LIFECYCLES = (LifeCycle.BLANK, LifeCycle.PERSONALISED)
 
-    BLANK = 0x00           # formatted, not personalised: no PIN yet
-    PERSONALISED = 0x0F
+
+def lifecycle_from_byte(value: int) -> LifeCycle:
+    """The life cycle a config byte stores; ValueError for any other byte."""
+    if value == LEGACY_PERSONALISED:
+        return LifeCycle.PERSONALISED
+    if value not in STORED_LIFECYCLES:
+        raise ValueError(f"bad life-cycle byte {value:#x}")
+    return LifeCycle(value)
 
 
 class ChunkState(IntEnum):
@@ -53,6 +64,7 @@ CFG_LIFECYCLE = 0          # u8
 CFG_PENDING_ERASE = 1      # u8: 0 none, 1 erase_backups, 2 factory_reset
 CFG_PIN_TRIES = 2          # u8, written alone (non-journaled) by verify_pin
 CFG_PUK_TRIES = 3          # u8, written alone by unblock_pin
+CFG_ADMIN_FAILURES = 4     # u8, failed admin authentications (0 = none), written alone
 CFG_PIN = 8                # salt 16 + sha256(salt || pin) 32
 CFG_PUK = 56               # salt 16 + sha256(salt || puk) 32
 CFG_ADMIN = 104            # key version u8 + key 16
@@ -80,6 +92,7 @@ CHUNK_SIZE = 80
 
 assert DIR.size <= DIR_SIZE and ANCHOR.size <= ANCHOR_SIZE and CHUNK.size == CHUNK_SIZE
 assert CFG_SESSION + SESSION.size <= CONFIG_SIZE
+assert CFG_ADMIN_FAILURES == CFG_PIN_TRIES + 2      # factory_reset zeroes the three counters as one span
 
 
 def secret_hash(salt: bytes, value: bytes) -> bytes:

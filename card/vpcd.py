@@ -88,6 +88,10 @@ class _Closed(Exception):
     """The peer closed the connection (or we shut it down)."""
 
 
+class _Mute(_Closed):
+    """The card answered nothing: we drop the connection ourselves."""
+
+
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -158,6 +162,8 @@ class VpcdBridge:
                 backoff = _BACKOFF_FIRST
                 try:
                     self._serve(sock)
+                except _Mute:
+                    pass                            # logged where it happened
                 except _Closed:
                     if not self._stop.is_set():
                         log.warning("vpcd %s closed the connection: reconnecting", self.address)
@@ -194,7 +200,7 @@ class VpcdBridge:
             self._thread.join(timeout)
             self._thread = None
 
-    def __enter__(self) -> "VpcdBridge":
+    def __enter__(self) -> VpcdBridge:
         self.run_in_thread()
         return self
 
@@ -229,7 +235,7 @@ class VpcdBridge:
             sock.close()
         try:
             self.card.power_off()
-        except Exception:  # noqa: BLE001 - the card must not stop the bridge
+        except Exception:
             log.exception("card power_off failed")
 
     def _serve(self, sock: socket.socket) -> None:
@@ -237,6 +243,12 @@ class VpcdBridge:
             length = int.from_bytes(_recv_exact(sock, 2), "big")
             payload = _recv_exact(sock, length) if length else b""
             answer = self._handle(payload)
+            if answer == b"":
+                # A mute card (power lost mid-APDU). An empty vpcd frame leaves
+                # pcscd waiting; dropping the link makes it report the card
+                # removed at once, and the reconnect re-inserts (powers up) it.
+                log.warning("the card answered nothing (power lost?): re-inserting it on vpcd %s", self.address)
+                raise _Mute()
             if answer is not None:
                 if len(answer) > 0xFFFF:
                     log.error("card answer of %d bytes exceeds a vpcd frame: sending 6700", len(answer))
@@ -258,13 +270,13 @@ class VpcdBridge:
                     return bytes(card.atr)
                 else:
                     log.warning("unknown vpcd control byte %d ignored", ctrl)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("card failed on vpcd control %d", ctrl)
             return None
         self.apdus += 1
         try:
             return bytes(card.transmit(payload))
-        except Exception:  # noqa: BLE001 - the contract says never raise; be safe anyway
+        except Exception:
             # Log the header only: the data may be a PIN or key.
             log.exception("card raised on APDU %s (%d bytes)", payload[:4].hex(), len(payload))
             return b"\x6F\x00"

@@ -81,13 +81,23 @@ _EMULATOR_LINKS: dict[Path, object] = {}
 
 
 def _default_reader(spec: str | None) -> str | None:
-    """Without --reader: the only reader with a card in it, if there is exactly one."""
+    """Without --reader: the only reader, or else the only reader with a card in it."""
     if spec is not None:
         return spec
+    from host.errors import ReaderNotFound
     from host.link.pcsc import card_present, list_readers
     names = list_readers()
+    if len(names) <= 1:
+        return None                 # PcscTransport names the one reader, or says there is none
+    listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
     with_card = [n for n in names if card_present(n)]
-    return with_card[0] if len(with_card) == 1 and len(names) > 1 else None
+    if len(with_card) == 1:
+        return with_card[0]
+    if not with_card:
+        raise ReaderNotFound(f"no card in any reader ({listing}): insert one, or start 'simvault card serve', "
+                             "then retry")
+    raise ReaderNotFound(f"{len(with_card)} readers hold a card, choose one with --reader: "
+                         + "; ".join(f"{names.index(n)}: {n}" for n in with_card))
 
 
 def close_link(link) -> None:  # link: host.link.Link
@@ -172,30 +182,15 @@ def closes_links(handler: Callable[[argparse.Namespace], int]) -> Callable[[argp
 
 
 def _cmd_readers(args: argparse.Namespace) -> int:
-    from host.link.pcsc import list_readers
+    from host.link.pcsc import list_readers, reader_state
     names = list_readers()
     if not names:
-        print("no PC/SC reader")
+        print("no PC/SC reader: connect one (a virtual one: install vsmartcard-vpcd and restart pcscd)")
         return 1
     for index, name in enumerate(names):
-        present, atr = _reader_state(name)
+        present, atr = reader_state(name)
         print(f"{index}: {name}: " + (f"card present, ATR {atr.hex().upper()}" if present else "no card"))
     return 0
-
-
-def _reader_state(name: str) -> tuple[bool, bytes]:
-    from smartcard import scard
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        raise TransportError("cannot reach pcscd: start it (scripts/pcscd.sh) and retry")
-    try:
-        hresult, states = scard.SCardGetStatusChange(context, 0, [(name, scard.SCARD_STATE_UNAWARE)])
-        if hresult != scard.SCARD_S_SUCCESS:
-            return False, b""
-        _name, state, atr = states[0]
-        return bool(state & scard.SCARD_STATE_PRESENT), bytes(atr or b"")
-    finally:
-        scard.SCardReleaseContext(context)
 
 
 def _limits(args: argparse.Namespace):
@@ -342,36 +337,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card = subparsers.add_parser("card", help="the simvault card: serve, init, status, PIN, trust, erase")
     sub = card.add_subparsers(dest="card_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("serve", help="serve a card image on pcscd's vpcd reader")
-    p.add_argument("--image", type=Path, required=True)
+    p = sub.add_parser("serve", help="serve a card image on pcscd's vpcd reader",
+                       description="Connect the virtual card in IMAGE to pcscd's vpcd driver (package "
+                                   "vsmartcard-vpcd): the card then sits in reader 'Virtual PCD 00 00' for every "
+                                   "PC/SC program. Reconnects when pcscd restarts; SIGINT/SIGTERM stop it. The "
+                                   "image is locked: a second emulator on it is refused.")
+    p.add_argument("--image", type=Path, required=True, help="card image made by 'simvault card init'")
     p.add_argument("--vpcd", metavar="HOST:PORT", default=None, help="default 127.0.0.1:35963 (reader 'Virtual PCD 00 00')")
     p.add_argument("--t0", action="store_true", help="behave as a T=0 card (61xx / 6Cxx)")
     p.add_argument("--short", action="store_true", help="short APDUs only (chunks through chaining)")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("init", help="create and personalise a new card image")
-    p.add_argument("--image", type=Path, required=True)
+    p = sub.add_parser("init", help="create and personalise a new card image",
+                       description="Create the image of a new virtual card: format its memory, set PIN "
+                                   "(4-8 digits), PUK (8 digits), the admin key and the trust anchors that "
+                                   "may sign backups.")
+    p.add_argument("--image", type=Path, required=True, help="the card image file to create")
     p.add_argument("--capacity", type=int, default=1 << 20, help="NVM bytes (default 1 MiB)")
     p.add_argument("--pin", default=None, help=f"new PIN (prefer ${PIN_ENV} or the prompt)")
     p.add_argument("--puk", default=None, help=f"new PUK (prefer ${PUK_ENV} or the prompt)")
-    p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR")
-    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR")
-    p.add_argument("--admin-key-file", type=Path, default=None,
+    p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")
+    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR", help=f"variable holding the PUK (default {PUK_ENV})")
+    p.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
                    help="16-byte admin key (hex); generated there when the file does not exist")
-    p.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE", help="PEM public keys to trust")
+    p.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE",
+                   help="PEM public keys whose signatures the card accepts (more: 'card trust add')")
     p.add_argument("--force", action="store_true", help="overwrite an existing image")
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("status", help="applet status: PIN tries, memory, backups")
     add_card_options(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("pin", help="verify, change or unblock the PIN")
     p.add_argument("pin_action", choices=("verify", "change", "unblock"))
     add_card_options(p)
-    p.add_argument("--new-pin-env", default=NEW_PIN_ENV, metavar="VAR")
-    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR")
+    p.add_argument("--new-pin-env", default=NEW_PIN_ENV, metavar="VAR",
+                   help=f"variable holding the new PIN (default {NEW_PIN_ENV}); else a prompt")
+    p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR",
+                   help=f"variable holding the PUK (default {PUK_ENV}); else a prompt")
     p.set_defaults(func=_cmd_pin)
 
     p = sub.add_parser("trust", help="trust anchors: list, add, remove (admin channel)")
@@ -384,17 +389,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         elif name == "remove":
             t.add_argument("key_id")
         add_card_options(t)
-        t.add_argument("--admin-key-file", type=Path, default=None)
+        t.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
+                       help=f"the card's admin key (default ${ADMIN_KEY_ENV})")
         t.set_defaults(func=_cmd_trust)
 
     p = sub.add_parser("erase", help="erase every backup (admin channel)")
     add_card_options(p)
-    p.add_argument("--admin-key-file", type=Path, default=None)
+    p.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
+                   help=f"the card's admin key (default ${ADMIN_KEY_ENV})")
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=_cmd_erase)
 
     p = subparsers.add_parser("apdu", help="send raw APDUs (hex) and decode the status words")
-    p.add_argument("hex", nargs="+", metavar="HEX")
+    p.add_argument("hex", nargs="+", metavar="HEX", help="one C-APDU in hex, e.g. 00A404000AF053494D5641554C540100")
     add_card_options(p)
     p.set_defaults(func=_cmd_apdu)
 
@@ -403,17 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     """Only the card commands (``python -m host.cli_card card serve ...``), same
     error handling as host.cli."""
     parser = argparse.ArgumentParser(prog="simvault")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("simvault: interrupted", file=sys.stderr)
-        return 130
+    from host.cli import run  # host.cli imports this module: import at call time
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

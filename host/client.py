@@ -58,6 +58,10 @@ class NotFoundOnCardError(CardError):
     """No such backup, chunk or trust anchor (6A88) or the applet is missing (6A82)."""
 
 
+class NoAppletError(NotFoundOnCardError):
+    """The card has no simvault applet (SELECT refused, or not a simvault FCI)."""
+
+
 class AlreadyOnCardError(CardError):
     """The chunk (or backup id) is already on the card (6A89)."""
 
@@ -104,6 +108,12 @@ def card_error(operation: str, sw: int) -> CardError:
                                    f"{'PUK' if 'PUK' in what else 'PIN'} is now blocked", sw)
         return WrongPinError(f"{operation}: {what}, {tries} tries left", sw, tries)
     return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)
+
+
+def _admin_locked(operation: str) -> AdminAuthError:
+    return AdminAuthError(f"{operation}: card answered 6983: the admin key is locked after too many failed "
+                          "authentications; the card can no longer be administered (backups stay readable)",
+                          SW.AUTH_METHOD_BLOCKED)
 
 
 # ---- results ----------------------------------------------------------------------
@@ -190,10 +200,24 @@ class BackupCard:
     # -- selection and status --------------------------------------------------
 
     def select(self) -> Fci:
-        """SELECT the applet by AID; the FCI's limits configure the link."""
-        data = self._send("SELECT", Apdu(C.CLA_ISO, C.Ins.SELECT, C.SELECT_BY_DF_NAME, C.SELECT_FIRST_OR_ONLY,
-                                         C.AID, le=0))
-        fci = self._parse("SELECT", FCI, data)
+        """SELECT the applet by AID; the FCI's limits configure the link.
+        NoAppletError when the card answers anything but a simvault FCI."""
+        where = self.link.transport.name
+        # Short form whatever the ATR says: a Java Card applet that does not
+        # implement ExtendedLength refuses extended APDUs, SELECT included.
+        response = self.link.transmit(Apdu(C.CLA_ISO, C.Ins.SELECT, C.SELECT_BY_DF_NAME, C.SELECT_FIRST_OR_ONLY,
+                                           C.AID, le=256))
+        if response.sw != SW.OK:
+            info = describe(response.sw)
+            raise NoAppletError(f"no simvault applet on the card in {where}: SELECT {C.AID.hex().upper()} answered "
+                                f"{response.sw:04X} {info.name}: use a simvault card, or another reader "
+                                "(--reader; 'simvault readers' lists them)", response.sw)
+        try:
+            fci = FCI.decode(response.data)
+        except CodecError:
+            raise NoAppletError(f"no simvault applet on the card in {where}: its answer to SELECT is not a "
+                                "simvault FCI: use a simvault card, or another reader (--reader)",
+                                response.sw) from None
         self.fci = fci
         self._scp = None
         self.link.set_extended(fci.extended_length, fci.max_command_data, fci.max_response_data)
@@ -348,8 +372,11 @@ class BackupCard:
             raise UsageError("the admin key is 16 bytes (AES-128): check the key file")
         host_challenge = os.urandom(C.SCP_CHALLENGE_LENGTH)
         body = K.INITIALIZE_UPDATE_DATA.encode({"host_challenge": host_challenge})
-        answer = self._send("INITIALIZE UPDATE", Apdu(C.CLA_PROPRIETARY, C.Ins.INITIALIZE_UPDATE, key_version, 0,
-                                                       body, le=0))
+        try:
+            answer = self._send("INITIALIZE UPDATE", Apdu(C.CLA_PROPRIETARY, C.Ins.INITIALIZE_UPDATE, key_version,
+                                                           0, body, le=0))
+        except PinBlockedError as exc:
+            raise _admin_locked("INITIALIZE UPDATE") from exc
         init = self._parse("INITIALIZE UPDATE", K.INITIALIZE_UPDATE_RESPONSE, answer)
         channel = SecureChannel(admin_key, host_challenge, init["card_challenge"])
         if not hmac.compare_digest(channel.card_cryptogram, init["card_cryptogram"]):
@@ -357,8 +384,11 @@ class BackupCard:
                                  "(or not this card); check the key file")
         data = channel.wrap(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE, C.SCP_SECURITY_LEVEL_CMAC, 0,
                             K.EXTERNAL_AUTHENTICATE_DATA.encode({"host_cryptogram": channel.host_cryptogram}))
-        self._send("EXTERNAL AUTHENTICATE", Apdu(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE,
-                                                 C.SCP_SECURITY_LEVEL_CMAC, 0, data, secret=True))
+        try:
+            self._send("EXTERNAL AUTHENTICATE", Apdu(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE,
+                                                     C.SCP_SECURITY_LEVEL_CMAC, 0, data, secret=True))
+        except PinBlockedError as exc:
+            raise _admin_locked("EXTERNAL AUTHENTICATE") from exc
         self._scp = channel
 
     def _admin(self, operation: str, ins: int, payload: bytes) -> bytes:

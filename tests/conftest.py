@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +151,40 @@ def vpcd_card(pcscd: list[str]):
         yield slots
     finally:
         slots.close()
+
+
+@contextlib.contextmanager
+def served_image(image: Path, slot: int = 0, extra: tuple[str, ...] = (),
+                 locked: bool = True) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run `simvault card serve --image IMAGE` as a process on vpcd slot 0/1:
+    takes the slot lock (unless the caller holds it: ``locked=False``), yields
+    (reader name, process) once pcscd sees the card, and always stops the
+    process (SIGTERM, then SIGKILL) and waits until the reader is empty."""
+    index = _slot_index(slot)
+    reader = VPCD_READERS[index]
+    with contextlib.ExitStack() as stack:
+        if locked:
+            stack.enter_context(vpcd_slot_lock(index))
+        if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
+            pytest.fail(f"{reader} still shows a card: a stray `card serve` or vicc holds port {VPCD_PORTS[index]}")
+        proc = subprocess.Popen([sys.executable, "-m", "host.cli_card", "card", "serve",
+                                 "--image", str(image), "--vpcd", f"{VPCD_HOST}:{VPCD_PORTS[index]}", *extra],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 15
+            while not card_present(reader):
+                if proc.poll() is not None:
+                    pytest.fail(f"card serve exited: {(proc.stderr.read() if proc.stderr else '')[-300:]}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"pcscd did not see the served card in {reader}")
+                time.sleep(0.05)
+            yield reader, proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            _wait_presence(reader, False, CARD_WAIT_SECONDS)

@@ -462,3 +462,41 @@ def test_not_personalised_card(tmp_path):
     assert status["life_cycle"] == C.LifeCycle.BLANK
     assert tx(card, VERIFY_APDU)[1] == 0x6985
     assert tx(card, "8050000008" + "00" * 8)[1] == 0x6985
+
+
+def test_admin_key_locks_after_ten_failures(vcard, tmp_path):
+    """GlobalPlatform-style: failed EXTERNAL AUTHENTICATEs are counted in NVM
+    (a restart does not reset them); a match clears the count; the tenth
+    failure locks the admin key for good (6983), the PIN side keeps working."""
+    tx(vcard, SELECT_APDU)
+    for _ in range(9):
+        assert _ext_auth(vcard, _init_update(vcard, bytes(16))) == 0x6300
+    assert vcard.store.admin_tries_left() == 1
+    assert _ext_auth(vcard, _init_update(vcard, TEST_ADMIN_KEY)) == 0x9000     # a match clears the count
+    assert vcard.store.admin_tries_left() == 10
+    tx(vcard, SELECT_APDU)
+    for _ in range(5):
+        assert _ext_auth(vcard, _init_update(vcard, bytes(16))) == 0x6300
+    vcard.power_off()                                                         # the count survives power
+    vcard.power_on()
+    tx(vcard, SELECT_APDU)
+    for _ in range(5):
+        assert _ext_auth(vcard, _init_update(vcard, bytes(16))) == 0x6300
+    assert vcard.store.admin_tries_left() == 0
+    assert tx(vcard, "8050000008" + "00" * 8 + "00")[1] == 0x6983              # INITIALIZE UPDATE refused
+    client = emulator_client(vcard, pin=True)
+    with pytest.raises(AdminAuthError, match="admin key is locked"):
+        client.open_admin(TEST_ADMIN_KEY)
+    assert client.status().pin_verified                                       # the PIN side is unaffected
+    vcard.store.check()
+
+
+def test_legacy_personalised_byte_is_read(vcard):
+    """Images from before the life-cycle merge stored 0x0F for PERSONALISED."""
+    from card.store_layout import CFG_LIFECYCLE, LEGACY_PERSONALISED
+    store = vcard.store
+    assert store.nvm.read(store.off_config + CFG_LIFECYCLE, 1) == bytes([C.LifeCycle.PERSONALISED])
+    store.nvm.write_nonatomic(store.off_config + CFG_LIFECYCLE, bytes([LEGACY_PERSONALISED]))
+    store._load()
+    assert store.lifecycle == C.LifeCycle.PERSONALISED
+    store.check()

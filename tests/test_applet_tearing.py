@@ -1,7 +1,8 @@
 """Exhaustive tearing at the applet level: for a whole COMMIT BACKUP, a DELETE
-BACKUP and VERIFY, power is cut at every NVM write of the APDU (torn or not);
-after power-on the previous backup is intact and verifiable, the new one is
-complete or absent, and the PIN counter never gains a try."""
+BACKUP, VERIFY, RESET RETRY COUNTER and EXTERNAL AUTHENTICATE, power is cut
+at every NVM write of the APDU (torn or not); after power-on the previous
+backup is intact and verifiable, the new one is complete or absent, and no
+retry counter (PIN, PUK, admin key) ever gains a try."""
 from __future__ import annotations
 
 import hashlib
@@ -175,3 +176,89 @@ def test_tear_verify_never_gains_a_try(tmp_path, pin, ok):
             assert not status["pin_verified"] and status["pin_tries"] == left
             card.close()
     assert writes == (2 if ok else 1)
+
+
+@pytest.mark.parametrize("puk,ok", [(b"12345678", True), (b"87654321", False)])
+def test_tear_unblock_never_gains_a_puk_try(tmp_path, puk, ok):
+    """RESET RETRY COUNTER cut at every write (one PUK try already spent):
+    a wrong PUK never gets its try back, and the PIN is the old one or the new one."""
+    template = tmp_path / "template.img"
+    card = build_test_card(template, capacity=CAPACITY)
+    card.power_on()
+    tx(card, SELECT_APDU)
+    assert tx(card, bytes.fromhex("002C008110") + b"00000000" + b"4321\xff\xff\xff\xff")[1] == 0x63C9
+    card.close()
+    apdu = bytes.fromhex("002C008110") + puk + b"4321\xff\xff\xff\xff"
+    work = tmp_path / "work.img"
+    cut, writes = 1, None
+    while writes is None:
+        for tear in (True, False):
+            shutil.copyfile(template, work)
+            card = VirtualCard.open(work)
+            card.power_on()
+            tx(card, SELECT_APDU)
+            fault = card.arm_fault(cut, tear=tear)
+            out = card.transmit(apdu)
+            if not fault.fired:
+                writes = fault.writes
+                assert out[-2:] == (b"\x90\x00" if ok else b"\x63\xc8")
+                card.close()
+                break
+            card.disarm_fault()
+            card.power_on()
+            store = card.store
+            assert ok or store.puk_tries_left() <= 9, f"cut {cut} gave a PUK try back"
+            old, new = store.verify_pin(b"1234")[0], store.verify_pin(b"4321")[0]
+            assert old != new and (ok or old), f"cut {cut}: PIN neither old nor new"
+            store.check()
+            card.close()
+        cut += 1
+    assert writes > 2 if ok else writes == 1
+
+
+def _admin_attempt(card: VirtualCard, key: bytes) -> bytes:
+    """INITIALIZE UPDATE with ``key``'s view; the EXTERNAL AUTHENTICATE APDU."""
+    from apdu_specs.scp import SecureChannel
+    challenge = bytes(range(8))
+    data, sw = tx(card, bytes.fromhex("8050000008") + challenge + b"\x00")
+    assert sw == 0x9000
+    channel = SecureChannel(key, challenge, K.INITIALIZE_UPDATE_RESPONSE.decode(data)["card_challenge"])
+    body = channel.wrap(0x84, 0x82, 0x01, 0x00, channel.host_cryptogram)
+    return bytes.fromhex("84820100") + bytes([len(body)]) + body
+
+
+@pytest.mark.parametrize("right_key", [True, False])
+def test_tear_admin_authentication_never_gains_a_try(tmp_path, right_key):
+    """EXTERNAL AUTHENTICATE counts a failure in NVM before comparing (one
+    failure already counted): a cut at any write never clears the count of a
+    wrong key."""
+    from cards import TEST_ADMIN_KEY
+    template = tmp_path / "template.img"
+    card = build_test_card(template, capacity=CAPACITY)
+    card.power_on()
+    tx(card, SELECT_APDU)
+    assert tx(card, _admin_attempt(card, bytes(16)))[1] == 0x6300
+    card.close()
+    work = tmp_path / "work.img"
+    writes = None
+    for cut in range(1, 4):
+        for tear in (True, False):
+            shutil.copyfile(template, work)
+            card = VirtualCard.open(work)
+            card.power_on()
+            tx(card, SELECT_APDU)
+            apdu = _admin_attempt(card, TEST_ADMIN_KEY if right_key else bytes(16))
+            fault = card.arm_fault(cut, tear=tear)
+            out = card.transmit(apdu)
+            if not fault.fired:
+                writes = fault.writes
+                assert out[-2:] == (b"\x90\x00" if right_key else b"\x63\x00")
+                card.close()
+                continue
+            card.disarm_fault()
+            card.power_on()
+            left = card.store.admin_tries_left()
+            assert left in ((8, 9, 10) if right_key else (8, 9)), f"cut {cut}: {left} admin tries left"
+            card.store.check()
+            card.close()
+    assert writes == (2 if right_key else 1)

@@ -43,3 +43,56 @@ def test_serve_readers_status_apdu(tmp_path, vpcd_card, capsys):   # vpcd_card: 
         assert code == 0, proc.stderr.read() if proc.stderr else ""
         assert "stopped" in (proc.stderr.read() if proc.stderr else "")
         assert _wait_presence(reader, False, 10)
+
+
+class ForeignCard:
+    """A card without the simvault applet: SELECT answers 6A82."""
+
+    atr = bytes.fromhex("3B8180018080")     # T=1, no historical capabilities
+
+    def power_on(self) -> bytes:
+        return self.atr
+
+    def power_off(self) -> None:
+        pass
+
+    def reset(self) -> bytes:
+        return self.atr
+
+    def transmit(self, apdu: bytes) -> bytes:
+        return b"\x6a\x82"
+
+
+def test_card_without_the_applet_is_one_clear_line(vpcd_card, capsys):
+    reader = vpcd_card(ForeignCard(), slot=0)
+    assert main(["card", "status", "--reader", reader]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"simvault: error: no simvault applet on the card in {reader}: SELECT F053494D5641554C5401 "
+                   "answered 6A82 FILE_NOT_FOUND: use a simvault card, or another reader (--reader; "
+                   "'simvault readers' lists them)")
+
+
+def test_empty_reader_is_one_clear_line(vpcd_card, capsys):
+    reader = vpcd_card(ForeignCard(), slot=0)
+    vpcd_card.remove(reader)
+    assert main(["card", "status", "--reader", reader]) == 1
+    err = capsys.readouterr().err
+    assert "no card in the reader" in err and err.count("\n") == 1
+    assert main(["readers"]) == 0                                  # readers are listed, empty or not
+    assert f"0: {reader}: no card" in capsys.readouterr().out
+
+
+def test_second_serve_of_one_image_is_refused(tmp_path, pcscd):
+    """`card serve` locks its image: a second emulator on it (served or
+    --emulator) exits 2 with one line, and the first keeps serving."""
+    from conftest import served_image
+    image = tmp_path / "card.img"
+    build_test_card(image, capacity=256 * 1024).close()
+    with served_image(image, slot=0) as (reader, proc):
+        second = subprocess.run([sys.executable, "-m", "host.cli_card", "card", "serve", "--image", str(image),
+                                 "--vpcd", "127.0.0.1:1"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=30)
+        assert second.returncode == 2
+        assert second.stderr == (f"simvault: error: card image {image} is in use by another simvault process "
+                                 "(card serve?): stop it or talk to it through its reader\n")
+        assert proc.poll() is None and _wait_presence(reader, True, 1)

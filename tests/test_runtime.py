@@ -144,6 +144,14 @@ def test_ins_dispatch(selected):
     assert tx(selected, "0010000000")[1] == 0x6E00
 
 
+def test_manage_channel_is_6881(card):
+    """Only the basic channel: MANAGE CHANNEL open/close answers 6881, selected or not."""
+    assert tx(card, "0070000001")[1] == 0x6881
+    assert tx(card, SELECT_APDU)[1] >> 8 == 0x61
+    assert tx(card, "0070000001")[1] == 0x6881
+    assert tx(card, "0070800100")[1] == 0x6881
+
+
 def test_commands_need_selection(card):
     assert tx(card, "8010000000")[1] == 0x6986
     assert tx(card, VERIFY_APDU)[1] == 0x6986
@@ -226,8 +234,14 @@ def test_t0_mode_long_answers(tmp_path):
     assert tx(card, "80300000DD") == (listing[:221], 0x9000)
     data, sw = tx(card, "80300000")                           # case 1: 265 bytes, 256 at a time
     assert (data, sw) == (b"", 0x6100)
-    assert tx(card, "00C0000010") == (b"", 0x6C00)            # GET RESPONSE with the wrong Le
-    assert _fetch(card, data, sw) == (listing, 0x9000)
+    part, sw = tx(card, "00C0000010")                         # GET RESPONSE below what waits: 61xx
+    assert (part, sw) == (listing[:16], 0x6100 | (len(listing) - 16))
+    assert _fetch(card, part, sw) == (listing, 0x9000)
+    assert tx(card, "8010000001")[1] >> 8 == 0x61             # case 2, Le below the answer: Le bytes, 61xx
+    _, sw = tx(card, "00C0000040")                             # GET RESPONSE above what waits: 6Cxx,
+    assert sw >> 8 == 0x6C                                     # the answer still waits
+    rest, sw2 = tx(card, bytes([0, 0xC0, 0, 0, sw & 0xFF]))
+    assert sw2 == 0x9000 and len(rest) == sw & 0xFF
     data, sw = tx(card, bytes.fromhex("8034000024") + bytes(36) + b"\x00")   # case 4: 61xx or error
     assert data == b"" and sw == 0x6A88
 

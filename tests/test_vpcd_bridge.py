@@ -7,14 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from conftest import vpcd_slot_lock
 
 from card.vpcd import VpcdBridge
-from conftest import vpcd_slot_lock
 from host.link import Apdu, Link, PcscTransport, card_present
 from host.link.echo_card import EchoCard
 
@@ -180,3 +179,35 @@ def _cli_round_trip(reader: str) -> None:
     while card_present(reader):
         assert time.monotonic() < deadline, "card still present after SIGTERM"
         time.sleep(0.05)
+
+
+class MuteOnceCard(RecordingCard):
+    """Answers nothing to its first APDU (power lost mid-APDU), then echoes."""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        if "mute" not in self.calls:
+            self.calls.append("mute")
+            return b""
+        return super().transmit(apdu)
+
+
+def test_mute_card_is_removed_and_reinserted() -> None:
+    """An empty answer is never sent as an empty vpcd frame (pcscd would wait
+    for ever): the bridge drops the link (card removed, powered off) and
+    reconnects (card inserted again)."""
+    peer = FakeVpcdPeer()
+    card = MuteOnceCard()
+    bridge = VpcdBridge(card, "127.0.0.1", peer.port)
+    bridge.run_in_thread()
+    try:
+        conn = peer.accept()
+        conn.sendall(b"\x00\x01\x01" + b"\x00\x07" + bytes.fromhex("80100000026869"))
+        assert conn.recv(16) == b""                      # dropped, no frame
+        conn2 = peer.accept()
+        assert card.calls[:3] == ["on", "mute", "off"]
+        conn2.sendall(b"\x00\x01\x01" + b"\x00\x08" + bytes.fromhex("8010000002686900"))
+        assert peer.read_frame(conn2) == b"hi\x90\x00"
+        conn2.close()
+    finally:
+        bridge.stop()
+        peer.server.close()

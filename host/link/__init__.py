@@ -3,15 +3,29 @@
 from .apdu import Apdu, Response, parse_apdu
 from .atr import AtrError, AtrInfo, build_atr, parse_atr
 from .link import Link, LinkStats
-from .pcsc import PcscTransport, card_present, list_readers, select_reader
+from .pcsc import PcscTransport, card_present, list_readers, reader_state, select_reader
 from .tracer import ApduTracer, Tracer, default_sw_name
 from .transport import EmulatorTransport, Transport, VirtualCard
 
 __all__ = [
-    "Apdu", "Response", "parse_apdu",
-    "AtrError", "AtrInfo", "build_atr", "parse_atr",
-    "Link", "LinkStats",
-    "PcscTransport", "card_present", "list_readers", "select_reader",
-    "ApduTracer", "Tracer", "default_sw_name",
-    "EmulatorTransport", "Transport", "VirtualCard",
+    "Apdu",
+    "ApduTracer",
+    "AtrError",
+    "AtrInfo",
+    "EmulatorTransport",
+    "Link",
+    "LinkStats",
+    "PcscTransport",
+    "Response",
+    "Tracer",
+    "Transport",
+    "VirtualCard",
+    "build_atr",
+    "card_present",
+    "default_sw_name",
+    "list_readers",
+    "parse_apdu",
+    "parse_atr",
+    "reader_state",
+    "select_reader",
 ]

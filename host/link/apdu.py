@@ -93,7 +93,7 @@ class Apdu:
             out += (self.le & 0xFFFF).to_bytes(2, "big")  # 65536 -> 0000
         return bytes(out)
 
-    def with_(self, **changes: object) -> "Apdu":
+    def with_(self, **changes: object) -> Apdu:
         """A copy with some fields changed (the secrecy flags are kept)."""
         return replace(self, **changes)
 
@@ -160,7 +160,7 @@ class Response:
             raise ValueError(f"sw must be 16 bits, got {self.sw!r}")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "Response":
+    def from_bytes(cls, raw: bytes) -> Response:
         if len(raw) < 2:
             raise ValueError(f"response of {len(raw)} bytes has no status word")
         return cls(bytes(raw[:-2]), (raw[-2] << 8) | raw[-1])

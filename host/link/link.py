@@ -96,7 +96,7 @@ class Link:
     def disconnect(self) -> None:
         self.transport.disconnect()
 
-    def __enter__(self) -> "Link":
+    def __enter__(self) -> Link:
         if not self.transport.connected:
             self.connect()
         return self
@@ -222,7 +222,8 @@ class Link:
         elapsed = time.perf_counter() - start
         self._count(len(raw), len(out), elapsed)
         if len(out) < 2:
-            raise TransportError(f"{self.transport.name}: answer without a status word: reset the card")
+            raise TransportError(f"the card in {self.transport.name} is mute (answer without a status word): "
+                                 "reinsert or reset it, then retry")
         response = Response(out[:-2], (out[-2] << 8) | out[-1])
         if self.tracer is not None:
             self.tracer.trace(apdu, response, elapsed, self.transport.protocol)

@@ -3,7 +3,7 @@ reset, and pyscard failures turned into one-line TransportErrors."""
 from __future__ import annotations
 
 import fnmatch
-from typing import Sequence
+from collections.abc import Sequence
 
 from host.errors import ReaderNotFound, TransportError
 
@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - reported when a PcscTransport is used
 
 ReaderSpec = int | str | None
 
-_HINT_PCSCD = "start pcscd (scripts/pcscd.sh) and retry"
+_HINT_PCSCD = "is pcscd running? start it (sudo systemctl start pcscd, or scripts/pcscd.sh) and retry"
 
 
 def _require_pyscard() -> None:
@@ -53,7 +53,7 @@ def select_reader(spec: ReaderSpec, names: Sequence[str]) -> str:
     """
     names = list(names)
     if not names:
-        raise ReaderNotFound(f"no PC/SC reader found: connect a reader or {_HINT_PCSCD}")
+        raise ReaderNotFound(f"no PC/SC reader found: connect a reader; {_HINT_PCSCD}")
     listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
     if spec is None:
         if len(names) == 1:
@@ -79,8 +79,8 @@ def select_reader(spec: ReaderSpec, names: Sequence[str]) -> str:
     )
 
 
-def card_present(reader: str) -> bool:
-    """True when pcscd reports a card in ``reader`` (no connection made)."""
+def reader_state(reader: str) -> tuple[bool, bytes]:
+    """(a responsive card is present, its ATR) as pcscd reports it, without connecting."""
     _require_pyscard()
     hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     if hresult != scard.SCARD_S_SUCCESS:
@@ -90,11 +90,17 @@ def card_present(reader: str) -> bool:
             context, 0, [(reader, scard.SCARD_STATE_UNAWARE)]
         )
         if hresult not in (scard.SCARD_S_SUCCESS, scard.SCARD_E_TIMEOUT):
-            return False
-        _name, state, _atr = states[0]
-        return bool(state & scard.SCARD_STATE_PRESENT) and not state & scard.SCARD_STATE_MUTE
+            return False, b""
+        _name, state, atr = states[0]
+        present = bool(state & scard.SCARD_STATE_PRESENT) and not state & scard.SCARD_STATE_MUTE
+        return present, bytes(atr or b"") if present else b""
     finally:
         scard.SCardReleaseContext(context)
+
+
+def card_present(reader: str) -> bool:
+    """True when pcscd reports a card in ``reader`` (no connection made)."""
+    return reader_state(reader)[0]
 
 
 def _scard_text(hresult: int) -> str:
@@ -217,16 +223,18 @@ class PcscTransport(Transport):
         elif hresult == scard.SCARD_E_SHARING_VIOLATION:
             hint = "another program holds the card: close it (pcsc_scan, other simvault) and retry"
         elif hresult in (scard.SCARD_E_NO_SERVICE, scard.SCARD_E_SERVICE_STOPPED, scard.SCARD_E_NO_READERS_AVAILABLE):
-            hint = f"pcscd stopped: {_HINT_PCSCD}"
+            hint = _HINT_PCSCD
         elif hresult in (scard.SCARD_E_READER_UNAVAILABLE, scard.SCARD_E_UNKNOWN_READER):
             hint = "the reader disappeared: reconnect it and retry"
-        elif hresult == scard.SCARD_W_UNRESPONSIVE_CARD:
+        elif hresult in (scard.SCARD_W_UNRESPONSIVE_CARD, scard.SCARD_S_SUCCESS, -1, None):
+            # pyscard reports a card that answered nothing with no error code
             hint = "the card does not answer: reinsert it and retry"
         elif hresult == scard.SCARD_W_RESET_CARD:
             hint = "the card was reset by another program: reconnect and retry"
         else:
             hint = "check the card and pcscd (scripts/pcscd.sh), then retry"
-        return TransportError(f"cannot {doing} {where!r} ({_scard_text(hresult)}): {hint}")
+        text = "no answer" if hresult in (scard.SCARD_S_SUCCESS, -1, None) else _scard_text(hresult)
+        return TransportError(f"cannot {doing} {where!r} ({text}): {hint}")
 
 
 def _release(conn) -> None:

@@ -63,7 +63,7 @@ class Transport(abc.ABC):
     def transmit_raw(self, command: bytes) -> bytes:
         """Send one C-APDU, return the R-APDU (data + SW1 SW2)."""
 
-    def __enter__(self) -> "Transport":
+    def __enter__(self) -> Transport:
         if not self.connected:
             self.connect()
         return self
