@@ -15,6 +15,7 @@ atomically (temp file + os.replace).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from apdu_specs import constants as C
+from apdu_specs.manifest import verify_raw
 from host.archive import Archive, make_archive, verify_archive
-from host.archive.build import CODEC_BYTE, device_id_of
+from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
 from host.errors import ArchiveError, CardError, SimvaultError, UsageError
 from host.keys import Identity
@@ -121,9 +123,10 @@ class HostState:
             self.data: dict[str, Any] = json.loads(self.path.read_text())
         except FileNotFoundError:
             self.data = {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             raise UsageError(f"state file {self.path} is damaged; remove it") from None
-        self.data.setdefault("devices", {})
+        if not isinstance(self.data, dict) or not isinstance(self.data.setdefault("devices", {}), dict):
+            raise UsageError(f"state file {self.path} is damaged; remove it")
 
     def device(self, device_id: str) -> dict[str, Any]:
         return self.data["devices"].setdefault(device_id, {})
@@ -158,8 +161,10 @@ def backup_tree(tree: DMTree, identity: Identity, *, previous: Archive | None = 
                 device_id: str | None = None, min_sequence: int = 0,
                 max_chunk_size: int = C.MAX_CHUNK_SIZE) -> Archive:
     """An archive of tree signed by identity, wrapped for its recipients; incremental
-    on previous (same chain keys) when previous is encrypted for identity and fits."""
-    if previous is not None and (identity.decryptor.key_id not in previous.host.recipients
+    on previous (same chain keys) when previous is ours (signed by identity, valid
+    signature), encrypted for identity, wrapped for no key that identity no longer
+    lists (a removed recipient must not read later backups), and fits."""
+    if previous is not None and (not _chain_continuable(previous, identity)
                                  or previous.host.chunker.max_size + STORED_OVERHEAD + CODEC_BYTE > max_chunk_size
                                  or tuple(scope or (".",)) != previous.host.scope):
         previous = None  # not ours, or not comparable: start a new chain
@@ -171,6 +176,31 @@ def backup_tree(tree: DMTree, identity: Identity, *, previous: Archive | None = 
                         previous=previous, decryptor=identity.decryptor, scope=scope,
                         exclude_secrets=exclude_secrets, max_chunk_size=max_chunk_size,
                         sequence=sequence, created=created)
+
+
+def _signed_by(archive: Archive, identity: Identity) -> bool:
+    return (archive.manifest.signer_key_id == identity.signer.key_id
+            and verify_raw(identity.signer.public_point, archive.manifest_bytes, archive.signature))
+
+
+def _chain_continuable(previous: Archive, identity: Identity) -> bool:
+    wanted = {r.key_id for r in identity.recipients()}
+    return (identity.decryptor.key_id in previous.host.recipients
+            and set(previous.host.recipients) <= wanted and _signed_by(previous, identity))
+
+
+def _archive_holds(archive: Archive, identity: Identity, tree: DMTree, scope: Iterable[str] | None,
+                   exclude_secrets: bool) -> bool:
+    """Whether archive (signed by identity) is a backup of exactly this tree's plaintext."""
+    from host.tree.canonical import canonical_bytes
+    from host.tree.ops import select
+    from host.tree.secrets import strip_secrets
+    if not _signed_by(archive, identity):
+        return False
+    selected = select(tree, list(scope)) if scope else tree
+    plain = canonical_bytes(strip_secrets(selected) if exclude_secrets else selected)
+    keys = chain_keys_of(archive, identity.decryptor)
+    return hmac.compare_digest(tree_digest(archive.host, keys, plain), archive.host.tree_digest)
 
 
 @dataclass
@@ -272,7 +302,8 @@ def latest_archive_on_card(card: Any, device_id: str | None = None) -> Archive |
 
 
 def plain_sha256(tree: DMTree, scope: Iterable[str] | None, exclude_secrets: bool) -> bytes:
-    """SHA-256 of the canonical plaintext a backup of tree would hold."""
+    """SHA-256 of the canonical plaintext a backup of tree would hold (what a version 1
+    archive's host section stores; version 2 stores a keyed MAC instead)."""
     from host.tree.canonical import canonical_bytes
     from host.tree.ops import select
     from host.tree.secrets import strip_secrets
@@ -331,10 +362,9 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
     if pending is not None and pending.exists():
         try:
             old = read_archive_file(pending)
-            if (old.host.tree_sha256 == plain_sha256(tree, scope, exclude_secrets)
-                    and old.host.scope == scope_t and old.sequence > highest
+            if (old.host.scope == scope_t and old.sequence > highest
                     and old.host.secrets == ("excluded" if exclude_secrets else "included")
-                    and old.manifest.signer_key_id == identity.signer.key_id):
+                    and _archive_holds(old, identity, tree, scope, exclude_secrets)):
                 archive, resumed_from_file = old, True
         except ArchiveError:  # a damaged pending file is dropped
             pass
@@ -349,14 +379,14 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
                 if cid in previous.chunks:
                     archive.chunks[cid] = previous.chunks[cid]
         if pending is not None:
-            pending.parent.mkdir(parents=True, exist_ok=True)
+            pending.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not archive.missing_chunks():
                 write_archive_file(pending, archive)
     report = backup_to_card(card, archive, progress)
     report.resumed = report.resumed or resumed_from_file
     if pending is not None and last_dir is not None:
         if not archive.missing_chunks():
-            last_dir.mkdir(parents=True, exist_ok=True)
+            last_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_archive_file(_device_file(last_dir, device_id), archive)
         pending.unlink(missing_ok=True)
     return archive, report

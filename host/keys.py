@@ -197,6 +197,8 @@ def generate_identity(directory: Path, name: str = "device", passphrase: bytes |
     """Create the signing and encryption key pairs; trust our own signing key."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "posix" and directory.stat().st_mode & 0o077:
+        os.chmod(directory, 0o700)   # an existing directory: private keys go in, close it
     for suffix in ("sign.pem", "enc.pem"):
         if (directory / f"{name}.{suffix}").exists():
             raise UsageError(f"{directory / (name + '.' + suffix)} exists; pick another --name or directory")

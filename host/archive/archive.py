@@ -37,6 +37,8 @@ def parse_manifest(manifest_bytes: bytes) -> tuple[OnCardManifest, HostSection]:
         raise ArchiveError("manifest is not in its canonical encoding: damaged archive")
     host = HostSection.decode(manifest.host_section)
     n = len(manifest.chunks)
+    if len({c.chunk_id for c in manifest.chunks}) != n:
+        raise ArchiveError("archive chunk table lists a chunk twice: damaged archive")
     data_indices = list(range(n))
     if host.dictionary is not None:
         if not n or manifest.chunks[-1].chunk_id != host.dictionary:

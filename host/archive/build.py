@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from apdu_specs import constants as C
-from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest
+from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest, verify_raw
 from host.errors import ArchiveError, IntegrityError, UsageError
 from host.keys import Decryptor, Recipient, Signer
 from host.tree.canonical import canonical_bytes
@@ -21,6 +21,22 @@ from .cdc import ChunkerParams, gear_table, split
 from .codec import DEFAULT_CODEC, ChunkCodec, compress_chunk, train_dictionary
 from .crypto import STORED_OVERHEAD, ChainKeys, wrap_info
 from .host_section import HostSection
+
+
+def tree_digest(host: HostSection, keys: ChainKeys, plain: bytes) -> bytes:
+    """The host section's digest of plain: keyed MAC (v2), bare SHA-256 (v1 archives)."""
+    return hashlib.sha256(plain).digest() if host.version == 1 else keys.tree_mac(plain)
+
+
+def check_previous(previous: Archive, signer: Signer) -> None:
+    """An incremental reuses the previous backup's chain keys, dictionary and stored
+    chunks: refuse a previous backup this signer did not sign. (HPKE base mode does
+    not authenticate the sender: anyone can wrap a chain secret *they* know to our
+    public key, and an unverified manifest would make us encrypt under it.)"""
+    if (previous.manifest.signer_key_id != signer.key_id
+            or not verify_raw(signer.public_point, previous.manifest_bytes, previous.signature)):
+        raise IntegrityError(f"previous backup {previous.backup_id.hex()} is not signed by this "
+                             "device's key: refusing to continue its chain; make a full backup")
 
 DEVINFO_DEVID = "./DevInfo/DevId"
 CODEC_BYTE = 1  # the payload's codec byte (see codec.py)
@@ -99,6 +115,7 @@ def make_archive(tree: DMTree, signer: Signer, recipients: Sequence[Recipient], 
     if previous is not None:
         if decryptor is None:
             raise UsageError("an incremental backup needs the device's decryption key")
+        check_previous(previous, signer)
         keys = chain_keys_of(previous, decryptor)
         params = previous.host.chunker
         wrapped = dict(previous.host.recipients)
@@ -127,6 +144,9 @@ def make_archive(tree: DMTree, signer: Signer, recipients: Sequence[Recipient], 
 
     def stored_ref(cid: bytes, make_payload) -> tuple[ChunkRef, bytes]:  # type: ignore[no-untyped-def]
         data = previous.chunks.get(cid) if previous is not None and cid in prev_refs else None
+        if data is not None and (len(data) != prev_refs[cid].size or not hmac.compare_digest(
+                hashlib.sha256(data).digest(), prev_refs[cid].sha256)):
+            data = None    # a damaged or planted copy: never sign its hash
         if data is None:   # not reusable as stored: encrypt (deterministically, see crypto.py)
             data = keys.seal(cid, make_payload())
         ref = prev_refs.get(cid)
@@ -155,7 +175,7 @@ def make_archive(tree: DMTree, signer: Signer, recipients: Sequence[Recipient], 
         stored[dict_id] = data
 
     host = HostSection(
-        codec=codec, plain_size=len(plain), tree_sha256=hashlib.sha256(plain).digest(),
+        codec=codec, plain_size=len(plain), tree_digest=keys.tree_mac(plain),
         chain_id=keys.chain_id, recipients=wrapped, chunker=params, scope=scope_list,
         secrets="excluded" if exclude_secrets else "included",
         previous=previous.backup_id if previous is not None else None,

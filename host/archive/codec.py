@@ -15,6 +15,7 @@ chunker's max size: a forged payload cannot blow up memory.
 from __future__ import annotations
 
 import lzma
+import threading
 import zlib
 
 import zstandard
@@ -27,7 +28,15 @@ ZSTD_LEVEL = 19
 DEFLATE_LEVEL = 9
 LZMA_PRESET = 6
 
-_zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
+# A ZstdCompressor must not be shared between threads (python-zstandard): one per thread.
+_local = threading.local()
+
+
+def _default_compressor() -> zstandard.ZstdCompressor:
+    zc = getattr(_local, "zc", None)
+    if zc is None:
+        zc = _local.zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True, write_checksum=False)
+    return zc
 
 
 ZSTD_DICT_TAG = 4
@@ -53,13 +62,19 @@ class ChunkCodec:
             raise ArchiveError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
         self.codec = codec
         self.zdict = zstandard.ZstdCompressionDict(zdict) if zdict else None
-        self._zc = (zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=self.zdict, write_content_size=True,
-                                             write_checksum=False, write_dict_id=False)
-                    if self.zdict is not None else _zc)
+        self._local = threading.local()  # one dictionary compressor per thread (they are not thread-safe)
+
+    def _dict_compressor(self) -> zstandard.ZstdCompressor:
+        zc = getattr(self._local, "zc", None)
+        if zc is None:
+            zc = self._local.zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=self.zdict,
+                                                           write_content_size=True, write_checksum=False,
+                                                           write_dict_id=False)
+        return zc
 
     def compress(self, data: bytes) -> bytes:
         if self.codec == "zstd" and self.zdict is not None:
-            body = self._zc.compress(data)
+            body = self._dict_compressor().compress(data)
             return bytes([ZSTD_DICT_TAG]) + body if len(body) < len(data) else b"\x00" + data
         return compress_chunk(self.codec, data)
 
@@ -82,7 +97,7 @@ def compress_chunk(codec: str, data: bytes) -> bytes:
         raise ArchiveError(f"unknown codec {codec!r}; use one of {', '.join(CODECS)}")
     body = data
     if codec == "zstd":
-        body = _zc.compress(data)
+        body = _default_compressor().compress(data)
     elif codec == "deflate":
         body = zlib.compress(data, DEFLATE_LEVEL)
     elif codec == "lzma":
@@ -125,7 +140,7 @@ def _zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDi
     """Decompress one zstd frame, reading at most max_size + 1 bytes of output."""
     params = zstandard.get_frame_parameters(body)
     if params.content_size > max_size and params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
-        raise ValueError("frame declares more than the max chunk size")
+        raise ValueError("frame declares more than the signed sizes allow")
     parts: list[bytes] = []
     total = 0
     decompressor = zstandard.ZstdDecompressor(dict_data=zdict) if zdict is not None else zstandard.ZstdDecompressor()

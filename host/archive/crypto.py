@@ -14,8 +14,13 @@
   repeat when the whole payload repeats, in which case the ciphertext repeats
   too and nothing leaks beyond the equality the chunk id already shows. A
   random nonce would be as safe per chunk but would break that determinism.
-- The AAD binds the chain id and the chunk id: a chunk cannot be passed off
-  under another id, and a chunk of another chain does not decrypt.
+- The AAD binds the format label, the chain id and the chunk id: a chunk cannot
+  be passed off under another id, and a chunk of another chain does not decrypt.
+- tree MAC (host section v2) = HMAC-SHA256(HKDF(data key, "tree-mac"), canonical
+  plaintext). Version 1 stored a bare SHA-256 of the plaintext in the clear
+  (signed, unencrypted) manifest: anyone holding the archive could confirm a
+  guessed tree offline, e.g. brute-force one low-entropy leaf of an otherwise
+  known tree. v1 archives stay readable.
 """
 from __future__ import annotations
 
@@ -69,6 +74,11 @@ class ChainKeys:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_enc", AESGCM(_hkdf(self.data_key, b"simvault/enc/v1")))
         object.__setattr__(self, "_nonce_key", _hkdf(self.data_key, b"simvault/nonce/v1"))
+        object.__setattr__(self, "_tree_key", _hkdf(self.data_key, b"simvault/tree-mac/v2"))
+
+    def tree_mac(self, plaintext: bytes) -> bytes:
+        """Keyed digest of the whole canonical plaintext (host section v2)."""
+        return hmac.new(self._tree_key, plaintext, hashlib.sha256).digest()  # type: ignore[attr-defined]
 
     def chunk_id(self, plaintext: bytes) -> bytes:
         return hmac.new(self.id_key, plaintext, hashlib.sha256).digest()

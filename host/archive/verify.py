@@ -2,8 +2,11 @@
 
 Order: signature by a trusted key -> chain keys unwrap -> each chunk's SHA-256
 (against the signed table), GCM tag (AAD binds chain and chunk id), chunk id
-(HMAC of the plaintext) -> canonical plaintext size and SHA-256 -> tree
-decodes -> device id -> sequence. Any failure raises IntegrityError (or
+(HMAC of the plaintext) -> canonical plaintext size and digest (keyed MAC
+from host section v2) -> tree decodes. Device id and sequence are checked
+right after the signature. Decompression is bounded per chunk (the signed
+chunker max, the dictionary at 128 KiB) and in total (the signed plain size,
+itself <= 256 MiB): a zstd bomb stops at the bound, before any join. Any failure raises IntegrityError (or
 ArchiveError) with one line; nothing is returned half-checked.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from host.tree.canonical import from_canonical
 from host.tree.model import DMTree
 
 from .archive import Archive
-from .build import chain_keys_of, dictionary_of
+from .build import chain_keys_of, dictionary_of, tree_digest
 from .codec import ChunkCodec
 
 
@@ -73,18 +76,22 @@ def verify_archive(archive: Archive, trust: TrustAnchors, decryptor: Decryptor, 
     keys = chain_keys_of(archive, decryptor)
     codec = ChunkCodec(host.codec, dictionary_of(archive, keys))
     plain_chunks: list[bytes] = []
+    unpacked = 0
     for ref in m.chunks[:len(m.chunks) - (host.dictionary is not None)]:
         stored = archive.chunks[ref.chunk_id]
         if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
             raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
                                  "tampered or swapped chunk")
-        plain = codec.decompress(keys.open(ref.chunk_id, stored), host.chunker.max_size)
+        budget = min(host.chunker.max_size, host.plain_size - unpacked)
+        plain = codec.decompress(keys.open(ref.chunk_id, stored), budget)
         if not hmac.compare_digest(keys.chunk_id(plain), ref.chunk_id):
             raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} decrypts to other data than its id: tampered")
+        unpacked += len(plain)
         plain_chunks.append(plain)
+    if sum(len(plain_chunks[i]) for i in archive.chunk_order) != host.plain_size:
+        raise IntegrityError(f"backup {m.backup_id.hex()}: the chunks do not add up to the signed tree size")
     canonical = b"".join(plain_chunks[i] for i in archive.chunk_order)
-    if len(canonical) != host.plain_size or not hmac.compare_digest(
-            hashlib.sha256(canonical).digest(), host.tree_sha256):
+    if not hmac.compare_digest(tree_digest(host, keys, canonical), host.tree_digest):
         raise IntegrityError(f"backup {m.backup_id.hex()}: the reassembled tree does not match its hash")
     try:
         tree = from_canonical(canonical)
