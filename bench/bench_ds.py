@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--max-msg-size", type=int, default=65536, help="MaxMsgSize of the client and both servers")
     ap.add_argument("--no-syncevolution", action="store_true")
+    ap.add_argument("--modes", nargs="+", default=["two-way", "refresh"], choices=["two-way", "refresh"],
+                    help="backup modes to measure (two-way is the default of DsAccount)")
     ap.add_argument("--time-limit", type=int, default=600)
     args = ap.parse_args()
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(SystemExit("bench_ds: time limit reached")))
@@ -102,23 +104,24 @@ def main() -> int:
                 if se_url:
                     peers.append(("SyncEvolution", se_url, "bench-dev"))
                 for name, url, dev in peers:
-                    acc = DsAccount(url=url, username="bench", password="bench-pw", device_id=dev,
-                                    max_msg_size=args.max_msg_size)
-                    row = run_peer(name, acc, data, bid, identity, args.repeat)
-                    row.update(tree=len(write_tnds(tree)), archive=len(data), make_s=make_s)
-                    rows.append(row)
+                    for mode in args.modes:
+                        acc = DsAccount(url=url, username="bench", password="bench-pw", device_id=dev,
+                                        max_msg_size=args.max_msg_size, backup_mode=mode)
+                        row = run_peer(name, acc, data, bid, identity, args.repeat)
+                        row.update(tree=len(write_tnds(tree)), archive=len(data), make_s=make_s, mode=mode)
+                        rows.append(row)
     finally:
         if se_url:
             syncevolution("stop")
         store.close()
-    head = (f"{'tree B':>9} {'archive B':>9} {'make s':>7} {'peer':<14} {'backup s':>8} {'wire B':>9} {'msgs':>4} "
+    head = (f"{'tree B':>9} {'archive B':>9} {'make s':>7} {'peer':<14} {'mode':<8} {'backup s':>8} {'wire B':>9} {'msgs':>4} "
             f"{'restore s':>9} {'wire B':>9} {'msgs':>4}")
     print(f"DS backup/restore, median of {args.repeat}, client MaxMsgSize {args.max_msg_size}, "
           f"SyncEvolution MaxMsgSize {SE_ENV['SYNCEVO_MAXMSG']}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['tree']:>9} {r['archive']:>9} {r['make_s']:>7.3f} {r['peer']:<14} {r['backup_s']:>8.3f} "
+        print(f"{r['tree']:>9} {r['archive']:>9} {r['make_s']:>7.3f} {r['peer']:<14} {r['mode']:<8} {r['backup_s']:>8.3f} "
               f"{r['backup_wire']:>9} {r['backup_msgs']:>4} {r['restore_s']:>9.3f} {r['restore_wire']:>9} "
               f"{r['restore_msgs']:>4}")
     return 0

@@ -251,7 +251,7 @@ class Steps:
         items = rig.ds_store.items(DS_USER, "backup")
         self._need(len(items) == 1, f"the DS datastore holds {len(items)} items, expected 1")
         self._need(rig.backup_location(bid) == "ds", "the device did not record the DS backup")
-        self.ok(f"DM server -> Exec BackupViaDS; the device ran a SyncML DS refresh-from-client (203) to the DS "
+        self.ok(f"DM server -> Exec BackupViaDS; the device ran a SyncML DS two-way sync (Replace new, Delete old) to the DS "
                 f"server: ds-status {data.get('ds-status')}, {data.get('items')} item, {data.get('bytes')} bytes on "
                 f"the wire; Generic Alert back to the DM server, job {' -> '.join(states)} in {secs:.2f}s; "
                 f"backup {bid[:16]} ({data.get('size')} bytes) recorded at {DS_USER}/backup")

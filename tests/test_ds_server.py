@@ -3,6 +3,7 @@ DS server on a real database (SQLite file, and a throwaway PostgreSQL cluster)."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_tree_backup_and_restore_byte_identical(server, identity, tmp_path):
     tree = generate_tree(100_000, seed=3)
     before = canonical_bytes(tree)  # restore_tree keeps content, not child order: compare canonically
     anchors = AnchorStore(tmp_path / "state.json")
-    outcome = backup_tree_via_ds(tree, identity, account(server.url), anchors)
+    outcome = backup_tree_via_ds(tree, identity, account(server.url, backup_mode="refresh"), anchors)
     assert outcome.ds.mode == AlertCode.REFRESH_FROM_CLIENT and outcome.ds.items == 1
     fields = outcome.result_fields()
     assert fields["id"] == outcome.backup_id and fields["ds-status"] == 200 and fields["location"] == "ds"
@@ -90,7 +91,7 @@ def test_tree_backup_and_restore_byte_identical(server, identity, tmp_path):
 def test_large_object_within_small_messages(store, wbxml):
     with run_server_in_thread(store, max_msg_size=6000) as srv:
         data = os.urandom(60_000)
-        client = DsClient(account(srv.url, max_msg_size=6000, wbxml=wbxml))
+        client = DsClient(account(srv.url, max_msg_size=6000, wbxml=wbxml, backup_mode="refresh"))
         result = client.backup(data, "feed01")
         assert result.messages > 10  # chunked with MoreData into many messages
         restored = client.restore()
@@ -100,7 +101,7 @@ def test_large_object_within_small_messages(store, wbxml):
 
 
 def test_md5_authentication_with_server_nonce(server):
-    client = DsClient(account(server.url, auth="md5"))
+    client = DsClient(account(server.url, auth="md5", backup_mode="refresh"))
     first = client.backup(b"x" * 1000, "aa")
     assert first.messages == 2 + 1  # the first attempt has no nonce yet: 407 + Chal, then md5
     second = client.backup(b"y" * 1000, "bb")
@@ -136,8 +137,9 @@ def test_wrong_anchor_gives_508_and_slow_sync(server):
     # the slow sync merged: both archives are there now, each selectable by id
     assert DsClient(acc, anchors).restore("02").archive == b"two"
     assert DsClient(acc, anchors).restore("01").archive == b"one"
+    assert DsClient(acc, anchors).restore().archive == b"two"  # without id: this client's last backup
     with pytest.raises(DsNoBackupError, match="holds 2 archives"):
-        DsClient(acc, anchors).restore()
+        DsClient(dataclasses.replace(acc, device_id="another")).restore()  # no state: ambiguous
     # after the slow sync the anchors agree again: a plain refresh works
     assert DsClient(acc, anchors).backup(b"three", "03").slow_sync is False
 

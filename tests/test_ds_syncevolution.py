@@ -20,6 +20,7 @@ from host.ds.client import DsAccount, DsClient
 from host.ds.errors import DsAuthError, DsTransportError
 from host.ds.proxy import run_proxy_in_thread
 from host.ds.state import AnchorStore
+from host.ds.transport import CONTENT_TYPE_WBXML, HttpTransport
 from host.keys import generate_identity
 from host.syncml.status import AlertCode
 from host.tree.canonical import canonical_bytes
@@ -69,7 +70,7 @@ def test_tree_backup_and_restore_through_syncevolution(sync_url, tmp_path):
     tree = generate_tree(100_000, seed=11)
     before = canonical_bytes(tree)
     outcome = backup_tree_via_ds(tree, identity, account(sync_url), anchors)
-    assert outcome.ds.mode == AlertCode.REFRESH_FROM_CLIENT
+    assert outcome.ds.mode in (AlertCode.TWO_WAY, AlertCode.SLOW_SYNC)  # the default: two-way (508 first)
     mutate_leaves(tree, 0.25, seed=4)
     report, result = restore_tree_via_ds(tree, identity, account(sync_url), anchors)
     assert report.backup_id == outcome.backup_id and result.mode == AlertCode.REFRESH_FROM_SERVER
@@ -90,32 +91,33 @@ def test_wrong_password_is_refused_and_backup_stays(sync_url):
     DsClient(account(sync_url)).backup(data, "c0ffee")
     with pytest.raises(DsAuthError):
         DsClient(account(sync_url, password="wrong")).backup(os.urandom(2000), "bad")
-    assert DsClient(account(sync_url)).restore().archive == data
+    assert DsClient(account(sync_url)).restore("c0ffee").archive == data
 
 
-def test_cut_before_the_sync_package_keeps_previous_backup(sync_url):
+def test_refresh_cut_before_the_sync_package_keeps_previous_backup(sync_url):
     data = os.urandom(50_000)
-    DsClient(account(sync_url)).backup(data, "aa01")
-    # the Alert gets through, our Sync never does
+    DsClient(account(sync_url, backup_mode="refresh")).backup(data, "aa01")
+    # the Alert gets through, our Sync never does (a refresh cut after it would leave SyncEvolution empty)
     with run_proxy_in_thread(sync_url, vanish_at=2) as proxy, pytest.raises(DsTransportError):
-        DsClient(account(proxy.url)).backup(os.urandom(50_000), "aa02")
+        DsClient(account(proxy.url, backup_mode="refresh")).backup(os.urandom(50_000), "aa02")
     # SyncEvolution aborts the unfinished session when the next one starts
-    assert DsClient(account(sync_url)).restore().archive == data
+    assert DsClient(account(sync_url)).restore("aa01").archive == data
 
 
 def test_restore_cut_mid_way_returns_nothing_and_next_restore_works(sync_url):
     data = os.urandom(100_000)
     DsClient(account(sync_url)).backup(data, "bb01")
     with run_proxy_in_thread(sync_url, vanish_at=4) as proxy, pytest.raises(DsTransportError):
-        DsClient(account(proxy.url)).restore()
-    assert DsClient(account(sync_url)).restore().archive == data
+        DsClient(account(proxy.url)).restore("bb01")
+    assert DsClient(account(sync_url)).restore("bb01").archive == data
 
 
-def test_two_way_backup_keeps_previous_when_cut_mid_way(sync_url):
-    """SyncEvolution empties the datastore when a refresh from client starts; the two-way
-    mode Replaces the new archive first and Deletes the older ones after it, in one Sync."""
+def test_default_backup_keeps_previous_when_cut_mid_way(sync_url):
+    """SyncEvolution empties the datastore when a refresh from client starts; the default
+    (two-way) Replaces the new archive first and Deletes the older ones after it, in one Sync."""
     anchors = AnchorStore(None)
-    acc = account(sync_url, backup_mode="two-way", device_id="sv-dev-2")
+    acc = account(sync_url, device_id="sv-dev-2")
+    assert acc.backup_mode == "two-way"
     previous = os.urandom(60_000)
     DsClient(acc, anchors).backup(os.urandom(60_000), "d1")
     DsClient(acc, anchors).backup(previous, "d2")
@@ -124,3 +126,30 @@ def test_two_way_backup_keeps_previous_when_cut_mid_way(sync_url):
         with run_proxy_in_thread(sync_url, vanish_at=cut) as proxy, pytest.raises(DsTransportError):
             DsClient(dataclasses.replace(acc, url=proxy.url), anchors).backup(os.urandom(60_000), "d3")
         assert DsClient(acc, anchors).restore("d2").archive == previous
+
+
+class RecordingTransport(HttpTransport):
+    """The real HTTP transport, remembering the Content-Type of every reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply_types: list[str] = []
+
+    def post(self, url: str, body: bytes, content_type: str):
+        reply = super().post(url, body, content_type)
+        self.reply_types.append(reply.content_type)
+        return reply
+
+
+def test_wbxml_backup_and_restore_with_syncevolution(sync_url):
+    """SyncEvolution (libsynthesis) speaks SyncML WBXML too: a whole session both ways in WBXML,
+    large object included."""
+    anchors, transport = AnchorStore(None), RecordingTransport()
+    acc = account(sync_url, device_id="sv-dev-2", wbxml=True)
+    data = os.urandom(100_000)
+    DsClient(acc, anchors, transport).backup(os.urandom(3000), "e1")
+    sent = DsClient(acc, anchors, transport).backup(data, "e2")
+    assert sent.mode == AlertCode.TWO_WAY and sent.messages > 5  # MoreData chunks, in WBXML
+    got = DsClient(acc, anchors, transport).restore()
+    assert got.archive == data and got.backup_id == "e2" and got.items == 1  # e1 deleted after e2 arrived
+    assert transport.reply_types and set(transport.reply_types) == {CONTENT_TYPE_WBXML}

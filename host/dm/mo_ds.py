@@ -6,7 +6,8 @@ Device agent side (register with :func:`register_agent_handlers`):
          Data "url=<DS URL>;datastore=<name>;user=<u>;password=<p>[;auth=basic|md5][;device-id=<DevID>]
                [;mode=refresh|two-way][;scope=URI URI][;exclude-secrets=1]"
       -> 202; after the session the agent makes an archive of its live tree
-         (host.backup_ops), runs a DS refresh-from-client session (host.ds),
+         (host.backup_ops, under ARCHIVE_LOCK), runs a DS session (host.ds; mode
+         two-way by default: Replace new then Delete older; refresh = Alert 203),
          records Backups/<id> (Location "ds") and LastResult, and reports a
          Generic Alert 1226: code, id, location=ds, size, items, bytes, ds-status, message.
     Exec .../RestoreViaDS, Data as above plus ";id=<hex>" (optional when the datastore holds one)
@@ -21,7 +22,9 @@ before BackupPlugin) keeps a record of where each DS backup lives (table
 ``ds_backup_records``: device, backup id, DS url, datastore, user, size, items,
 bytes, time) and returns None so BackupPlugin still records the result and the
 job state. :func:`command_backup_via_ds` / :func:`command_restore_via_ds` queue
-the jobs (the password is the caller's: it is not kept in the record).
+the jobs; the DS password goes to an encrypted DS account (host.dm.ds_accounts),
+the job names the account, and the BackupPlugin puts the cleartext only into the
+Exec it sends in the authenticated session.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from host.dm.agent_bar import _clean, _record_last, _result, apply_archive
+from host.dm.agent_bar import ARCHIVE_LOCK, _clean, _record_last, _result, apply_archive
 from host.dm.agent_cmds import (
     AlertReport,
     ExecOutcome,
@@ -41,6 +44,7 @@ from host.dm.agent_cmds import (
     register_exec_handler,
 )
 from host.dm.agent_tree import BAR
+from host.dm.ds_accounts import default_account_name, ds_account, set_ds_account
 from host.dm.session import format_kv, parse_kv
 from host.ds.backup import backup_tree_via_ds, fetch_archive_via_ds
 from host.ds.client import DsAccount
@@ -60,6 +64,7 @@ log = logging.getLogger(__name__)
 OPS = f"{BAR}/Operations"
 RESULT_TYPE = "urn:simvault:bar:result:1.0"
 ANCHOR_SUFFIX = ".ds-state.json"
+_MODE_NAMES = {200: "two-way", 201: "slow sync", 203: "refresh from client"}
 
 
 # ================================================================== agent side
@@ -70,7 +75,7 @@ def _account(opts: dict[str, str], agent: DMAgent) -> DsAccount:
     auth = opts.get("auth", "basic")
     if auth not in ("basic", "md5"):
         raise UsageError(f"auth={auth[:10]}: use basic or md5")
-    mode = opts.get("mode", "refresh")
+    mode = opts.get("mode", "two-way")  # the safe default: docs/DS.md "Backup modes"
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode={mode[:10]}: use refresh or two-way")
     return DsAccount(url=url, username=user, password=opts.get("password", ""),
@@ -103,7 +108,8 @@ def run_backup_via_ds(agent: DMAgent, account: DsAccount, scope: list[str] | Non
     try:
         snapshot = agent.tree.snapshot_for_backup()
         outcome = backup_tree_via_ds(snapshot, agent.identity, account, anchors_for(agent), scope=scope,
-                                     exclude_secrets=exclude_secrets, device_id=agent.device_id)
+                                     exclude_secrets=exclude_secrets, device_id=agent.device_id,
+                                     archive_lock=ARCHIVE_LOCK)  # zstd compressor not thread-safe
         bid = outcome.backup_id
         node = f"{BAR}/Backups/{bid}"
         with agent.tree.lock:
@@ -119,7 +125,7 @@ def run_backup_via_ds(agent: DMAgent, account: DsAccount, scope: list[str] | Non
         ds = outcome.ds
         return _result(200, id=bid, location="ds", size=outcome.size, items=ds.items,
                        bytes=ds.bytes_sent + ds.bytes_received, **{"ds-status": ds.status},
-                       message=_clean(f"backup via DS ({'slow sync' if ds.slow_sync else 'refresh from client'})"))
+                       message=_clean(f"backup via DS ({_MODE_NAMES.get(ds.mode, ds.mode)})"))
     except SimvaultError as exc:
         return _failure("BackupViaDS", agent, exc)
 
@@ -279,27 +285,45 @@ class DsBackupRecorder:
         return None  # BackupPlugin records the result and finishes the job
 
 
-def command_backup_via_ds(store: Store, device_id: str, url: str, user: str, password: str, *,
-                          datastore: str = "backup", auth: str = "basic", mode: str = "refresh") -> dict[str, Any]:
+def command_backup_via_ds(store: Store, device_id: str, url: str, user: str, password: str | None, *,
+                          datastore: str = "backup", auth: str = "basic", mode: str = "two-way",
+                          account: str | None = None) -> dict[str, Any]:
     """Queue a BackupViaDS job for the device (sent at its next session).
 
-    mode "two-way" keeps the previous archive until the new one is complete (use it with
-    SyncEvolution, which empties the datastore when a refresh from client starts)."""
-    data = format_kv({"url": url, "datastore": datastore, "user": user, "password": password,
-                      "auth": auth if auth != "basic" else None, "mode": mode if mode != "refresh" else None})
+    The password goes to the DS account ``account`` (default ``user@url#datastore``),
+    encrypted at rest (host.dm.ds_accounts); the job keeps only the account's name.
+    ``password`` None reuses the stored account. mode "two-way" (default) keeps the
+    previous archive until the new one is complete on every peer; "refresh" is Alert 203."""
+    if mode not in ("refresh", "two-way"):
+        raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
+    name = account or default_account_name(url, user, datastore)
+    if password is not None:
+        set_ds_account(store, name, url, user, password, datastore=datastore, auth=auth)
+    elif ds_account(store, name) is None:
+        raise UsageError(f"no DS account {name[:80]!r}: give the password once")
+    data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
+                      "auth": auth if auth != "basic" else None, "mode": mode})
     return store.create_job(device_id, "backup_via_ds", "ds", params={"data": data})
 
 
-def command_restore_via_ds(store: Store, device_id: str, password: str, backup_id: str | None = None, *,
+def command_restore_via_ds(store: Store, device_id: str, password: str | None = None, backup_id: str | None = None, *,
                            url: str | None = None, user: str | None = None, datastore: str | None = None,
-                           auth: str = "basic") -> dict[str, Any]:
-    """Queue a RestoreViaDS job; where the backup lives comes from the DS record unless given."""
+                           auth: str = "basic", account: str | None = None) -> dict[str, Any]:
+    """Queue a RestoreViaDS job; where the backup lives comes from the DS record unless given.
+
+    ``password`` None uses the stored DS account (the one the backup job created)."""
     records = [r for r in ds_backups(store, device_id) if backup_id is None or r["backup_id"] == backup_id]
     if not records and url is None:
         raise UsageError(f"no DS backup {backup_id or ''} recorded for {device_id}: give url= and user=")
     rec = records[0] if records else {}
-    data = format_kv({"url": url or rec["url"], "datastore": datastore or rec.get("datastore", "backup"),
-                      "user": user or rec["username"], "password": password,
+    url, user = url or rec["url"], user or rec["username"]
+    datastore = datastore or rec.get("datastore", "backup")
+    name = account or default_account_name(url, user, datastore)
+    if password is not None:
+        set_ds_account(store, name, url, user, password, datastore=datastore, auth=auth)
+    elif ds_account(store, name) is None:
+        raise UsageError(f"no DS account {name[:80]!r}: give the password once")
+    data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
                       "auth": auth if auth != "basic" else None, "id": backup_id or rec.get("backup_id")})
     return store.create_job(device_id, "restore_via_ds", "ds", backup_id=backup_id or rec.get("backup_id"),
                             params={"data": data})

@@ -10,6 +10,7 @@ after the session completed and the item decoded whole (size + SHA-256).
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 from host.ds.client import DsAccount, DsClient, DsResult
@@ -35,13 +36,19 @@ class DsBackupOutcome:
 
 def backup_tree_via_ds(tree, identity, account: DsAccount, anchors: AnchorStore | None = None, *,
                        scope=None, exclude_secrets: bool = False, device_id: str | None = None,
-                       transport: Transport | None = None) -> DsBackupOutcome:
-    """Make a signed, encrypted archive of ``tree`` and store it in the DS datastore (refresh from client)."""
+                       transport: Transport | None = None,
+                       archive_lock: AbstractContextManager | None = None) -> DsBackupOutcome:
+    """Make a signed, encrypted archive of ``tree`` and store it in the DS datastore.
+
+    ``archive_lock`` is held while the archive is made (not during the DS session):
+    host.archive shares one zstd compressor, which is not thread-safe; the DM agent
+    passes host.dm.agent_bar.ARCHIVE_LOCK."""
     import hashlib
 
     from host.backup_ops import backup_tree
-    archive = backup_tree(tree, identity, scope=scope, exclude_secrets=exclude_secrets, device_id=device_id)
-    data = archive.to_bytes()
+    with archive_lock if archive_lock is not None else nullcontext():
+        archive = backup_tree(tree, identity, scope=scope, exclude_secrets=exclude_secrets, device_id=device_id)
+        data = archive.to_bytes()
     result = DsClient(account, anchors, transport).backup(data, archive.backup_id.hex())
     return DsBackupOutcome(backup_id=archive.backup_id.hex(), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                            sequence=archive.sequence, ds=result)

@@ -103,7 +103,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def _account(args: argparse.Namespace):
     from host.ds.client import DsAccount
     return DsAccount(url=args.url, username=args.user, password=_password(f"DS password for {args.user}: "),
-                     datastore=args.datastore, device_id=args.device_id, auth=args.auth)
+                     datastore=args.datastore, device_id=args.device_id, auth=args.auth,
+                     backup_mode=getattr(args, "mode", "two-way"))
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -171,8 +172,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--state", default=str(DEFAULT_STATE), help="anchor state file")
         return p
 
-    p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (refresh from client)"))
+    p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (two-way by default)"))
     p.add_argument("archive")
+    p.add_argument("--mode", choices=("two-way", "refresh"), default="two-way",
+                   help="two-way: the previous archive stays until the new one is complete (docs/DS.md); "
+                        "refresh: Alert 203")
     p.set_defaults(func=cmd_push)
     p = with_account(dsub.add_parser("pull", help="fetch an archive from a DS server (refresh from server)"))
     p.add_argument("out")

@@ -34,11 +34,12 @@ from host.ds.errors import (
     DsProtocolError,
     DsStatusError,
 )
-from host.ds.largeobj import TolerantAssembler
+from host.ds.largeobj import TolerantAssembler, no_end_of_data_alert
 from host.ds.payload import (
     CONTENT_TYPE,
     CONTENT_VERSION,
     ArchiveItem,
+    archive_item_id,
     decode_item,
     encode_item,
     is_archive_item,
@@ -77,10 +78,11 @@ class DsAccount:
     max_msg_size: int = 64 * 1024  # what we accept per message
     max_obj_size: int = 16 * 1024 * 1024  # the largest object we accept
     wbxml: bool = False  # send application/vnd.syncml+wbxml (host.syncml.wbxml)
-    # "refresh": Alert 203, the datastore ends up holding exactly the new archive (what the brief asks);
-    # "two-way": Alert 200, Replace the new archive then Delete the older ones in the same Sync, so a
-    # peer that wipes the datastore when a refresh starts (SyncEvolution) never loses the previous one
-    backup_mode: str = "refresh"
+    # "two-way" (default): Alert 200, Replace the new archive then Delete the older ones in the same
+    # Sync, so a peer that wipes the datastore when a refresh starts (SyncEvolution) never loses the
+    # previous one; "refresh": Alert 203, the datastore ends up holding exactly the new archive
+    # (safe only on a server that commits at the end, as simvault's does). docs/DS.md "Backup modes".
+    backup_mode: str = "two-way"
 
 
 @dataclass
@@ -139,6 +141,7 @@ class _Session:
         self.sent_items_ok = 0
         self.bytes_sent = self.bytes_received = self.messages = 0
         self.slow_sync = False
+        self.peer_no_end_of_data = False
 
     # ------------------------------------------------------------ messages
     def _header(self) -> m.SyncHdr:
@@ -181,8 +184,8 @@ class _Session:
         self.bytes_sent += len(body)
         self.bytes_received += len(reply.body)
         try:  # a peer may answer in the other encoding: decode by its Content-Type
-            answer = wbxml.decode_wbxml(reply.body) if reply.content_type == CONTENT_TYPE_WBXML \
-                else codec.decode(reply.body)
+            answer = wbxml.decode_wbxml(reply.body, b64_chunks_as_text=True) \
+                if reply.content_type == CONTENT_TYPE_WBXML else codec.decode(reply.body, b64_chunks_as_text=True)
         except SyncMLError as exc:
             raise DsProtocolError(f"malformed SyncML from the DS server: {exc}") from None
         if answer.header.ver_proto != m.PROTO_DS:
@@ -294,6 +297,10 @@ class _Session:
         if code == AlertCode.NEXT_MESSAGE:
             self._status_for(hdr, cmd, StatusCode.OK)
             return
+        if code == AlertCode.NO_END_OF_DATA:  # the server dropped our large object: it is not stored
+            self._status_for(hdr, cmd, StatusCode.OK)
+            self.peer_no_end_of_data = True
+            return
         if not 200 <= code <= 210:
             self._status_for(hdr, cmd, StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
             return
@@ -330,13 +337,22 @@ class _Session:
                         whole = self.assembler.feed(item)
                     except SyncMLStatusError as exc:
                         raise DsProtocolError(f"large object from the DS server refused: {exc}", exc.status) from None
+                    for first in self.assembler.take_abandoned():  # cut off by this new object: Alert 223
+                        self.statuses.append(no_end_of_data_alert(first))
+                        log.info("DS server started a new object before the last chunk of %s: Alert 223",
+                                 first.source.loc_uri[:64] if first.source else "?")
                     if whole is None:
                         self._status_for(hdr, op, StatusCode.CHUNKED_ITEM_ACCEPTED, source=guid)
                         continue
                     text = whole.data if isinstance(whole.data, str) else (
                         whole.data.decode("utf-8", "replace") if isinstance(whole.data, bytes) else "")
                     self.received.append((guid, text))
-                    luid = f"r-{guid}"[:64]  # stable per server item: a later two-way backup can Delete it
+                    # an archive keeps the LUID its backup used (sv-<id>), so a later two-way backup of the same
+                    # id Replaces it rather than Deleting it under a second name; anything else: r-<GUID>
+                    bid = archive_item_id(text)
+                    luid = f"sv-{bid}"[:64] if bid else f"r-{guid}"[:64]
+                    if luid in self.received_luids:
+                        luid = f"r-{guid}"[:64]
                     self.received_luids.append(luid)
                     self.map_items.append(m.MapItem(m.Target(guid), m.Source(luid)))
                     self._status_for(hdr, op, StatusCode.ITEM_ADDED, source=guid)
@@ -497,6 +513,8 @@ class DsClient:
         else:
             session = self._run(AlertCode.REFRESH_FROM_CLIENT, text, luid)
             older = []
+        if session.peer_no_end_of_data:
+            raise DsStatusError("DS server reported No End of Data (223) for the archive: back up again", 223)
         if session.sent_items_ok != 1:
             raise DsStatusError("DS session ended without the server confirming the archive item: back up again", 500)
         kept = older if session.mode == AlertCode.SLOW_SYNC else []  # slow sync sends no Delete: next time
@@ -509,9 +527,11 @@ class DsClient:
     def restore(self, backup_id: str | None = None) -> DsResult:
         """Refresh-from-server: fetch the datastore, return the archive (whole and checked) in ``archive``.
 
-        With ``backup_id`` None the datastore must hold exactly one archive.
+        With ``backup_id`` None: the archive of this client's last backup (anchor state) when the
+        datastore holds it, else the datastore must hold exactly one archive.
         """
         started = time.monotonic()
+        own_last = self.store.get(self.key).last_backup_id  # our last backup: the default pick among several
         session = self._run(AlertCode.REFRESH_FROM_SERVER, None, None)
         self._commit(session, None, session.received_luids)  # the sync completed, whatever we pick below
         items: list[ArchiveItem] = []
@@ -533,6 +553,8 @@ class DsClient:
                                       f"({len(items)} other archive(s)): check id=")
         else:
             chosen = items
+            if len(items) > 1 and own_last and any(i.backup_id == own_last for i in items):
+                chosen = [i for i in items if i.backup_id == own_last]  # two-way left an older one beside it
             if len(chosen) != 1:
                 raise DsNoBackupError(f"DS datastore {self.account.datastore!r} holds {len(items)} archives: "
                                       "name one with id=" if items else

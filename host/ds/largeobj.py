@@ -9,10 +9,12 @@ carries its own length and SHA-256 anyway (host.ds.payload).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 
 from host.syncml import model as m
-from host.syncml.status import StatusCode, SyncMLStatusError
+from host.syncml.status import AlertCode, StatusCode, SyncMLStatusError
 
 
 def text_size_matches(data: str | bytes, size: int) -> bool:
@@ -33,6 +35,11 @@ class TolerantAssembler:
         self._first: m.Item | None = None
         self._parts: list[str | bytes] = []
         self._size = 0
+        self.abandoned: list[m.Item] = []  # first chunks of objects cut off by a new object: answer Alert 223
+
+    def take_abandoned(self) -> list[m.Item]:
+        out, self.abandoned = self.abandoned, []
+        return out
 
     @property
     def in_progress(self) -> bool:
@@ -45,7 +52,7 @@ class TolerantAssembler:
     def feed(self, item: m.Item) -> m.Item | None:
         if self._first is None:
             if not item.more_data:
-                return item
+                return _decoded_whole(item) if isinstance(item.data, m.B64Text) else item
             size = item.meta.size if item.meta else None
             if size is None:
                 raise SyncMLStatusError("first chunk of a large object has no Meta Size", StatusCode.SIZE_REQUIRED)
@@ -54,16 +61,24 @@ class TolerantAssembler:
                                         StatusCode.REQUESTED_SIZE_TOO_BIG)
             self._first, self._size = item, size
         elif self._key(item) not in (self._key(self._first), (None, None)):
+            # a new object before the last chunk: the old one is dropped, the sender gets
+            # Alert 223 (No End of Data) for it, the new object is processed normally (RepPro 1.2)
+            self.abandoned.append(self._first)
             self.reset()
-            raise SyncMLStatusError("a new item arrived before the previous large object was complete",
-                                    StatusCode.PARTIAL_ITEM_NOT_ACCEPTED)
-        if not isinstance(item.data, (str, bytes)) or (self._parts and type(item.data) is not type(self._parts[0])):
+            return self.feed(item)
+        b64 = isinstance(self._parts[0] if self._parts else item.data, m.B64Text)
+        if b64 and isinstance(item.data, bytes) and not item.more_data:
+            part: str | bytes = base64.b64encode(item.data).decode("ascii")  # an aligned last chunk
+        else:
+            part = item.data if isinstance(item.data, (str, bytes)) else None  # type: ignore[assignment]
+        if part is None or (self._parts and type(part) is not type(self._parts[0]) and not b64) \
+                or (b64 and not isinstance(part, str)) or (not b64 and isinstance(part, m.B64Text)):
             self.reset()
-            raise SyncMLStatusError("a chunk of a large object has no data or mixes text and binary",
+            raise SyncMLStatusError("a chunk of a large object has no data or mixes text, base64 and binary",
                                     StatusCode.BAD_REQUEST)
-        self._parts.append(item.data)
+        self._parts.append(part)
         received = sum(len(p.encode("utf-8")) if isinstance(p, str) else len(p) for p in self._parts)
-        if received > self._size:
+        if received > (self._size * 4 // 3 + 4 if b64 else self._size):  # b64: Size may count decoded bytes
             expected = self._size
             self.reset()
             raise SyncMLStatusError(f"large object larger than its Size {expected}", StatusCode.SIZE_MISMATCH)
@@ -72,7 +87,13 @@ class TolerantAssembler:
         first, expected = self._first, self._size
         data = self._parts[0][:0].join(self._parts)  # type: ignore[arg-type]
         self.reset()
-        if not text_size_matches(data, expected):
+        if b64:
+            text = str(data)
+            data = _b64decode(text)
+            if expected not in (len(data), len(text)):  # peers differ: Size of the data or of its base64
+                raise SyncMLStatusError(f"large object of {len(data)} bytes (b64), Size said {expected}",
+                                        StatusCode.SIZE_MISMATCH)
+        elif not text_size_matches(data, expected):
             raise SyncMLStatusError(f"large object of {len(data)} bytes, Size said {expected}",
                                     StatusCode.SIZE_MISMATCH)
         meta = dataclasses.replace(first.meta, size=None) if first.meta else m.Meta()
@@ -88,3 +109,25 @@ class TolerantAssembler:
 
     def reset(self) -> None:
         self._first, self._parts, self._size = None, [], 0
+
+
+def no_end_of_data_alert(first_chunk: m.Item) -> m.Alert:
+    """Alert 223 for a large object whose last chunk never came (addressed as its sender named it)."""
+    return m.Alert(cmd_id=0, data=AlertCode.NO_END_OF_DATA, items=[m.Item(
+        target=m.Target(first_chunk.source.loc_uri) if first_chunk.source else None,
+        source=m.Source(first_chunk.target.loc_uri) if first_chunk.target else None)])
+
+
+def _b64decode(text: str) -> bytes:
+    if len(text) % 4:
+        raise SyncMLStatusError("b64 item is not whole base64 quanta once its chunks are joined",
+                                StatusCode.BAD_REQUEST)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SyncMLStatusError("b64 item is not valid base64 once its chunks are joined",
+                                StatusCode.BAD_REQUEST) from None
+
+
+def _decoded_whole(item: m.Item) -> m.Item:
+    return dataclasses.replace(item, data=_b64decode(str(item.data)))

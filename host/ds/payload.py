@@ -51,6 +51,12 @@ def encode_item(backup_id: str, archive: bytes) -> str:
     return f"{HEADER_MAGIC} id={backup_id} size={len(archive)} sha256={hashlib.sha256(archive).hexdigest()} data={b64}"
 
 
+def archive_item_id(text: str) -> str | None:
+    """The backup id in an item's header (None when the item is not a simvault archive)."""
+    match = _HEADER_RE.match(text.lstrip("\ufeff").lstrip())
+    return match.group(1) if match else None
+
+
 def is_archive_item(text: str) -> bool:
     return text.lstrip("\ufeff").startswith(HEADER_MAGIC)
 

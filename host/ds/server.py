@@ -103,7 +103,8 @@ class DsServer:
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text="message too large\n")
         try:
-            msg = _wbxml().decode_wbxml(body) if ctype == CONTENT_TYPE_WBXML else codec.decode(body)
+            msg = _wbxml().decode_wbxml(body, b64_chunks_as_text=True) if ctype == CONTENT_TYPE_WBXML \
+                else codec.decode(body, b64_chunks_as_text=True)  # b64 chunks joined, then decoded
         except SyncMLError as exc:
             log.info("malformed SyncML from %s: %s", request.remote, exc)
             return web.Response(status=400, text=f"malformed SyncML: {exc}\n")

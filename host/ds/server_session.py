@@ -9,6 +9,7 @@ interrupted session leaves the datastore as it was.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -17,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from host.ds.errors import DsError
-from host.ds.largeobj import TolerantAssembler
+from host.ds.largeobj import TolerantAssembler, no_end_of_data_alert
 from host.ds.state import new_anchor
 from host.ds.store import DsStore, SyncCommit
 from host.syncml import auth, devinf
@@ -75,6 +76,7 @@ class ServerSession:
         self.sent: dict[tuple[int, int], str] = {}
         self.stores: dict[str, _DatastoreSync] = {}
         self.assembler = TolerantAssembler(max_obj_size)
+        self.no_end_alerts: list[m.Alert] = []
         self.queue: list[m.SyncMLMessage] = []  # rest of our package, after the first message
         self.started = time.time()
         self.touched = time.monotonic()
@@ -233,6 +235,11 @@ class ServerSession:
 
     def _alert(self, hdr: m.SyncHdr, cmd: m.Alert) -> list[m.Command]:
         code = cmd.data or 0
+        if code == AlertCode.NO_END_OF_DATA:  # the client dropped one of our large objects
+            log.info("DS client %s reported No End of Data (223) for one of our objects", self.device_id[:40])
+            for st in self.stores.values():
+                st.failed = StatusCode.SIZE_MISMATCH
+            return [self._status(hdr, cmd, StatusCode.OK)]
         if self.phase != "init" or code not in range(200, 206):
             return [self._status(hdr, cmd, StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)]
         item = cmd.items[0] if cmd.items else None
@@ -247,7 +254,12 @@ class ServerSession:
             return [self._status(hdr, cmd, StatusCode.NOT_FOUND, target=name, source=client_uri)]
         stored = self.store.anchor(self.user, name, self.device_id) if exists else None
         status_code, mode = StatusCode.OK, code
-        if code != AlertCode.SLOW_SYNC and anchor.last is not None and stored is not None and anchor.last != stored[0] or code == AlertCode.TWO_WAY and stored is None:
+        if code == AlertCode.TWO_WAY:  # two-way needs both sides' anchors to agree, else slow sync
+            anchors_disagree = stored is None or anchor.last is None or anchor.last != stored[0]
+        else:
+            anchors_disagree = (code != AlertCode.SLOW_SYNC and anchor.last is not None and stored is not None
+                                and anchor.last != stored[0])
+        if anchors_disagree:
             status_code, mode = StatusCode.REFRESH_REQUIRED, AlertCode.SLOW_SYNC
         server_last = stored[1] if stored else None
         sync = _DatastoreSync(name=name, client_uri=client_uri, mode=mode, client_next=anchor.next,
@@ -274,6 +286,8 @@ class ServerSession:
             elif isinstance(op, (m.Add, m.Replace)):
                 for item in op.items:
                     out.append(self._incoming_item(hdr, op, st, item))
+                    out.extend(self.no_end_alerts)  # Alert 223 for an object cut off by this one
+                    self.no_end_alerts = []
             elif isinstance(op, m.Delete):
                 for item in op.items:
                     if item.source:
@@ -290,10 +304,17 @@ class ServerSession:
         except SyncMLStatusError as exc:
             st.failed = exc.status
             return self._status(hdr, op, exc.status, source=luid)
+        finally:
+            self.no_end_alerts.extend(no_end_of_data_alert(x) for x in self.assembler.take_abandoned())
         if whole is None:
             return self._status(hdr, op, StatusCode.CHUNKED_ITEM_ACCEPTED, source=luid)
         meta = whole.meta or (op.meta if isinstance(op, m.ItemCommand) else None)
         ctype = (meta.type if meta and meta.type else "text/plain")
+        if isinstance(whole.data, bytes) and ctype in CONTENT_TYPES:  # text sent as Format b64
+            try:
+                whole = dataclasses.replace(whole, data=whole.data.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass  # refused below as unsupported
         if not luid or not isinstance(whole.data, str) or ctype not in CONTENT_TYPES:
             st.failed = StatusCode.UNSUPPORTED_MEDIA_TYPE
             return self._status(hdr, op, StatusCode.UNSUPPORTED_MEDIA_TYPE, source=luid)

@@ -282,6 +282,7 @@ class DsStore:
                     maps = {}
                     s.flush()
                 stored = 0
+                upserted: set[str] = set()  # GUIDs written this session: a Delete never removes them
                 for luid, ctype, data in c.upserts or []:
                     row = None
                     if luid in maps:
@@ -299,12 +300,17 @@ class DsStore:
                             s.add(maps[luid])
                     else:
                         row.content_type, row.data, row.size, row.updated = ctype, data, len(data.encode()), time.time()
+                    upserted.add(maps[luid].guid)
                     stored += 1
                 for luid in c.deletes or []:
                     if luid in maps:
-                        s.execute(delete(DsItem).where(DsItem.datastore_id == ds.id, DsItem.guid == maps[luid].guid))
+                        if maps[luid].guid not in upserted:  # two LUIDs for one item: the Replace wins
+                            s.execute(delete(DsItem).where(DsItem.datastore_id == ds.id,
+                                                           DsItem.guid == maps[luid].guid))
                         s.delete(maps.pop(luid))
                 for guid, luid in c.maps or []:
+                    for other in [k for k, r in maps.items() if r.guid == guid and k != luid]:
+                        s.delete(maps.pop(other))  # one LUID per item and device: the Map's is the current one
                     if luid in maps:
                         maps[luid].guid = guid
                     else:

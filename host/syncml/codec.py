@@ -16,6 +16,7 @@ import base64
 import binascii
 import re
 import xml.etree.ElementTree as ET
+from contextvars import ContextVar
 
 from host.errors import SimvaultError, SyncMLError
 from host.syncml import model as m
@@ -379,8 +380,16 @@ def _read_item(el: ET.Element, cmd_meta: m.Meta | None, ctx: str) -> m.Item:
     r.take("SourceParent"), r.take("TargetParent")  # DS hierarchical sync: tolerated
     meta = _read_meta(r.take("Meta"), ctx)
     fmt = meta.format if meta and meta.format else cmd_meta.format if cmd_meta else None
-    data = _read_data(r.take("Data"), fmt, ctx)
+    data_el = r.take("Data")
     more = _flag_of(r.take("MoreData"), f"{ctx}/MoreData")
+    if fmt == "b64" and _B64_CHUNKS_AS_TEXT.get() and data_el is not None and not len(data_el):
+        text = "".join((data_el.text or "").split())
+        if not _B64_ALPHABET.fullmatch(text):
+            raise SyncMLError(f"{ctx}/Data: Format is b64 but the data is not base64")
+        # a chunk (MoreData) or a last chunk that does not decode alone: the assembler decodes the whole
+        data = m.B64Text(text) if more or not _decodes_alone(text) else _read_data(data_el, fmt, ctx)
+    else:
+        data = _read_data(data_el, fmt, ctx)
     r.done()
     return m.Item(target=target, source=source, meta=meta, data=data, more_data=more)
 
@@ -526,13 +535,39 @@ def _read_header(el: ET.Element) -> m.SyncHdr:
                      cred=cred, meta=meta)
 
 
-def decode(data: bytes) -> m.SyncMLMessage:
-    """Decode SyncML 1.2 XML bytes; any malformation raises SyncMLError."""
-    return decode_element(parse_xml(data))
+_B64_CHUNKS_AS_TEXT: ContextVar[bool] = ContextVar("b64_chunks_as_text", default=False)
+_B64_ALPHABET = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def decode_element(root: ET.Element) -> m.SyncMLMessage:
+def _decodes_alone(text: str) -> bool:
+    if len(text) % 4:  # binascii accepts some unaligned text with padding: whole quanta only
+        return False
+    try:
+        base64.b64decode(text, validate=True)
+        return True
+    except (binascii.Error, ValueError):
+        return False
+
+
+def decode(data: bytes, *, b64_chunks_as_text: bool = False) -> m.SyncMLMessage:
+    """Decode SyncML 1.2 XML bytes; any malformation raises SyncMLError.
+
+    ``b64_chunks_as_text``: b64 Data of a large-object chunk (MoreData, or a last chunk
+    that does not decode alone) comes back as :class:`model.B64Text`, to be joined and
+    decoded by the caller's assembler (chunks may split base64 mid-quantum)."""
+    return decode_element(parse_xml(data), b64_chunks_as_text=b64_chunks_as_text)
+
+
+def decode_element(root: ET.Element, *, b64_chunks_as_text: bool = False) -> m.SyncMLMessage:
     """Decode an already parsed SyncML Element (the WBXML codec uses this)."""
+    token = _B64_CHUNKS_AS_TEXT.set(b64_chunks_as_text)
+    try:
+        return _decode_element(root)
+    finally:
+        _B64_CHUNKS_AS_TEXT.reset(token)
+
+
+def _decode_element(root: ET.Element) -> m.SyncMLMessage:
     ns, local = _local(root.tag)
     if local != "SyncML" or (ns or "").lower() != NS_SYNCML.lower():
         raise SyncMLError(f"root element is {{{ns}}}{local}, expected SyncML in {NS_SYNCML}")

@@ -26,6 +26,12 @@ PROTO_DS = "SyncML/1.2"
 ItemData = str | bytes | ET.Element
 
 
+class B64Text(str):
+    """Base64 text of an item with Format b64, left undecoded by the codec (decode option
+    ``b64_chunks_as_text``): a large-object chunk may end mid-quantum (libsynthesis splits
+    the text anywhere), so the chunks are joined first and decoded once whole."""
+
+
 @dataclass
 class Anchor:
     """DS sync anchors (Meta/Anchor): Last is absent on a first sync."""

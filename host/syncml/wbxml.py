@@ -268,7 +268,7 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
     return root
 
 
-def decode_wbxml(data: bytes) -> m.SyncMLMessage:
+def decode_wbxml(data: bytes, *, b64_chunks_as_text: bool = False) -> m.SyncMLMessage:
     """Decode SyncML 1.2 WBXML bytes; any malformation raises SyncMLError."""
     if not isinstance(data, (bytes, bytearray)):
         raise SyncMLError(f"WBXML message: expected bytes, got {type(data).__name__}")
@@ -278,4 +278,4 @@ def decode_wbxml(data: bytes) -> m.SyncMLMessage:
         raise
     except (ValueError, IndexError, RecursionError) as exc:
         raise SyncMLError(f"malformed WBXML: {type(exc).__name__}") from None
-    return codec.decode_element(root)
+    return codec.decode_element(root, b64_chunks_as_text=b64_chunks_as_text)
