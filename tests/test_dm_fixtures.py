@@ -127,7 +127,7 @@ class DMWorld:
     # ------------------------------------------------------------ devices
     def add_device(self, name: str, *, auth: str = "md5", card: str | None = None, start: bool = True,
                    tree_bytes: bytes | None = None, agent_max_msg_size: int = 4096,
-                   register: bool = True, reader: str | None = None) -> Device:
+                   register: bool = True, reader: str | None = None, wbxml: bool = False) -> Device:
         """card: None, "emulator" (in-process image) or "reader" (pass ``reader``)."""
         ddir = self.root / name
         ddir.mkdir(parents=True)
@@ -147,17 +147,18 @@ class DMWorld:
                             public_key_pem=(ddir / "keys" / "device.sign.pub.pem").read_bytes())
         dev = Device(device_id, tree_path, identity, None, image)
         if start:
-            dev.agent = self.start_agent(dev, auth=auth, card=access, max_msg_size=agent_max_msg_size)
+            dev.agent = self.start_agent(dev, auth=auth, card=access, max_msg_size=agent_max_msg_size, wbxml=wbxml)
         self.devices[name] = dev
         return dev
 
     def start_agent(self, dev: Device, *, auth: str = "md5", card: CardAccess | None = None,
-                    max_msg_size: int = 4096, password: str = DEV_PASSWORD) -> DMAgent:
-        agent = DMAgent(AgentConfig(tree=dev.tree_path, server_url=f"{self.url}/dm", device_id=dev.device_id,
+                    max_msg_size: int = 4096, password: str = DEV_PASSWORD, wbxml: bool = False,
+                    server_url: str | None = None) -> DMAgent:
+        agent = DMAgent(AgentConfig(tree=dev.tree_path, server_url=server_url or f"{self.url}/dm", device_id=dev.device_id,
                                     key_dir=dev.identity.directory, password=password,
                                     server_password=SRV_PASSWORD, auth_type=auth, card=card,
                                     max_msg_size=max_msg_size, retry_interval=0.5, policy_poll=0.2,
-                                    change_debounce=0.5), identity=dev.identity).start()
+                                    change_debounce=0.5, wbxml=wbxml), identity=dev.identity).start()
         assert agent.wait_idle(20)
         return agent
 

@@ -61,7 +61,7 @@ class AgentConfig:
     password: str | None = None
     server_id: str = "simvault-dms"
     server_password: str | None = None
-    auth_type: str = "md5"
+    auth_type: str = "md5"  # upgraded to hmac when the server's challenge asks for it
     card: agent_bar.CardAccess | None = None
     listen: tuple[str, int] | None = ("127.0.0.1", 0)
     max_msg_size: int = 16 * 1024
@@ -70,6 +70,7 @@ class AgentConfig:
     policy_poll: float = 1.0
     change_debounce: float = 2.0
     report_notify_url: bool = True
+    wbxml: bool = False  # send application/vnd.syncml.dm+wbxml (the server answers in kind)
 
 
 @dataclass

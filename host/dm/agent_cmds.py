@@ -12,8 +12,11 @@ per node; ``?prop=X`` a property. Add/Replace with Meta Type
 application/vnd.syncml.dmtnds+xml import a TNDS fragment under the target.
 
 Atomic runs its commands on a copy of the tree and swaps it in only when all
-succeed (else 507, and 216 for those rolled back). Exec inside Atomic is
-refused (its effect cannot be rolled back).
+succeed (else 507, and 216 for those rolled back). An Exec inside Atomic is
+accepted like any other (202) but its operation is deferred: it runs after the
+session only if the Atomic committed; a rollback discards it (216). So no
+Exec effect ever needs undoing (OMA DM 1.2 lets Atomic hold Exec; a device
+that could not roll it back would have to refuse the Atomic).
 
 Exec goes to a handler registered with :func:`register_exec_handler`.
 """
@@ -72,7 +75,10 @@ _EXEC_HANDLERS: list[tuple[str, ExecHandler]] = []
 
 def register_exec_handler(uri_suffix: str, handler: ExecHandler) -> None:
     """Route Exec on any node whose URI ends with ``uri_suffix`` (e.g.
-    "BaR/Operations/BackupViaDS") to ``handler``. The last registration wins."""
+    "BaR/Operations/BackupViaDS") to ``handler``. The last registration wins.
+
+    The handler only validates and answers; every effect goes in ``ExecOutcome.work``
+    (run after the session, and only if an enclosing Atomic committed)."""
     _EXEC_HANDLERS.insert(0, (uri_suffix, handler))
 
 
@@ -110,7 +116,7 @@ class CommandExecutor:
                     self.execute(msg_id, child, in_atomic)
                 code = StatusCode.OK
             elif isinstance(cmd, m.Exec):
-                code = StatusCode.COMMAND_FAILED if in_atomic else self._exec(cmd)
+                code = self._exec(cmd)  # its work is deferred: an Atomic rollback drops it
             elif isinstance(cmd, m.Get):
                 code = self._get(msg_id, cmd)
             elif isinstance(cmd, (m.Replace, m.Add)):
@@ -284,6 +290,7 @@ class CommandExecutor:
             changed_before = self.changed
             first_status = len(self.channel.statuses)
             first_queued = len(self.channel.queue)
+            first_deferred = len(self.deferred)
             codes = [self.execute(msg_id, child, in_atomic=True) for child in cmd.commands]
             if all(200 <= c < 300 for c in codes):
                 return StatusCode.OK
@@ -295,6 +302,7 @@ class CommandExecutor:
                     st.data = StatusCode.ATOMIC_ROLLBACK_OK
             while len(self.channel.queue) > first_queued:
                 self.channel.queue.pop()
+            del self.deferred[first_deferred:]  # accepted Execs of the Atomic never run
             return StatusCode.ATOMIC_FAILED
 
     def _exec(self, cmd: m.Exec) -> int:

@@ -16,6 +16,8 @@ session ends when the server sends a final message with no command.
 from __future__ import annotations
 
 import base64
+import binascii
+import http.client
 import logging
 import secrets
 import urllib.error
@@ -24,11 +26,11 @@ import urllib.request
 from host.dm import dmauth
 from host.dm.agent_cmds import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
-                             ALERT_SESSION_ABORT, Channel, next_message_alert)
+                             ALERT_SESSION_ABORT, WIRE_WBXML, WIRE_XML, Channel, Wire, next_message_alert,
+                             wire_for)
 from host.errors import SyncMLError
-from host.syncml import codec
 from host.syncml import model as m
-from host.syncml.auth import AUTH_MD5
+from host.syncml.auth import AUTH_MAC, AUTH_MD5
 from host.syncml.status import StatusCode
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,36 @@ MAX_MESSAGES = 1000
 DEVINFO_LEAVES = ("DevId", "Man", "Mod", "DmV", "Lang")
 
 
+class ServerGone(Exception):
+    """The server could not be reached, or its reply was cut short or too large."""
+
+
 class _Http:
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url, self.timeout = url, timeout
+    def __init__(self, url: str, timeout: float, max_reply: int) -> None:
+        self.url, self.timeout, self.max_reply = url, timeout, max_reply
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """(HTTP status, body, headers); ServerGone for a lost connection, a cut or an oversized reply."""
         req = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the configured DM server
-                return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+                rheaders = {k.lower(): v for k, v in resp.headers.items()}
+                declared = rheaders.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_reply:
+                    raise ServerGone(f"the server's reply exceeds our MaxMsgSize ({self.max_reply} bytes)")
+                data = resp.read(self.max_reply + 1)  # never more than our MaxMsgSize (+ slack) in memory
+                if len(data) > self.max_reply:
+                    raise ServerGone(f"the server's reply exceeds our MaxMsgSize ({self.max_reply} bytes)")
+                if declared.isdigit() and len(data) != int(declared):
+                    raise ServerGone(f"connection lost: the reply was cut short ({len(data)} of {declared} bytes)")
+                return resp.status, data, rheaders
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()[:300], {}
+            try:
+                return exc.code, exc.read(300), {}
+            except (OSError, http.client.HTTPException):
+                return exc.code, b"", {}
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, IncompleteRead...
+            raise ServerGone(f"server unreachable or connection lost: {type(exc).__name__}: {exc}") from None
 
 
 def _package1(agent, ch: Channel, initiator: str, request: tuple[str, str | None] | None,  # type: ignore[no-untyped-def]
@@ -87,7 +108,9 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
     from host.dm.agent import SessionRecord
     cfg = agent.config
     creds = agent.tree.credentials()
-    http = _Http(cfg.server_url, cfg.http_timeout)
+    wire: Wire = WIRE_WBXML if getattr(cfg, "wbxml", False) else WIRE_XML
+    # a reply may exceed our MaxMsgSize by the Status block the server must add; anything far above is hostile
+    http = _Http(cfg.server_url, cfg.http_timeout, max_reply=cfg.max_msg_size + 8192)
     ch = Channel(session_id or f"{secrets.randbelow(0xFFFE) + 1:X}",
                  m.Source(agent.device_id, creds.username), m.Target(cfg.server_url),
                  peer_max_msg_size=cfg.max_msg_size,  # until the server states its own
@@ -111,20 +134,20 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
                                                           creds.client_nonce),
                               meta=m.Meta(type=AUTH_MD5, format="b64"))
             msg = ch.build(cred=cred)
-            body = codec.encode(msg)
-            headers = {"Content-Type": codec.CONTENT_TYPE_DM_XML, "Accept": codec.CONTENT_TYPE_DM_XML}
+            body = wire.encode(msg)
+            headers = {"Content-Type": wire.content_type, "Accept": wire.content_type}
             if creds.auth_type == "hmac":
                 headers[HMAC_HEADER] = dmauth.hmac_header_from_secret(
                     creds.username, dmauth.secret_of(creds.username, creds.password), creds.client_nonce, body)
             try:
                 status, data, rheaders = http.post(body, headers)
-            except OSError as exc:
-                return SessionRecord(False, f"server unreachable: {exc}", messages)
+            except ServerGone as exc:
+                return SessionRecord(False, str(exc), messages)
             messages += 1
             if status != 200:
                 return SessionRecord(False, f"HTTP {status}: {data[:120]!r}", messages)
             try:
-                reply = codec.decode(data)
+                reply = _decode_reply(data, rheaders, wire, ch)
             except SyncMLError as exc:
                 return SessionRecord(False, f"malformed reply: {exc}", messages)
 
@@ -140,6 +163,11 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
                     agent.tree.save()
                     return SessionRecord(False, "the server refused our credentials", messages)
                 auth_retries += 1
+                if (creds.auth_type == "md5" and hdr_status.chal is not None
+                        and hdr_status.chal.meta.type == AUTH_MAC):
+                    # the server asks for HMAC (per-message integrity): upgrade, never the other way
+                    agent.tree.set_auth_type("hmac")
+                    creds = agent.tree.credentials()
                 send_cred = creds.auth_type == "md5"
                 ch.queue.clear()
                 ch.statuses.clear()
@@ -164,7 +192,7 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
             else:
                 ok = True
             if not ok:
-                _abort_with_challenge(agent, ch, http, reply, creds)
+                _abort_with_challenge(agent, ch, http, reply, creds, wire)
                 return SessionRecord(False, "the server failed authentication", messages)
             server_verified = True
 
@@ -202,6 +230,32 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
     return SessionRecord(True, "", messages)
 
 
+def _decode_reply(data: bytes, headers: dict[str, str], wire: Wire, ch: Channel) -> m.SyncMLMessage:
+    """Decode a server message (in the representation it declares) and check it belongs to this
+    session: SessionID, our device as Target, the next MsgID, a Status for our header's MsgID.
+    Anything else is SyncMLError (the session ends, the tree untouched)."""
+    declared = headers.get("content-type")
+    use = wire_for(declared) if declared else wire
+    if use is None:
+        raise SyncMLError(f"reply Content-Type {declared[:60]!r} is not a SyncML DM type")
+    try:
+        reply = use.decode(data)
+    except (ValueError, binascii.Error) as exc:
+        raise SyncMLError(f"{type(exc).__name__}") from None
+    hdr = reply.header
+    if hdr.ver_proto != m.PROTO_DM:
+        raise SyncMLError(f"VerProto {hdr.ver_proto[:20]!r} is not DM/1.2")
+    if hdr.session_id != ch.session_id or hdr.target.loc_uri != ch.local.loc_uri:
+        raise SyncMLError("the reply belongs to another session or device")
+    for cmd in reply.commands:
+        if isinstance(cmd, m.Status) and cmd.chal is not None and cmd.chal.meta.next_nonce:
+            try:
+                base64.b64decode(cmd.chal.meta.next_nonce, validate=True)
+            except (ValueError, binascii.Error):
+                raise SyncMLError("a Chal NextNonce is not base64") from None
+    return reply
+
+
 def _server_hmac_ok(value: str | None, server_id: str, secret: str, nonces: list[bytes], body: bytes) -> bool:
     if not value:
         return False
@@ -226,7 +280,8 @@ def _route_status(agent, ch: Channel, st: m.Status, delivered: list) -> None:  #
         agent._notify_reported = True
 
 
-def _abort_with_challenge(agent, ch: Channel, http: _Http, reply: m.SyncMLMessage, creds) -> None:  # type: ignore[no-untyped-def]
+def _abort_with_challenge(agent, ch: Channel, http: _Http, reply: m.SyncMLMessage, creds,  # type: ignore[no-untyped-def]
+                          wire: Wire) -> None:
     """Tell the server its credentials failed, with a fresh nonce to use next, and stop.
 
     The server stores the nonce even from a rejected exchange, so a nonce that
@@ -238,13 +293,13 @@ def _abort_with_challenge(agent, ch: Channel, http: _Http, reply: m.SyncMLMessag
     ch.add_status(reply.header.msg_id, None, StatusCode.INVALID_CREDENTIALS,
                   chal=m.Chal(meta=m.Meta(type=AUTH_MD5, format="b64", next_nonce=dmauth.b64(fresh))))
     ch.send(m.Alert(cmd_id=1, data=ALERT_SESSION_ABORT))
-    body = codec.encode(ch.build())
-    headers = {"Content-Type": codec.CONTENT_TYPE_DM_XML}
+    body = wire.encode(ch.build())
+    headers = {"Content-Type": wire.content_type}
     if creds.auth_type == "hmac":
         headers[HMAC_HEADER] = dmauth.hmac_header_from_secret(
             creds.username, dmauth.secret_of(creds.username, creds.password), creds.client_nonce, body)
     try:
         http.post(body, headers)
-    except OSError:
+    except ServerGone:
         pass
     log.warning("DM server failed authentication; sent a new challenge and ended the session")

@@ -68,11 +68,14 @@ class AgentTree:
     def save(self) -> None:
         """Write the tree (without volatile nodes) to a temp file, fsync, rename."""
         with self.lock:
-            copy = self.tree.copy()
-        for uri in [u for u, _ in copy.walk() if u != "." and is_volatile(u)]:
-            if copy.find(uri) is not None:
-                copy.delete(uri)
-        data = write_tnds(copy)
+            volatile = self._volatile_uris()
+            if volatile:  # only then a copy to strip them from
+                copy = self.tree.copy()
+                for uri in volatile:
+                    copy.delete(uri)
+                data = write_tnds(copy)
+            else:
+                data = write_tnds(self.tree)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -83,6 +86,17 @@ class AgentTree:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _volatile_uris(self) -> list[str]:
+        """Where volatile nodes can be (Backups/<id>/Archive, Staging/Archive): no walk of the tree."""
+        found = []
+        backups = self.tree.find(f"{BAR}/Backups")
+        for name in (backups.children if backups is not None and backups.interior else {}):
+            if self.tree.find(f"{BAR}/Backups/{name}/Archive") is not None:
+                found.append(f"{BAR}/Backups/{name}/Archive")
+        if self.tree.find(f"{BAR}/Staging/Archive") is not None:
+            found.append(f"{BAR}/Staging/Archive")
+        return found
 
     def snapshot_for_backup(self) -> DMTree:
         """A copy of the tree without the Backup MO (volatile archives included)."""
@@ -186,6 +200,14 @@ class AgentTree:
                 auth_type="hmac" if need(f"{CLIENT_AUTH}/AAuthType") == "HMAC" else "md5",
                 client_nonce=base64.b64decode(self.value(f"{CLIENT_AUTH}/AAuthData", "") or ""),
                 server_nonce=base64.b64decode(self.value(f"{SERVER_AUTH}/AAuthData", "") or ""))
+
+    def set_auth_type(self, auth_type: str) -> None:
+        """Switch our DM account to md5 (DIGEST) or hmac (HMAC), both sides."""
+        kind = "HMAC" if auth_type == "hmac" else "DIGEST"
+        with self.lock:
+            self.set_leaf(f"{DMACC}/AAuthPref", kind)
+            for base in (CLIENT_AUTH, SERVER_AUTH):
+                self.set_leaf(f"{base}/AAuthType", kind)
 
     def set_nonce(self, side: str, nonce: bytes) -> None:
         """side 'client' (nonce the server gave us) or 'server' (nonce we gave the server)."""

@@ -80,6 +80,10 @@ def verify_uploaded_archive(data: bytes, device_id: str, public_point: bytes | N
     return archive
 
 
+def _is_hex(text: str) -> bool:
+    return bool(text) and len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass
 class Decision:
     accept: bool
@@ -99,11 +103,9 @@ class DevicePolicy:
         device = store.device(device_id)
         if device is None or not device.allow_device_backup:
             return Decision(False, reason="device-initiated backups are not allowed for this device")
-        if store.jobs(device_id=device_id, states=("running",)):
-            open_backups = [j for j in store.jobs(device_id=device_id, states=("running",))
-                            if j["kind"] == "backup"]
-            if open_backups:
-                return Decision(False, reason=f"backup job {open_backups[0]['id']} is already running")
+        open_backups = [j for j in store.jobs(device_id=device_id, states=("running",)) if j["kind"] == "backup"]
+        if open_backups:
+            return Decision(False, reason=f"backup job {open_backups[0]['id']} is already running")
         wanted = request.get("destination", "")
         target = wanted if wanted in ("server", "card") else device.default_target
         return Decision(True, target=target, reason=request.get("reason", "user"))
@@ -120,12 +122,13 @@ class BackupPlugin:
     # ------------------------------------------------------------ sending
     def on_session(self, ctx: SessionContext) -> None:
         dispatched: set[int] = ctx.state.setdefault("dispatched", set())
-        for job in reversed(ctx.store.jobs(device_id=ctx.device_id, states=("queued", "notified"))):
-            if job["id"] not in dispatched:
-                self.dispatch(ctx, job)
         fetching: set[int] = ctx.state.setdefault("fetching", set())
-        for job in ctx.store.jobs(device_id=ctx.device_id, states=("running",)):
-            if (job["kind"] == "backup" and job["target"] == "server" and job["backup_id"]
+        open_jobs = ctx.store.jobs(device_id=ctx.device_id, states=("queued", "notified", "running"))  # one query
+        for job in reversed(open_jobs):
+            if job["state"] != "running":
+                if job["id"] not in dispatched:
+                    self.dispatch(ctx, job)
+            elif (job["kind"] == "backup" and job["target"] == "server" and job["backup_id"]
                     and job["id"] not in fetching):
                 self._fetch(ctx, job["id"], job["backup_id"])
 
@@ -164,6 +167,13 @@ class BackupPlugin:
             data = format_kv({"id": job["backup_id"], "location": target})
         else:
             data = str(params.get("data", ""))
+            if kind in ("backup_via_ds", "restore_via_ds"):  # account=<name> -> the decrypted password
+                from host.dm.ds_accounts import exec_data_for_job
+                try:
+                    data = exec_data_for_job(store, data)
+                except SimvaultError as exc:
+                    store.set_job_state(job["id"], "failed", str(exc))
+                    return
         ctx.state.setdefault("awaiting", set()).add(job["id"])
         ctx.send(m.Exec(cmd_id=1, correlator=job["correlator"],
                         item=m.Item(target=m.Target(f"{OPS}/{EXEC_NODE[kind]}"),
@@ -234,28 +244,33 @@ class BackupPlugin:
             code = int(data.get("code", "500"))
         except (SyncMLError, ValueError):
             return StatusCode.BAD_REQUEST
-        job = store.job_by_correlator(ctx.device_id, alert.correlator or "")
-        if job is None and (alert.correlator or "").startswith("device:"):
-            job = self._unsolicited(ctx, alert.correlator or "", data)
+        correlator = alert.correlator or ""
+        job = store.job_by_correlator(ctx.device_id, correlator)
+        if job is None and correlator.startswith("device:"):
+            # a report of the device's own backup: resent (our Status got lost) -> the same job
+            job = store.job_for_backup(ctx.device_id, data["id"]) if data.get("id") else None
+            if job is None:
+                job = self._unsolicited(ctx, correlator, data)
             if job is None:
                 return StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
+        if job is not None and job["state"] in ("succeeded", "failed"):
+            return StatusCode.OK  # a repeated report (the device retried): recorded the first time
         store.add_result(ctx.device_id, job["id"] if job else None, code, data)
         if job is None:
-            store.audit("result.unmatched", ctx.device_id, f"correlator {(alert.correlator or '')[:64]}")
+            store.audit("result.unmatched", ctx.device_id, f"correlator {correlator[:64]}")
             return StatusCode.NOT_FOUND
-        if job["state"] in ("succeeded", "failed"):
-            return StatusCode.OK  # a repeated report (the device retried): already recorded
         if not is_success(code):
             store.set_job_state(job["id"], "failed", f"device reported {code}: {data.get('message', '')}")
             return StatusCode.OK
         if job["kind"] == "backup" and data.get("location") == "server":
             backup_id = data.get("id", "")
-            if not backup_id or not all(c in "0123456789abcdef" for c in backup_id):
+            if not _is_hex(backup_id):
                 store.set_job_state(job["id"], "failed", "device reported no valid backup id")
                 return StatusCode.BAD_REQUEST
-            store.set_job_backup_id(job["id"], backup_id)
+            if job["backup_id"] == backup_id and job["id"] in ctx.state.get("fetching", set()):
+                return StatusCode.OK  # the same report twice in one session: one Get is enough
             self._fetch(ctx, job["id"], backup_id)
-            store.set_job_state(job["id"], "running", f"fetching backup {backup_id}")
+            store.set_job_state(job["id"], "running", f"fetching backup {backup_id}", backup_id=backup_id)
             return StatusCode.OK
         summary = data.get("message") or f"{job['kind']} done"
         if data.get("id"):
@@ -272,19 +287,23 @@ class BackupPlugin:
         if not decision.accept or location not in ("server", "card"):
             ctx.store.audit("report.refused", ctx.device_id, decision.reason or f"location {location[:16]}")
             return None
-        return ctx.store.create_job(ctx.device_id, "backup", location, origin=f"device:{reason}",
-                                    state="running")
+        backup_id = data.get("id", "")
+        return ctx.store.create_job(ctx.device_id, "backup", location, origin=f"device:{reason}", state="running",
+                                    backup_id=backup_id if _is_hex(backup_id) else None)
 
     def _on_request(self, ctx: SessionContext, item: m.Item) -> int:
         try:
             request = parse_kv(item.data if isinstance(item.data, str) else "")
         except SyncMLError:
             return StatusCode.BAD_REQUEST
+        origin = f"device:{request.get('reason', 'user')}"[:32]
+        if any(j["origin"] == origin and j["kind"] == "backup"
+               for j in ctx.store.jobs(device_id=ctx.device_id, states=("queued", "notified", "running"))):
+            return StatusCode.OK  # the same request again (our answer got lost): the job is under way
         decision = self.policy.decide(ctx.store, ctx.device_id, request)
         if not decision.accept:
             ctx.store.audit("request.refused", ctx.device_id, decision.reason)
             return StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
-        job = ctx.store.create_job(ctx.device_id, "backup", decision.target,
-                                   origin=f"device:{request.get('reason', 'user')}"[:32])
+        job = ctx.store.create_job(ctx.device_id, "backup", decision.target, origin=origin)
         self.dispatch(ctx, job)
         return StatusCode.OK

@@ -8,7 +8,7 @@
     simvault dm backup-start DEVICE --target server|card [--scope "./A ./B"] [--wait]
     simvault dm restore-start DEVICE --id HEX --source server|card [--wait]
     simvault dm agent --tree FILE --server URL --device-id ID --key DIR
-                       [--card-emulator IMAGE | --card-reader R] [--listen 127.0.0.1:7701]
+                       [--card-emulator IMAGE | --card-reader R] [--listen 127.0.0.1:7701] [--wbxml]
     simvault dm agent backup-now [--destination server|card] | restore --id HEX | sync | status
                        [--control http://127.0.0.1:7701]
 
@@ -66,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("device-add", help="register a device (passwords from the environment)")
     p.add_argument("device")
     p.add_argument("--public-key", type=Path, required=True, help="the device's signing public key (PEM)")
-    p.add_argument("--auth", choices=("md5", "hmac"), default="md5")
+    p.add_argument("--auth", choices=("md5", "hmac"), default="hmac",
+                   help="hmac (default): every message signed; md5: a digest on a session's first message")
     p.add_argument("--notify-url", default=None)
     api_opts(p)
     p.set_defaults(func=_cmd_device_add)
@@ -102,7 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device-id")
     p.add_argument("--key", type=Path, help="key directory (simvault keys gen)")
     p.add_argument("--key-name", default="device")
-    p.add_argument("--auth", choices=("md5", "hmac"), default="md5")
+    p.add_argument("--auth", choices=("md5", "hmac"), default="md5",
+                   help="what the agent starts with; it moves to hmac when the server's challenge asks")
+    p.add_argument("--wbxml", action="store_true", help="speak application/vnd.syncml.dm+wbxml")
     p.add_argument("--server-id", default="simvault-dms")
     card = p.add_mutually_exclusive_group()
     card.add_argument("--card-emulator", type=Path, metavar="IMAGE")
@@ -222,7 +225,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                                 key_name=args.key_name, password=os.environ.get(PASSWORD_ENV),
                                 server_password=os.environ.get(SERVER_PASSWORD_ENV), auth_type=args.auth,
                                 server_id=args.server_id, card=card, listen=args.listen,
-                                max_msg_size=args.max_msg_size))
+                                max_msg_size=args.max_msg_size, wbxml=args.wbxml))
     agent.start()
     print(f"simvault DM agent for {args.device_id}: notifications at {agent.notify_url}", flush=True)
     stop = {"now": False}

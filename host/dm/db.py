@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, create_engine, event, select, update)
+                        UniqueConstraint, and_, create_engine, event, or_, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -173,7 +173,9 @@ class Store:
             if self.url.startswith("sqlite"):
                 kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             else:
-                kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+                # no pre-ping: it doubled the round trips of every transaction; a connection the server
+                # dropped fails one request (the device retries) and is replaced (pool_recycle too)
+                kwargs.update(pool_size=10, max_overflow=20, pool_recycle=300)
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (ArgumentError, ImportError) as exc:
             raise UsageError(f"database URL {url!r} is not usable ({exc}); "
@@ -196,8 +198,12 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def session(self) -> "_Tx":
-        return _Tx(self)
+    def session(self, write: bool = True) -> "_Tx":
+        return _Tx(self, write)
+
+    def reading(self) -> "_Tx":
+        """A read-only transaction: on SQLite (WAL) it does not wait for the writer lock."""
+        return _Tx(self, False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -219,7 +225,7 @@ class Store:
         return device_public(row)
 
     def device(self, device_id: str) -> Device | None:
-        with self.session() as s:
+        with self.reading() as s:
             return s.get(Device, device_id)
 
     def devices(self) -> list[dict[str, Any]]:
@@ -230,14 +236,16 @@ class Store:
         with self.session() as s:
             s.execute(update(Device).where(Device.id == device_id).values(**fields))
 
-    def rotate_nonce(self, device_id: str, column: str, expected_b64: str | None, new_b64: str) -> bool:
-        """Compare-and-set a nonce column: False when another message used it first (a replay)."""
+    def rotate_nonce(self, device_id: str, column: str, expected_b64: str | None, new_b64: str,
+                     **also: Any) -> bool:
+        """Compare-and-set a nonce column: False when another message used it first (a replay).
+        ``also``: more columns to set in the same statement when the swap succeeds (last_seen)."""
         col = getattr(Device, column)
         with self.session() as s:
             stmt = update(Device).where(Device.id == device_id)
             if expected_b64 is not None:
                 stmt = stmt.where(col == expected_b64)
-            res = s.execute(stmt.values({column: new_b64}))
+            res = s.execute(stmt.values({column: new_b64, **also}))
             return res.rowcount == 1
 
     # ------------------------------------------------------------ sessions
@@ -284,19 +292,27 @@ class Store:
             return job_public(row)
 
     def job(self, job_id: int) -> dict[str, Any] | None:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.get(Job, job_id)
             return job_public(row) if row else None
 
     def job_by_correlator(self, device_id: str, correlator: str) -> dict[str, Any] | None:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.scalars(select(Job).where(Job.correlator == correlator,
                                               Job.device_id == device_id)).first()
             return job_public(row) if row else None
 
+    def job_for_backup(self, device_id: str, backup_id: str, origin_prefix: str = "device:") -> dict[str, Any] | None:
+        """The job (of that origin) that recorded this backup id: a resent report finds it again."""
+        with self.reading() as s:
+            row = s.scalars(select(Job).where(Job.device_id == device_id, Job.backup_id == backup_id,
+                                              Job.origin.startswith(origin_prefix))
+                            .order_by(Job.id.desc())).first()
+            return job_public(row) if row else None
+
     def jobs(self, device_id: str | None = None, states: tuple[str, ...] | None = None,
              limit: int = 200) -> list[dict[str, Any]]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(Job).order_by(Job.id.desc()).limit(limit)
             if device_id:
                 q = q.where(Job.device_id == device_id)
@@ -304,11 +320,21 @@ class Store:
                 q = q.where(Job.state.in_(states))
             return [job_public(r) for r in s.scalars(q)]
 
+    def open_job_summaries(self) -> list[Any]:
+        """(id, device_id, state, kind, target, backup_id, updated_at) of every open job, oldest first:
+        the ticker's one query (plain rows, no ORM objects)."""
+        cols = (Job.id, Job.device_id, Job.state, Job.kind, Job.target, Job.backup_id, Job.updated_at)
+        with self.reading() as s:
+            return list(s.execute(select(*cols).where(Job.state.in_(OPEN_STATES)).order_by(Job.id)))
+
     def set_job_state(self, job_id: int, state: str, reason: str | None = None, *,
-                      only_from: tuple[str, ...] = OPEN_STATES) -> bool:
-        """Move a job on; refuses to leave a final state (False when nothing changed)."""
+                      only_from: tuple[str, ...] = OPEN_STATES, backup_id: str | None = None) -> bool:
+        """Move a job on (and record its backup id); refuses to leave a final state (False when
+        nothing changed). One UPDATE ... RETURNING and the audit row, in one transaction."""
         now = time.time()
         values: dict[str, Any] = {"state": state, "updated_at": now}
+        if backup_id is not None:
+            values["backup_id"] = backup_id
         if reason is not None:
             values["reason"] = reason[:2000]
         if state == "running":
@@ -318,12 +344,12 @@ class Store:
         if state == "notified":
             values["attempts"] = Job.attempts + 1
         with self.session() as s:
-            res = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(only_from)).values(**values))
-            if res.rowcount:
-                row = s.get(Job, job_id)
-                s.add(Audit(at=now, device_id=row.device_id if row else None, event=f"job.{state}",
+            device_id = s.execute(update(Job).where(Job.id == job_id, Job.state.in_(only_from))
+                                  .values(**values).returning(Job.device_id)).scalar()
+            if device_id is not None:
+                s.add(Audit(at=now, device_id=device_id, event=f"job.{state}",
                             detail=f"{job_id} {reason or ''}".strip()))
-            return res.rowcount == 1
+            return device_id is not None
 
     def set_job_backup_id(self, job_id: int, backup_id: str) -> None:
         with self.session() as s:
@@ -333,8 +359,13 @@ class Store:
         """Fail jobs stuck in running/notified past their timeout; returns their ids."""
         now = time.time()
         failed: list[int] = []
+        stale = or_(and_(Job.state == "running", Job.updated_at < now - running_timeout),
+                    and_(Job.state == "notified", Job.updated_at < now - notified_timeout))
+        with self.reading() as s:  # the common case (nothing stale) takes no writer lock
+            if s.scalars(select(Job.id).where(stale).limit(1)).first() is None:
+                return failed
         with self.session() as s:
-            rows = s.scalars(select(Job).where(Job.state.in_(("running", "notified")))).all()
+            rows = s.scalars(select(Job).where(stale)).all()
             for row in rows:
                 limit = running_timeout if row.state == "running" else notified_timeout
                 if now - row.updated_at > limit:
@@ -352,7 +383,7 @@ class Store:
             s.add(Result(job_id=job_id, device_id=device_id, code=code, data=data, received_at=time.time()))
 
     def results(self, job_id: int) -> list[dict[str, Any]]:
-        with self.session() as s:
+        with self.reading() as s:
             return [_row_dict(r) for r in s.scalars(select(Result).where(Result.job_id == job_id))]
 
     def audit(self, event_name: str, device_id: str | None = None, detail: str = "") -> None:
@@ -390,14 +421,14 @@ class Store:
         return backup_public(row)
 
     def backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        with self.session() as s:
+        with self.reading() as s:
             q = select(BackupRow).order_by(BackupRow.device_id, BackupRow.sequence)
             if device_id:
                 q = q.where(BackupRow.device_id == device_id)
             return [backup_public(r) for r in s.scalars(q)]
 
     def backup_archive(self, device_id: str, backup_id: str) -> bytes | None:
-        with self.session() as s:
+        with self.reading() as s:
             row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
                                                     BackupRow.backup_id == backup_id)).first()
             return row.archive if row else None
@@ -420,13 +451,14 @@ class Store:
 class _Tx:
     """A Session in a transaction; SQLite writers are serialised in-process."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, write: bool = True) -> None:
         self.store = store
         self.session: Session | None = None
+        self.lock = store._write_lock if write else None
 
     def __enter__(self) -> Session:
-        if self.store._write_lock is not None:
-            self.store._write_lock.acquire()
+        if self.lock is not None:
+            self.lock.acquire()
         self.session = self.store._sessions()
         self.session.begin()
         return self.session
@@ -440,8 +472,8 @@ class _Tx:
                 self.session.rollback()
         finally:
             self.session.close()
-            if self.store._write_lock is not None:
-                self.store._write_lock.release()
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ def public_point_from_pem(pem: bytes) -> bytes:
 
 
 def register_device(store: Store, server_id: str, device_id: str, password: str, server_password: str, *,
-                    auth_type: str = "md5", public_key_pem: bytes | None = None,
+                    auth_type: str = "hmac", public_key_pem: bytes | None = None,
                     public_point: bytes | None = None, notify_url: str | None = None,
                     username: str | None = None) -> dict[str, Any]:
     """Add a device; returns its public row (no secrets)."""

@@ -25,6 +25,7 @@ import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from host.dm import dmauth
@@ -32,7 +33,7 @@ from host.dm.db import Device, Store
 from host.dm.plugin import Notifier, ServerPlugin, SessionContext
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE,
                              ALERT_SERVER_INITIATED, ALERT_SESSION_ABORT, DEFAULT_MAX_MSG_SIZE,
-                             MIN_MAX_MSG_SIZE, Channel, next_message_alert)
+                             MIN_MAX_MSG_SIZE, WIRE_XML, Channel, Wire, next_message_alert, wire_for)
 from host.errors import AuthError, SimvaultError, SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
@@ -46,6 +47,8 @@ MAX_AUTH_FAILURES = 3
 MAX_MESSAGES_PER_SESSION = 2000
 SESSION_IDLE_TIMEOUT = 120.0
 CONTENT_TYPE = codec.CONTENT_TYPE_DM_XML
+WIRE_WBXML_TYPE = "application/vnd.syncml.dm+wbxml"
+CONTENT_TYPES = (CONTENT_TYPE, WIRE_WBXML_TYPE)
 HMAC_HEADER = "x-syncml-hmac"
 NOTIFY_TYPE = "urn:simvault:agent:notify:1.0"
 
@@ -73,6 +76,10 @@ class ServerSession:
     contexts: dict[str, SessionContext] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    client_nonce: str | None = None  # the device's latest NextNonce for us (also written to the db)
+    # the device row, read at the session's first message and kept while it authenticates: its
+    # nonces only change through this session (we track them), so later messages skip the SELECT
+    device: Device | None = None
 
 
 class DMServer:
@@ -82,7 +89,7 @@ class DMServer:
                  plugins: list[ServerPlugin] | None = None, notifier: Notifier | None = None,
                  max_msg_size: int = DEFAULT_MAX_MSG_SIZE, max_obj_size: int = 64 * 1024 * 1024,
                  running_timeout: float = 900.0, notified_timeout: float = 300.0,
-                 renotify_after: float = 30.0) -> None:
+                 renotify_after: float = 30.0, notify_workers: int = 16, max_active_devices: int = 32) -> None:
         self.store = store
         self.server_id = server_id
         self.server_uri = server_uri
@@ -97,6 +104,16 @@ class DMServer:
         self._lock = threading.Lock()
         self._device_locks: dict[str, threading.Lock] = {}
         self._notify_backoff: dict[str, float] = {}  # device -> monotonic time of the next attempt
+        # device -> when a Package 0 went out that the device has not answered with a session yet:
+        # a second one would reuse the same nonce, be refused as a replay and trigger the backoff
+        self._notified_at: dict[str, float] = {}
+        # the ticker wakes at most this many devices at a time (in session or notified, not yet in
+        # session): jobs are served oldest first instead of all at once at a crawl
+        self.max_active_devices = max_active_devices
+        self._notify_locks: dict[str, threading.Lock] = {}  # the ticker and create_job_checked may race
+        # Package 0 deliveries overlap (a gateway or a device is slow to answer; one at a time,
+        # 200 devices took 20 s here)
+        self._notify_pool = ThreadPoolExecutor(max_workers=notify_workers, thread_name_prefix="dm-notify")
 
     # ------------------------------------------------------------ entry point
     @property
@@ -105,37 +122,46 @@ class DMServer:
         return self.max_msg_size + 4096
 
     def handle_message(self, body: bytes, headers: dict[str, str] | None = None) -> Reply:
+        """One message in (XML or WBXML, by its Content-Type; XML when none), one out in the same."""
         headers = {k.lower(): v for k, v in (headers or {}).items()}
+        wire = wire_for(headers["content-type"]) if "content-type" in headers else WIRE_XML
+        if wire is None:
+            return Reply(415, text=f"expected {CONTENT_TYPE} or {WIRE_WBXML_TYPE}")
         if len(body) > self.max_request_bytes:
             self.store.audit("message.refused", None, f"{len(body)} bytes > {self.max_request_bytes}")
             return Reply(413, text=f"message of {len(body)} bytes exceeds MaxMsgSize {self.max_msg_size}")
         try:
-            msg = codec.decode(body)
+            msg = wire.decode(body)
         except SyncMLError as exc:
             self.store.audit("message.malformed", None, str(exc)[:300])
             return Reply(400, text=f"malformed SyncML: {exc}")
         if msg.header.ver_proto != m.PROTO_DM:
             return Reply(400, text=f"VerProto {msg.header.ver_proto} is not DM/1.2")
         device_id = msg.header.source.loc_uri
-        device = self.store.device(device_id)
+        device = self._session_device(device_id, msg.header.session_id) or self.store.device(device_id)
         if device is None:
             self.store.audit("auth.unknown_device", None, device_id[:128])
-            return self._reject(msg, StatusCode.INVALID_CREDENTIALS, AUTH_MD5)
+            return self._reject(msg, StatusCode.INVALID_CREDENTIALS, AUTH_MD5, wire)
         with self._device_lock(device_id):
-            return self._handle_device_message(msg, device, body, headers)
+            return self._handle_device_message(msg, device, body, headers, wire)
+
+    def _session_device(self, device_id: str, session_id: str) -> Device | None:
+        with self._lock:
+            sess = self._sessions.get((device_id, session_id))
+            return sess.device if sess is not None and not sess.closed else None
 
     def _device_lock(self, device_id: str) -> threading.Lock:
         with self._lock:
             return self._device_locks.setdefault(device_id, threading.Lock())
 
-    def _reject(self, msg: m.SyncMLMessage, code: int, auth_type: str) -> Reply:
+    def _reject(self, msg: m.SyncMLMessage, code: int, auth_type: str, wire: Wire) -> Reply:
         """A one-message answer outside any session (unknown device or session)."""
         ch = Channel(msg.header.session_id, m.Source(self.server_uri), msg.header.source)
         ch.last_sent_msg_id = 0
         chal = m.Chal(meta=m.Meta(type=auth_type, format="b64",
                                   next_nonce=dmauth.b64(dmauth.fresh_nonce())))
         ch.add_status(msg.header.msg_id, None, code, chal=chal if code in (401, 407) else None)
-        return Reply(200, codec.encode(ch.build()), {"Content-Type": CONTENT_TYPE})
+        return Reply(200, wire.encode(ch.build()), {"Content-Type": wire.content_type})
 
     # ------------------------------------------------------------ session
     def _session_for(self, msg: m.SyncMLMessage, device: Device) -> ServerSession | None:
@@ -156,6 +182,8 @@ class DMServer:
                               hdr.source.loc_name), own_max_msg_size=self.max_msg_size,
                               max_obj_size=self.max_obj_size)
             row_id = self.store.open_session(device.id, hdr.session_id, initiator)
+            self._notified_at.pop(device.id, None)
+            self._notify_backoff.pop(device.id, None)  # its nonces moved on: notifications work again
             sess = ServerSession(device.id, channel, row_id, initiator)
             self._sessions[key] = sess
             return sess
@@ -170,6 +198,7 @@ class DMServer:
     def _end(self, sess: ServerSession, state: str, reason: str | None = None) -> None:
         if not sess.closed:
             sess.closed = True
+            self._notify_backoff.pop(sess.device_id, None)  # a Package 0 refused mid-session: retry now
             self.store.close_session(sess.row_id, state, sess.channel.last_received_msg_id, reason)
             for plugin in self.plugins:
                 hook = getattr(plugin, "on_session_end", None)
@@ -180,12 +209,12 @@ class DMServer:
                         log.warning("plugin %s failed in on_session_end: %s", plugin.name, exc)
 
     def _handle_device_message(self, msg: m.SyncMLMessage, device: Device, body: bytes,
-                               headers: dict[str, str]) -> Reply:
+                               headers: dict[str, str], wire: Wire) -> Reply:
         sess = self._session_for(msg, device)
         if sess is None:
             self.store.audit("session.unknown", device.id,
                              f"session {msg.header.session_id[:32]} msg {msg.header.msg_id}")
-            return self._reject(msg, StatusCode.REQUEST_TIMEOUT, AUTH_MD5)
+            return self._reject(msg, StatusCode.REQUEST_TIMEOUT, AUTH_MD5, wire)
         ch = sess.channel
         ch.last_received_msg_id = msg.header.msg_id
         sess.last_activity = time.monotonic()
@@ -198,19 +227,22 @@ class DMServer:
         code, chal, new_nonce = self._authenticate(sess, device, msg, body, headers)
         ch.add_status(msg.header.msg_id, None, code, chal=chal)
         if code not in (StatusCode.OK, StatusCode.AUTHENTICATION_ACCEPTED):
+            sess.device = None  # read it again: the nonce may have moved under us (a replay)
             sess.failures += 1
             self.store.audit("auth.failed", device.id, f"status {code} session {msg.header.session_id[:32]}")
             if sess.failures >= MAX_AUTH_FAILURES:
                 self._end(sess, "failed", "authentication failed")
             reply = ch.build()
-            return self._reply(reply, device, sess, sign=False)
+            return self._reply(reply, device, sess, wire, sign=False)
         if code == StatusCode.AUTHENTICATION_ACCEPTED:
-            sess.authenticated = True
-            self.store.update_device(device.id, last_seen=time.time())
+            sess.authenticated = True  # (last_seen was set with the nonce, in one statement)
+        if new_nonce is not None:
+            device.server_nonce = dmauth.b64(new_nonce)  # what the compare-and-set just stored
+        sess.device = device
 
         self._process_commands(sess, device, msg)
         if sess.closed:  # the device aborted (1223): answer its commands, send nothing new
-            return self._reply(ch.build(), device, sess, sign=device.auth_type == "hmac")
+            return self._reply(ch.build(), device, sess, wire, sign=device.auth_type == "hmac")
         if not msg.final:
             ch.statuses.append(next_message_alert(ch))  # type: ignore[arg-type]
         elif not ch.has_pending:
@@ -228,14 +260,14 @@ class DMServer:
         reply = ch.build(cred=cred)
         if reply.final and not any(not isinstance(c, m.Status) for c in reply.commands):
             self._end(sess, "ended")
-        return self._reply(reply, device, sess, sign=device.auth_type == "hmac")
+        return self._reply(reply, device, sess, wire, sign=device.auth_type == "hmac")
 
-    def _reply(self, reply: m.SyncMLMessage, device: Device, sess: ServerSession, sign: bool) -> Reply:
-        data = codec.encode(reply)
-        headers = {"Content-Type": CONTENT_TYPE}
+    def _reply(self, reply: m.SyncMLMessage, device: Device, sess: ServerSession, wire: Wire,
+               sign: bool) -> Reply:
+        data = wire.encode(reply)
+        headers = {"Content-Type": wire.content_type}
         if sign:
-            fresh = self.store.device(device.id)
-            nonce = dmauth.unb64(fresh.client_nonce if fresh else device.client_nonce)
+            nonce = dmauth.unb64(sess.client_nonce if sess.client_nonce is not None else device.client_nonce)
             headers[HMAC_HEADER] = dmauth.hmac_header_from_secret(self.server_id, device.server_secret,
                                                                   nonce, data)
         return Reply(200, data, headers)
@@ -267,7 +299,8 @@ class DMServer:
                     ok = False
             nonce = dmauth.fresh_nonce()
             # compare-and-set: a message replayed concurrently finds the nonce already gone
-            rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce))
+            rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce),
+                                              **({"last_seen": time.time()} if ok else {}))
             chal = m.Chal(meta=m.Meta(type=AUTH_MAC, format="b64", next_nonce=dmauth.b64(nonce)))
             if ok and rotated:
                 return (StatusCode.OK if sess.authenticated else StatusCode.AUTHENTICATION_ACCEPTED), chal, nonce
@@ -284,7 +317,8 @@ class DMServer:
                 want = dmauth.md5_from_secret(device.secret, dmauth.unb64(current))
                 ok = dmauth.equal(cred.data.strip(), want)
         nonce = dmauth.fresh_nonce()
-        rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce))
+        rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce),
+                                          **({"last_seen": time.time()} if ok else {}))
         chal = m.Chal(meta=m.Meta(type=AUTH_MD5, format="b64", next_nonce=dmauth.b64(nonce)))
         if ok and rotated:
             return StatusCode.AUTHENTICATION_ACCEPTED, chal, nonce
@@ -335,6 +369,7 @@ class DMServer:
                 except ValueError:
                     raise SyncMLStatusError("NextNonce is not base64", StatusCode.BAD_REQUEST) from None
                 self.store.update_device(device.id, client_nonce=st.chal.meta.next_nonce)
+                sess.client_nonce = st.chal.meta.next_nonce
             return
         routed = sess.channel.tag_for(st.msg_ref, st.cmd_ref)
         if routed is None:
@@ -397,7 +432,9 @@ class DMServer:
             uri = item.target.loc_uri if item.target else item.source.loc_uri if item.source else None
             if uri and uri.startswith("./DevInfo/") and isinstance(item.data, str) and len(item.data) < 256:
                 info[uri[len("./DevInfo/"):]] = item.data
-        self.store.update_device(device.id, devinfo=info)
+        if info != (device.devinfo or {}):  # the same DevInfo every session: no write
+            self.store.update_device(device.id, devinfo=info)
+            device.devinfo = info
 
     # ------------------------------------------------------------ notification and jobs
     def package0_for(self, device: Device, session_id: int | None = None) -> tuple[int, bytes]:
@@ -408,11 +445,26 @@ class DMServer:
 
     def notify(self, device_id: str) -> bool:
         """Send a Package 0 to the device; True when the notifier accepted it."""
+        with self._lock:
+            lock = self._notify_locks.setdefault(device_id, threading.Lock())
+        with lock:
+            return self._notify_locked(device_id)
+
+    def notify_many(self, device_ids: list[str]) -> dict[str, bool]:
+        """Notify several devices at once (in parallel); {device: accepted}."""
+        if len(device_ids) <= 1:
+            return {d: self.notify(d) for d in device_ids}
+        return dict(zip(device_ids, self._notify_pool.map(self.notify, device_ids), strict=True))
+
+    def _notify_locked(self, device_id: str) -> bool:
         device = self.store.device(device_id)
         if device is None or self.notifier is None:
             return False
-        if time.monotonic() < self._notify_backoff.get(device_id, 0.0):
+        now = time.monotonic()
+        if now < self._notify_backoff.get(device_id, 0.0):
             return False
+        if now - self._notified_at.get(device_id, -1e9) < self.renotify_after:
+            return True  # one is on its way (same nonce): the device's session will pick up every job
         _, pkg = self.package0_for(device)
         try:
             self.notifier.notify(device.id, device.notify_url, pkg)
@@ -421,35 +473,51 @@ class DMServer:
             self._notify_backoff[device_id] = time.monotonic() + self.renotify_after
             return False
         self._notify_backoff.pop(device_id, None)
+        self._notified_at[device_id] = time.monotonic()
         self.store.audit("notify.sent", device.id, device.notify_url or "")
         return True
 
     def tick(self) -> None:
-        """Periodic work: fail stale jobs, notify devices with queued jobs."""
+        """Periodic work: fail stale jobs, notify devices with queued jobs.
+
+        One light query for all open jobs (columns, not ORM rows) and one pass over the
+        open sessions: with hundreds of devices the ticker stays cheap."""
         for job_id in self.store.expire_jobs(self.running_timeout, self.notified_timeout):
             log.info("job %s failed: timeout", job_id)
         now = time.time()
-        seen: set[str] = set()
-        for job in self.store.jobs(states=("queued", "notified")):
-            dev = job["device_id"]
-            if dev in seen or self._device_busy(dev):
-                continue
-            if job["state"] == "notified" and now - job["updated_at"] < self.renotify_after:
-                continue
-            seen.add(dev)
-            if self.notify(dev):
-                for j in self.store.jobs(device_id=dev, states=("queued", "notified")):
-                    self.store.set_job_state(j["id"], "notified", only_from=("queued", "notified"))
-
+        rows = self.store.open_job_summaries()
+        if not rows:
+            return
+        with self._lock:
+            busy = {s.device_id for s in self._sessions.values() if not s.closed}
+        waiting: dict[str, list] = {}
+        for job in rows:
+            if job.state in ("queued", "notified"):
+                waiting.setdefault(job.device_id, []).append(job)
+        due = [dev for dev, jobs in waiting.items() if dev not in busy and not all(
+            j.state == "notified" and now - j.updated_at < self.renotify_after for j in jobs)]
+        mono = time.monotonic()
+        with self._lock:
+            on_the_way = sum(1 for d, t in self._notified_at.items() if mono - t < self.renotify_after)
+        room = max(0, self.max_active_devices - len(busy) - on_the_way)
+        due = due[:room]  # oldest jobs first (rows are in id order)
         # an upload cut short (connection lost, server restart): notify again to fetch it
-        for job in self.store.jobs(states=("running",)):
-            dev = job["device_id"]
-            if (job["kind"] == "backup" and job["target"] == "server" and job["backup_id"]
-                    and dev not in seen and not self._device_busy(dev)
-                    and now - job["updated_at"] >= self.renotify_after):
-                seen.add(dev)
-                if self.notify(dev):
-                    self.store.set_job_state(job["id"], "running", f"fetching backup {job['backup_id']} again")
+        refetch = {job.device_id: job for job in rows
+                   if job.state == "running" and job.kind == "backup" and job.target == "server" and job.backup_id
+                   and job.device_id not in busy and job.device_id not in waiting
+                   and now - job.updated_at >= self.renotify_after}
+        for dev, accepted in self.notify_many(due + list(refetch)).items():
+            if not accepted:
+                continue
+            for j in waiting.get(dev, []):
+                self.store.set_job_state(j.id, "notified", only_from=("queued", "notified"))
+            if dev in refetch:
+                job = refetch[dev]
+                self.store.set_job_state(job.id, "running", f"fetching backup {job.backup_id} again")
+
+    def close(self) -> None:
+        """Stop the notification workers (the web server's stop calls this)."""
+        self._notify_pool.shutdown(wait=True)
 
     def _device_busy(self, device_id: str) -> bool:
         with self._lock:

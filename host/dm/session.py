@@ -16,14 +16,17 @@ command they were cut from.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
+from urllib.parse import unquote_to_bytes
 
 from host.errors import SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
 from host.syncml.packing import LargeObjectAssembler, pack
+from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, decode_wbxml, encode_wbxml
 
 DEFAULT_MAX_MSG_SIZE = 64 * 1024
 MIN_MAX_MSG_SIZE = 2048  # below this, a Status block alone may not fit
@@ -34,6 +37,25 @@ ALERT_SERVER_INITIATED = 1200
 ALERT_CLIENT_INITIATED = 1201
 ALERT_SESSION_ABORT = 1223
 ALERT_GENERIC = 1226
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A SyncML DM representation on the wire: XML or WBXML (OMA DM 1.2 allows both)."""
+
+    content_type: str
+    encode: Callable[[m.SyncMLMessage], bytes]
+    decode: Callable[[bytes], m.SyncMLMessage]
+
+
+WIRE_XML = Wire(codec.CONTENT_TYPE_DM_XML, codec.encode, codec.decode)
+WIRE_WBXML = Wire(CONTENT_TYPE_DM_WBXML, encode_wbxml, decode_wbxml)
+
+
+def wire_for(content_type: str | None) -> Wire | None:
+    """The Wire of an HTTP Content-Type (parameters ignored); None when it is neither DM type."""
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    return {WIRE_XML.content_type: WIRE_XML, WIRE_WBXML.content_type: WIRE_WBXML}.get(base)
 
 
 def command_size(cmd: m.Command) -> int:
@@ -210,22 +232,61 @@ def item_type(item: m.Item, cmd_meta: m.Meta | None) -> str | None:
     return cmd_meta.type if cmd_meta is not None else None
 
 
+_KV_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_KV_MUST_ESCAPE = re.compile(r"[%;=\x00-\x1f\x7f]")
+_KV_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _kv_escape(value: str) -> str:
+    """Percent-encode the bytes that would break the format: % ; = and control characters."""
+    out = _KV_MUST_ESCAPE.sub(lambda mt: "".join(f"%{b:02X}" for b in mt.group().encode("utf-8")), value)
+    stripped = out.strip()  # parse_kv strips edge whitespace: keep a value's own as %20
+    if stripped != out:
+        lead = len(out) - len(out.lstrip())
+        out = "%20" * lead + stripped + "%20" * (len(out) - len(stripped) - lead)
+    return out
+
+
+def _kv_unescape(value: str, key: str) -> str:
+    if "%" in _KV_ESCAPE.sub("", value):
+        raise SyncMLError(f"value of {key[:40]} has a '%' that is not %XX: percent-encode % ; = in values")
+    try:
+        return unquote_to_bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        raise SyncMLError(f"value of {key[:40]} is not UTF-8 once percent-decoded") from None
+
+
 def parse_kv(data: str) -> dict[str, str]:
-    """'a=1;b=x y' -> {'a': '1', 'b': 'x y'} (the Backup MO's Exec Data and alert Data)."""
+    """'a=1;b=x y;p=a%3Bb' -> {'a': '1', 'b': 'x y', 'p': 'a;b'} (Backup MO Exec Data and alert Data).
+
+    Strict (docs/BACKUP_MO.md): keys [A-Za-z0-9_.-], each once; values percent-encoded
+    (% ; = and control characters must be %XX, UTF-8); a raw '=' in a value is refused.
+    """
     out: dict[str, str] = {}
     for part in (data or "").split(";"):
         part = part.strip()
         if not part:
             continue
         key, sep, value = part.partition("=")
+        key = key.strip()
         if not sep:
             raise SyncMLError(f"'{part[:40]}' is not key=value: write e.g. destination=card;scope=.")
-        out[key.strip()] = value.strip()
+        if not _KV_KEY.fullmatch(key):
+            raise SyncMLError(f"key {key[:40]!r} is not a name ([A-Za-z0-9_.-]): fix the Data")
+        if key in out:
+            raise SyncMLError(f"key {key} appears twice: give each key once")
+        if "=" in value:
+            raise SyncMLError(f"value of {key} has a raw '=': percent-encode it as %3D")
+        out[key] = _kv_unescape(value.strip(), key)
     return out
 
 
 def format_kv(values: dict[str, object]) -> str:
-    return ";".join(f"{k}={v}" for k, v in values.items() if v is not None)
+    """The inverse of parse_kv: None values are left out, the others percent-encoded."""
+    for k in values:
+        if not _KV_KEY.fullmatch(k):
+            raise SyncMLError(f"key {k[:40]!r} is not a name ([A-Za-z0-9_.-])")
+    return ";".join(f"{k}={_kv_escape(str(v))}" for k, v in values.items() if v is not None)
 
 
 MessageHandler = Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]

@@ -1,13 +1,16 @@
 """The DM server over HTTP (aiohttp): the DM endpoint, the admin JSON API, the job ticker.
 
 Routes
-    POST /dm                 application/vnd.syncml.dm+xml (x-syncml-hmac honoured)
+    POST /dm                 application/vnd.syncml.dm+xml or +wbxml, answered in the same
+                             (x-syncml-hmac honoured)
     GET  /api/devices        GET /api/backups[?device=ID]   GET /api/jobs[?device=ID&state=S]
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
-    POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "md5"|"hmac",
+    POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",
                               "public_key_pem": PEM, "notify_url": URL}
+    GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
+                             (DS credentials for BackupViaDS jobs, whose params name account=NAME; encrypted at rest)
     GET  /api/health
 
 The admin API needs ``Authorization: Bearer <token>`` (--admin-token or
@@ -31,7 +34,7 @@ from aiohttp import web
 
 from host.dm.db import Store
 from host.dm.registry import register_device
-from host.dm.server import CONTENT_TYPE, DMServer
+from host.dm.server import CONTENT_TYPES, DMServer
 from host.errors import SimvaultError, TransportError, UsageError
 from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
 
@@ -69,13 +72,14 @@ class DMWebServer:
 
     def __init__(self, server: DMServer, *, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str | None = None, tick_interval: float = 1.0,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, body_timeout: float = 30.0) -> None:
         self.server = server
+        self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
         self.host, self.port = host, port
         self.admin_token = admin_token
         self.tick_interval = tick_interval
         sqlite = server.store.dialect == "sqlite"
-        self.pool = ThreadPoolExecutor(max_workers=workers or (2 if sqlite else 8),
+        self.pool = ThreadPoolExecutor(max_workers=workers or (2 if sqlite else 4),
                                        thread_name_prefix="dm-worker")
         self.app = web.Application(client_max_size=server.max_request_bytes)
         self.app.add_routes([
@@ -84,6 +88,8 @@ class DMWebServer:
             web.get("/api/devices", self.api_devices),
             web.post("/api/devices", self.api_add_device),
             web.get("/api/backups", self.api_backups),
+            web.get("/api/ds-accounts", self.api_ds_accounts),
+            web.post("/api/ds-accounts", self.api_set_ds_account),
             web.get("/api/jobs", self.api_jobs),
             web.get("/api/jobs/{job_id}", self.api_job),
             web.post("/api/jobs", self.api_create_job),
@@ -116,6 +122,7 @@ class DMWebServer:
         if self._runner:
             await self._runner.cleanup()
         self.pool.shutdown(wait=True)
+        self.server.close()
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,12 +139,18 @@ class DMWebServer:
     # ------------------------------------------------------------ DM endpoint
     async def handle_dm(self, request: web.Request) -> web.Response:
         ctype = (request.content_type or "").lower()
-        if ctype != CONTENT_TYPE:
-            return web.Response(status=415, text=f"expected {CONTENT_TYPE}, got {ctype or 'nothing'}")
+        if ctype not in CONTENT_TYPES:
+            return web.Response(status=415, text=f"expected {' or '.join(CONTENT_TYPES)}, got {ctype or 'nothing'}")
+        if (request.content_length or 0) > self.server.max_request_bytes:
+            return web.Response(status=413, text="message exceeds the server's MaxMsgSize")
         try:
-            body = await request.read()
+            body = await asyncio.wait_for(request.read(), timeout=self.body_timeout)
         except web.HTTPRequestEntityTooLarge:
             return web.Response(status=413, text="message exceeds the server's MaxMsgSize")
+        except asyncio.TimeoutError:
+            log.info("a DM client sent its body too slowly; dropped after %.0f s", self.body_timeout)
+            return web.Response(status=408, text=f"request body not received within {self.body_timeout:.0f} s",
+                                headers={"Connection": "close"})
         headers = {k: v for k, v in request.headers.items()}
         try:
             reply = await self._run(self.server.handle_message, body, headers)
@@ -175,13 +188,34 @@ class DMWebServer:
             body = await request.json()
             row = await self._run(lambda: register_device(
                 self.server.store, self.server.server_id, body["device"], body["password"],
-                body["server_password"], auth_type=body.get("auth", "md5"),
+                body["server_password"], auth_type=body.get("auth", "hmac"),
                 public_key_pem=(body.get("public_key_pem") or "").encode() or None,
                 notify_url=body.get("notify_url")))
         except (KeyError, ValueError, TypeError) as exc:
             return _json({"error": f"bad request: {exc}"}, 400)
         except SimvaultError as exc:
             return _json({"error": str(exc)}, 409)
+        return _json(row, 201)
+
+    async def api_ds_accounts(self, request: web.Request) -> web.Response:
+        from host.dm.ds_accounts import ds_accounts
+        return self._authorised(request) or _json(await self._run(ds_accounts, self.server.store))
+
+    async def api_set_ds_account(self, request: web.Request) -> web.Response:
+        """{"name", "url", "user", "password", "datastore"?, "auth"?}: the password is stored encrypted."""
+        from host.dm.ds_accounts import set_ds_account
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        try:
+            body = await request.json()
+            row = await self._run(lambda: set_ds_account(
+                self.server.store, body["name"], body["url"], body["user"], body["password"],
+                datastore=body.get("datastore", "backup"), auth=body.get("auth", "basic")))
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json({"error": f"bad request: missing or bad {type(exc).__name__}"}, 400)  # never echo the body
+        except SimvaultError as exc:
+            return _json({"error": str(exc)}, 400)
         return _json(row, 201)
 
     async def api_backups(self, request: web.Request) -> web.Response:
@@ -227,6 +261,14 @@ class DMWebServer:
         return _json(job, 201)
 
 
+def _kv_keys(data: str) -> set[str]:
+    from host.dm.session import parse_kv
+    try:
+        return set(parse_kv(data))
+    except SimvaultError:
+        return {"password"}  # unparsable: refuse rather than store what might be a secret
+
+
 def create_job_checked(server: DMServer, device_id: str, kind: str, target: str, *,
                        scope: str | None = None, backup_id: str | None = None,
                        params: dict | None = None, notify: bool = True) -> dict[str, Any]:
@@ -236,6 +278,9 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
     device's backup id is refused here (and the agent would refuse it too).
     """
     store = server.store
+    if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
+        raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
+                         "is not for secrets (host.dm.mo_ds.command_backup_via_ds stores it encrypted)")
     if kind in ("restore", "delete") and not backup_id:
         raise UsageError(f"a {kind} job needs a backup id (--id)")
     if kind == "restore" and target == "server" and backup_id:
@@ -289,6 +334,8 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
         try:
             from host.dm.mo_ds import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
+            from host.dm.ds_accounts import server_key
+            server_key(store)  # created 0600 on first start: it encrypts the DS account passwords
         except ImportError as exc:
             log.info("DS backup records unavailable: %s", exc)
     core = DMServer(store, server_id=server_id, plugins=plugins,
