@@ -38,7 +38,7 @@ import zstandard
 from host import backup_ops as ops
 from host.client import BackupCard
 from host.keys import generate_identity
-from host.link import EmulatorTransport, Link
+from host.link import EmulatorTransport
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.tnds import write_tnds
@@ -69,12 +69,7 @@ def new_card(tmp: Path, ident, name: str):
 
 def connect(transport) -> BackupCard:
     from cards import TEST_PIN
-    link = Link(transport)
-    link.connect()
-    card = BackupCard(link)
-    card.select()
-    card.verify_pin(TEST_PIN)
-    return card
+    return BackupCard.connect(transport, TEST_PIN)
 
 
 def upload(card: BackupCard, tree, ident, host_dir: Path) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from card.vpcd import VpcdBridge, slot_lock  # noqa: E402
-from host.link import Apdu, EmulatorTransport, Link, PcscTransport, card_present  # noqa: E402
+from host.link import Apdu, EmulatorTransport, Link, PcscTransport, wait_for_card  # noqa: E402
 from host.link.echo_card import EchoCard  # noqa: E402
 
 READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
@@ -81,15 +81,6 @@ def measure(target: str, link: Link, case: Case, budget: float, max_apdus: int =
     return Row(target, case.label, link.stats.apdus, time.perf_counter() - start, response.sw)
 
 
-def wait_presence(reader: str, present: bool, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if card_present(reader) == present:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def start_vicc(port: int, workdir: Path) -> tuple[subprocess.Popen | None, str]:
     vicc = shutil.which("vicc")
     if vicc is None:
@@ -109,7 +100,7 @@ def start_vicc(port: int, workdir: Path) -> tuple[subprocess.Popen | None, str]:
     with open(workdir / "vicc.log", "w") as log:
         proc = subprocess.Popen([python, vicc, "--type", "iso7816", "-P", str(port)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
-    if not wait_presence(READERS[PORTS.index(port)], True, 10.0):
+    if not wait_for_card(READERS[PORTS.index(port)], True, 10.0):
         proc.terminate()
         proc.wait(5)
         return None, f"vicc did not attach: see {workdir / 'vicc.log'}"
@@ -126,13 +117,13 @@ def run(budget: float) -> list[Row]:
 
     # 2. pcscd + vpcd + our bridge (slot locks: test sessions may share pcscd)
     with slot_lock(PORTS[0], 120):
-        if not wait_presence(READERS[0], False, 5.0):
+        if not wait_for_card(READERS[0], False, 5.0):
             raise SystemExit(f"{READERS[0]} already has a card: stop the other bridge/vicc first")
         rows += run_bridge(budget)
     # 3. pcscd + vpcd + vsmartcard's vicc: slot 1, or slot 0 when someone holds slot 1
     for index in (1, 0):
         with slot_lock(PORTS[index], 120):
-            if wait_presence(READERS[index], False, 3.0):
+            if wait_for_card(READERS[index], False, 3.0):
                 rows += run_vicc(budget, index)
                 return rows
     rows.append(Row("pcscd+vpcd vicc", "(not run)", 0, 0.0, 0, "both vpcd slots are busy"))
@@ -144,7 +135,7 @@ def run_bridge(budget: float) -> list[Row]:
     bridge = VpcdBridge(EchoCard(), port=PORTS[0])
     bridge.run_in_thread()
     try:
-        if not wait_presence(READERS[0], True):
+        if not wait_for_card(READERS[0], True):
             raise SystemExit("pcscd does not see the bridged card: run scripts/pcscd.sh")
         with PcscTransport(READERS[0]) as transport:
             link = Link(transport)
@@ -153,7 +144,7 @@ def run_bridge(budget: float) -> list[Row]:
                 rows.append(measure(f"pcscd+vpcd VpcdBridge ({transport.protocol})", link, case, budget))
     finally:
         bridge.stop()
-        wait_presence(READERS[0], False, 5.0)
+        wait_for_card(READERS[0], False, 5.0)
     return rows
 
 
@@ -176,7 +167,7 @@ def run_vicc(budget: float, index: int) -> list[Row]:
         finally:
             proc.terminate()
             proc.wait(5)
-            wait_presence(READERS[index], False, 5.0)
+            wait_for_card(READERS[index], False, 5.0)
     return rows
 
 

@@ -26,7 +26,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from host.link.transport import VirtualCard
+
+# VirtualCard: the one card contract, the same as EmulatorTransport's
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +44,6 @@ CTRL_ATR = 4
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
-
-
-class VirtualCard(Protocol):
-    @property
-    def atr(self) -> bytes: ...
-
-    def power_on(self) -> bytes: ...
-
-    def power_off(self) -> None: ...
-
-    def reset(self) -> bytes: ...
-
-    def transmit(self, apdu: bytes) -> bytes: ...
 
 
 SLOT_LOCK_DIR = Path(os.environ.get("SIMVAULT_LOCK_DIR", "/tmp"))

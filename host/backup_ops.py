@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from host.archive import Archive, make_archive, verify_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
 from host.errors import ArchiveError, CardError, SimvaultError, UsageError
+from host.fsutil import atomic_write
 from host.keys import Identity
 from host.tree.model import DMTree
 from host.tree.ops import Change, apply_restore, render_diff
@@ -41,24 +40,6 @@ ARCHIVE_SUFFIX = ".svarch"
 
 
 # ---- files -------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_archive_file(path: Path, archive: Archive) -> Path:

@@ -24,6 +24,7 @@ from host.keys import (
     generate_identity,
     load_identity,
     load_public_point,
+    passphrase_from_env,
 )
 
 # ---- shared helpers ----------------------------------------------------------------
@@ -91,9 +92,7 @@ def _is_card(where: str | None) -> bool:
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
-    import os
-    passphrase = os.environ.get("SIMVAULT_PASSPHRASE", "").encode() or None
-    ident = generate_identity(args.out or default_key_dir(), args.name, passphrase)
+    ident = generate_identity(args.out or default_key_dir(), args.name, passphrase_from_env())
     return _show(args, ident)
 
 

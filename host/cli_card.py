@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import functools
-import getpass
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from apdu_specs.sw import describe
 from host.errors import SimvaultError, TransportError, UsageError
+from host.prompt import read_secret  # re-exported: part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +119,6 @@ def open_card(args: argparse.Namespace, pin: bool = True):  # -> host.client.Bac
     if pin:
         card.verify_pin(read_secret(getattr(args, "pin_env", PIN_ENV), "PIN"))
     return card
-
-
-def read_secret(env: str | None, what: str, confirm: bool = False) -> str:
-    """A secret from the environment variable ``env`` or a no-echo prompt."""
-    if env and os.environ.get(env):
-        return os.environ[env].strip()
-    if not sys.stdin.isatty():
-        raise UsageError(f"no {what}: set ${env or PIN_ENV} or run in a terminal to be prompted")
-    value = getpass.getpass(f"{what}: ")
-    if confirm and getpass.getpass(f"{what} again: ") != value:
-        raise UsageError(f"the two {what}s differ: try again")
-    return value
 
 
 def _read_admin_key(path: Path | None, create: bool = False) -> bytes:

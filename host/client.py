@@ -26,6 +26,7 @@ from apdu_specs.sw import SW, describe, pin_tries
 from host.errors import CardError, PinError, UsageError
 from host.link.apdu import Apdu, Response
 from host.link.link import Link
+from host.link.transport import Transport
 
 # ---- errors -----------------------------------------------------------------------
 
@@ -172,6 +173,18 @@ class BackupCard:
         self.link = link
         self.fci: Fci | None = None
         self._scp: SecureChannel | None = None
+
+    @classmethod
+    def connect(cls, transport: Transport, pin: str | None = None) -> BackupCard:
+        """The applet on ``transport`` through a plain Link: connected, selected, and
+        the PIN verified when one is given."""
+        link = Link(transport)
+        link.connect()
+        card = cls(link)
+        card.select()
+        if pin is not None:
+            card.verify_pin(pin)
+        return card
 
     # -- plumbing --------------------------------------------------------------
 

@@ -212,11 +212,19 @@ def generate_identity(directory: Path, name: str = "device", passphrase: bytes |
     return load_identity(directory, name, passphrase)
 
 
+PASSPHRASE_ENV = "SIMVAULT_PASSPHRASE"
+
+
+def passphrase_from_env() -> bytes | None:
+    """The key files' passphrase from $SIMVAULT_PASSPHRASE (None when unset or empty)."""
+    return os.environ.get(PASSPHRASE_ENV, "").encode() or None
+
+
 def load_identity(directory: Path | None = None, name: str = "device",
                   passphrase: bytes | None = None) -> Identity:
     directory = Path(directory) if directory else default_key_dir()
-    if passphrase is None and os.environ.get("SIMVAULT_PASSPHRASE"):
-        passphrase = os.environ["SIMVAULT_PASSPHRASE"].encode()
+    if passphrase is None:
+        passphrase = passphrase_from_env()
     signer = FileSigner(load_private(directory / f"{name}.sign.pem", passphrase))
     decryptor = FileDecryptor(load_private(directory / f"{name}.enc.pem", passphrase))
     return Identity(name, directory, signer, decryptor, decryptor.recipient)

@@ -100,14 +100,8 @@ def emulator_client(card: VirtualCard, pin: bool = True):
     """A BackupCard over an EmulatorTransport on ``card``: connected, selected,
     the PIN verified when ``pin``."""
     from host.client import BackupCard
-    from host.link import EmulatorTransport, Link
-    link = Link(EmulatorTransport(card))
-    link.connect()
-    client = BackupCard(link)
-    client.select()
-    if pin:
-        client.verify_pin(TEST_PIN)
-    return client
+    from host.link import EmulatorTransport
+    return BackupCard.connect(EmulatorTransport(card), TEST_PIN if pin else None)
 
 
 def upload(client, backup: TestBackup, commit: bool = True):
@@ -128,3 +122,29 @@ def snapshot(card: VirtualCard) -> dict[bytes, tuple]:
         chunks = tuple(store.read_chunk(cid) for cid in store.backup_chunk_ids(info.backup_id))
         out[info.backup_id] = (info, manifest, chunks)
     return out
+
+
+# ---- store-level helpers (card/store.py driven directly, no applet) ----------------
+
+def seeded_chunk(seed: str, size: int) -> tuple[bytes, bytes]:
+    """(sha256 id, data): ``size`` reproducible bytes from ``seed``."""
+    data = hashlib.shake_256(seed.encode()).digest(size)
+    return hashlib.sha256(data).digest(), data
+
+
+def store_state(store, *, credentials: bool = False) -> tuple:
+    """Everything visible through the BackupStore API, to compare before/after a call;
+    ``credentials`` adds the life cycle, admin key and the PIN/PUK records."""
+    backups = []
+    for b in store.list_backups():
+        ids = store.backup_chunk_ids(b.backup_id)
+        backups.append((b, store.read_manifest(b.backup_id, 0, 1 << 20), tuple(ids),
+                        tuple(store.read_chunk(c) for c in ids)))
+    s = store.session()
+    state = (tuple(backups), store.high_water_mark, store.stats(), s,
+             store.read_session_manifest(0, 1 << 20) if s else None,
+             store.pin_tries_left(), store.puk_tries_left(), tuple(store.list_anchors()))
+    if credentials:
+        state += (store.lifecycle, store.admin_key(),
+                  store.nvm.read(store.off_config + 8, 96))   # PIN and PUK records (salted hashes)
+    return state

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from card.vpcd import VpcdBridge, slot_lock
-from host.link.pcsc import card_present, list_readers
+from host.link.pcsc import card_present, list_readers, wait_for_card
 
 ROOT = Path(__file__).resolve().parent.parent
 PCSCD_SCRIPT = ROOT / "scripts" / "pcscd.sh"
@@ -50,6 +50,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def ident(tmp_path_factory):
+    """A device identity (host/keys.py) per test module; modules that need a fresh one per
+    test define their own ``ident``."""
+    from host.keys import generate_identity
+    return generate_identity(tmp_path_factory.mktemp("keys") / "k")
 
 
 @pytest.fixture(scope="session")
@@ -93,13 +101,7 @@ def vpcd_slot_lock(slot: int) -> Iterator[str]:
         lock.__exit__(None, None, None)
 
 
-def _wait_presence(reader: str, present: bool, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if card_present(reader) == present:
-            return True
-        time.sleep(0.02)
-    return False
+_wait_presence = wait_for_card  # imported by test_card_pcsc_cli
 
 
 class VpcdSlots:

@@ -142,39 +142,59 @@ def test_tear_delete_at_every_write(tmp_path):
     assert _sweep(template, lambda c: None, apdu, check) >= 3
 
 
-@pytest.mark.parametrize("pin,ok", [(b"1234", True), (b"9999", False)])
-def test_tear_verify_never_gains_a_try(tmp_path, pin, ok):
+def _primed_template(tmp_path, make_apdu, sw: int):
+    """A test card image whose first APDU after SELECT (``make_apdu(card)``) answered ``sw``."""
     template = tmp_path / "template.img"
     card = build_test_card(template, capacity=CAPACITY)
     card.power_on()
     tx(card, SELECT_APDU)
-    assert tx(card, bytes.fromhex("0020008108") + b"0000\xff\xff\xff\xff")[1] == 0x63C2   # 2 tries left
+    assert tx(card, make_apdu(card))[1] == sw
     card.close()
-    apdu = bytes.fromhex("0020008108") + pin + b"\xff" * 4
-    work = tmp_path / "work.img"
-    writes = None
-    for cut in range(1, 4):
+    return template
+
+
+def _tear_each_write(template, make_apdu, done_sw: bytes, check) -> int:
+    """Cut power at write 1, 2, ... (torn and clean) of the APDU ``make_apdu(card)``
+    sent after SELECT on a copy of ``template``, until the cut comes after its last
+    write (that run must answer ``done_sw``); ``check(card, cut)`` runs after
+    power-on. Returns the APDU's write count."""
+    work = template.with_name("work.img")
+    cut = 1
+    while True:
         for tear in (True, False):
             shutil.copyfile(template, work)
             card = VirtualCard.open(work)
             card.power_on()
             tx(card, SELECT_APDU)
+            apdu = make_apdu(card)
             fault = card.arm_fault(cut, tear=tear)
             out = card.transmit(apdu)
             if not fault.fired:
-                writes = fault.writes
-                assert out[-2:] == (b"\x90\x00" if ok else b"\x63\xc1")
+                assert out[-2:] == done_sw, out.hex()
                 card.close()
-                continue
-            assert out == b""
+                return fault.writes
+            assert out == b"", f"write {cut} did not cut power"
             card.disarm_fault()
             card.power_on()
-            left = card.store.pin_tries_left()
-            assert left <= 2, f"cut at write {cut} gave a try back"
-            tx(card, SELECT_APDU)
-            status = K.GET_STATUS_RESPONSE.decode(tx(card, "8010000000")[0])
-            assert not status["pin_verified"] and status["pin_tries"] == left
+            check(card, cut)
             card.close()
+        cut += 1
+
+
+@pytest.mark.parametrize("pin,ok", [(b"1234", True), (b"9999", False)])
+def test_tear_verify_never_gains_a_try(tmp_path, pin, ok):
+    template = _primed_template(tmp_path, lambda c: bytes.fromhex("0020008108") + b"0000\xff\xff\xff\xff",
+                                0x63C2)   # 2 tries left
+    apdu = bytes.fromhex("0020008108") + pin + b"\xff" * 4
+
+    def check(card: VirtualCard, cut: int) -> None:
+        left = card.store.pin_tries_left()
+        assert left <= 2, f"cut at write {cut} gave a try back"
+        tx(card, SELECT_APDU)
+        status = K.GET_STATUS_RESPONSE.decode(tx(card, "8010000000")[0])
+        assert not status["pin_verified"] and status["pin_tries"] == left
+
+    writes = _tear_each_write(template, lambda c: apdu, b"\x90\x00" if ok else b"\x63\xc1", check)
     assert writes == (2 if ok else 1)
 
 
@@ -182,37 +202,18 @@ def test_tear_verify_never_gains_a_try(tmp_path, pin, ok):
 def test_tear_unblock_never_gains_a_puk_try(tmp_path, puk, ok):
     """RESET RETRY COUNTER cut at every write (one PUK try already spent):
     a wrong PUK never gets its try back, and the PIN is the old one or the new one."""
-    template = tmp_path / "template.img"
-    card = build_test_card(template, capacity=CAPACITY)
-    card.power_on()
-    tx(card, SELECT_APDU)
-    assert tx(card, bytes.fromhex("002C008110") + b"00000000" + b"4321\xff\xff\xff\xff")[1] == 0x63C9
-    card.close()
+    template = _primed_template(tmp_path, lambda c: bytes.fromhex("002C008110") + b"00000000" + b"4321\xff\xff\xff\xff",
+                                0x63C9)
     apdu = bytes.fromhex("002C008110") + puk + b"4321\xff\xff\xff\xff"
-    work = tmp_path / "work.img"
-    cut, writes = 1, None
-    while writes is None:
-        for tear in (True, False):
-            shutil.copyfile(template, work)
-            card = VirtualCard.open(work)
-            card.power_on()
-            tx(card, SELECT_APDU)
-            fault = card.arm_fault(cut, tear=tear)
-            out = card.transmit(apdu)
-            if not fault.fired:
-                writes = fault.writes
-                assert out[-2:] == (b"\x90\x00" if ok else b"\x63\xc8")
-                card.close()
-                break
-            card.disarm_fault()
-            card.power_on()
-            store = card.store
-            assert ok or store.puk_tries_left() <= 9, f"cut {cut} gave a PUK try back"
-            old, new = store.verify_pin(b"1234")[0], store.verify_pin(b"4321")[0]
-            assert old != new and (ok or old), f"cut {cut}: PIN neither old nor new"
-            store.check()
-            card.close()
-        cut += 1
+
+    def check(card: VirtualCard, cut: int) -> None:
+        store = card.store
+        assert ok or store.puk_tries_left() <= 9, f"cut {cut} gave a PUK try back"
+        old, new = store.verify_pin(b"1234")[0], store.verify_pin(b"4321")[0]
+        assert old != new and (ok or old), f"cut {cut}: PIN neither old nor new"
+        store.check()
+
+    writes = _tear_each_write(template, lambda c: apdu, b"\x90\x00" if ok else b"\x63\xc8", check)
     assert writes > 2 if ok else writes == 1
 
 
@@ -233,32 +234,13 @@ def test_tear_admin_authentication_never_gains_a_try(tmp_path, right_key):
     failure already counted): a cut at any write never clears the count of a
     wrong key."""
     from cards import TEST_ADMIN_KEY
-    template = tmp_path / "template.img"
-    card = build_test_card(template, capacity=CAPACITY)
-    card.power_on()
-    tx(card, SELECT_APDU)
-    assert tx(card, _admin_attempt(card, bytes(16)))[1] == 0x6300
-    card.close()
-    work = tmp_path / "work.img"
-    writes = None
-    for cut in range(1, 4):
-        for tear in (True, False):
-            shutil.copyfile(template, work)
-            card = VirtualCard.open(work)
-            card.power_on()
-            tx(card, SELECT_APDU)
-            apdu = _admin_attempt(card, TEST_ADMIN_KEY if right_key else bytes(16))
-            fault = card.arm_fault(cut, tear=tear)
-            out = card.transmit(apdu)
-            if not fault.fired:
-                writes = fault.writes
-                assert out[-2:] == (b"\x90\x00" if right_key else b"\x63\x00")
-                card.close()
-                continue
-            card.disarm_fault()
-            card.power_on()
-            left = card.store.admin_tries_left()
-            assert left in ((8, 9, 10) if right_key else (8, 9)), f"cut {cut}: {left} admin tries left"
-            card.store.check()
-            card.close()
+    template = _primed_template(tmp_path, lambda c: _admin_attempt(c, bytes(16)), 0x6300)
+
+    def check(card: VirtualCard, cut: int) -> None:
+        left = card.store.admin_tries_left()
+        assert left in ((8, 9, 10) if right_key else (8, 9)), f"cut {cut}: {left} admin tries left"
+        card.store.check()
+
+    writes = _tear_each_write(template, lambda c: _admin_attempt(c, TEST_ADMIN_KEY if right_key else bytes(16)),
+                              b"\x90\x00" if right_key else b"\x63\x00", check)
     assert writes == (2 if right_key else 1)

@@ -22,11 +22,6 @@ SAMPLE = Path(__file__).parent / "data" / "phone_tree.tnds.xml"
 
 
 @pytest.fixture(scope="module")
-def ident(tmp_path_factory):
-    return generate_identity(tmp_path_factory.mktemp("keys") / "k")
-
-
-@pytest.fixture(scope="module")
 def sample_tree():
     return read_tnds(SAMPLE.read_bytes())
 

@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from cards import seeded_chunk, store_state
 
 from card.nvm import FaultInjector, PersistentMemory, PowerLoss
 from card.store import (MAX_BACKUPS, AlreadyPersonalised, AnchorNotFound, BackupExists,
@@ -28,8 +29,7 @@ def personalised(capacity: int = 1 << 20, **kw) -> BackupStore:
 
 
 def chunk(seed: str, size: int = 1000) -> tuple[bytes, bytes]:
-    data = hashlib.shake_256(seed.encode()).digest(size)
-    return hashlib.sha256(data).digest(), data
+    return seeded_chunk(seed, size)
 
 
 def upload(store: BackupStore, bid: bytes, chunks: list[tuple[bytes, bytes]], seq: int,
@@ -45,17 +45,7 @@ def upload(store: BackupStore, bid: bytes, chunks: list[tuple[bytes, bytes]], se
     return manifest
 
 
-def state_of(store: BackupStore) -> tuple:
-    """Everything visible through the API, to compare before/after."""
-    backups = []
-    for b in store.list_backups():
-        ids = store.backup_chunk_ids(b.backup_id)
-        backups.append((b, store.read_manifest(b.backup_id, 0, 1 << 20), tuple(ids),
-                        tuple(store.read_chunk(c) for c in ids)))
-    s = store.session()
-    return (tuple(backups), store.high_water_mark, store.stats(), s,
-            store.read_session_manifest(0, 1 << 20) if s else None,
-            store.pin_tries_left(), store.puk_tries_left(), tuple(store.list_anchors()))
+state_of = store_state
 
 
 def test_format_and_open():

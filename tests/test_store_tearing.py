@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from cards import seeded_chunk, store_state
 
 from card.nvm import FaultInjector, PersistentMemory, PowerLoss
 from card.store import BackupStore
@@ -27,22 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def chunk(seed: str, size: int = 700) -> tuple[bytes, bytes]:
-    data = hashlib.shake_256(seed.encode()).digest(size)
-    return hashlib.sha256(data).digest(), data
+    return seeded_chunk(seed, size)
 
 
 def state_of(store: BackupStore) -> tuple:
-    backups = []
-    for b in store.list_backups():
-        ids = store.backup_chunk_ids(b.backup_id)
-        backups.append((b, store.read_manifest(b.backup_id, 0, 1 << 20), tuple(ids),
-                        tuple(store.read_chunk(c) for c in ids)))
-    s = store.session()
-    return (tuple(backups), store.high_water_mark, store.stats(), s,
-            store.read_session_manifest(0, 1 << 20) if s else None,
-            store.pin_tries_left(), store.puk_tries_left(), tuple(store.list_anchors()),
-            store.lifecycle, store.admin_key(),
-            store.nvm.read(store.off_config + 8, 96))   # PIN and PUK records (salted hashes)
+    return store_state(store, credentials=True)
 
 
 SHARED = [chunk(f"shared{i}") for i in range(3)]

@@ -19,11 +19,6 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 @pytest.fixture(scope="module")
-def ident(tmp_path_factory):
-    return generate_identity(tmp_path_factory.mktemp("keys") / "k")
-
-
-@pytest.fixture(scope="module")
 def tree():
     return generate_tree(30_000, 7)
 

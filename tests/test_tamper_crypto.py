@@ -28,11 +28,6 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 @pytest.fixture(scope="module")
-def ident(tmp_path_factory):
-    return generate_identity(tmp_path_factory.mktemp("keys") / "k")
-
-
-@pytest.fixture(scope="module")
 def tree():
     return generate_tree(30_000, 11)
 

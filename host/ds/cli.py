@@ -11,30 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
-import sys
 from pathlib import Path
 
 from host.errors import UsageError
+from host.prompt import read_secret
 
 DB_ENV = "SIMVAULT_DS_DB"
 PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
 DEFAULT_DB = "sqlite:///simvault-ds.db"
 DEFAULT_STATE = Path.home() / ".simvault" / "ds-state.json"
-
-
-def _password(prompt: str, confirm: bool = False) -> str:
-    value = os.environ.get(PASSWORD_ENV)
-    if value:
-        return value
-    if not sys.stdin.isatty():
-        raise UsageError(f"no password: set {PASSWORD_ENV} or run in a terminal")
-    value = getpass.getpass(prompt)
-    if confirm and getpass.getpass("again: ") != value:
-        raise UsageError("the passwords differ: try again")
-    return value
 
 
 def _store(args: argparse.Namespace):
@@ -73,7 +60,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    _store(args).add_user(args.name, _password(f"password for {args.name}: ", confirm=True), replace=args.replace)
+    _store(args).add_user(args.name, read_secret(PASSWORD_ENV, f"password for {args.name}", confirm=True, strip=False), replace=args.replace)
     print(f"DS user {args.name} {'updated' if args.replace else 'added'}")
     return 0
 
@@ -102,7 +89,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 def _account(args: argparse.Namespace):
     from host.ds.client import DsAccount
-    return DsAccount(url=args.url, username=args.user, password=_password(f"DS password for {args.user}: "),
+    return DsAccount(url=args.url, username=args.user, password=read_secret(PASSWORD_ENV, f"DS password for {args.user}", strip=False),
                      datastore=args.datastore, device_id=args.device_id, auth=args.auth,
                      backup_mode=getattr(args, "mode", "two-way"))
 

@@ -55,6 +55,7 @@ from host.errors import SyncMLError
 from host.syncml import auth, codec, devinf, wbxml
 from host.syncml import model as m
 from host.syncml.packing import pack
+from host.syncml.reply import header_status, status_with_refs
 from host.syncml.status import AlertCode, StatusCode, SyncMLStatusError, status_name
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,11 @@ class _Session:
     # ------------------------------------------------------------ processing the server's messages
     def _status_for(self, hdr: m.SyncHdr, cmd: m.Command, code: int, target: str | None = None,
                     source: str | None = None, items: list[m.Item] | None = None) -> None:
-        self.statuses.append(m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=code,
-                                      target_refs=[target] if target else [], source_refs=[source] if source else [],
-                                      items=items or []))
+        self.statuses.append(status_with_refs(cmd, hdr.msg_id, 0, code, target, source, items))
 
     def _process(self, answer: m.SyncMLMessage) -> None:
         hdr = answer.header
-        self.statuses = [m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=0, cmd="SyncHdr", data=StatusCode.OK,
-                                  target_refs=[hdr.target.loc_uri], source_refs=[hdr.source.loc_uri])]
+        self.statuses = [header_status(hdr, cmd_id=0, code=StatusCode.OK)]
         if hdr.resp_uri:
             self.url = hdr.resp_uri
         if hdr.meta is not None:

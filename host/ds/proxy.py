@@ -16,16 +16,14 @@ exchange the way networks and broken peers do:
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import threading
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from host.ds.errors import DsError
+from host.ds.loopthread import service_thread
 
 
 class FaultProxy:
@@ -80,10 +78,7 @@ class FaultProxy:
 @contextlib.contextmanager
 def run_proxy_in_thread(upstream_url: str, host: str = "127.0.0.1", **faults) -> Iterator[FaultProxy]:
     proxy = FaultProxy(upstream_url, **faults)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
     runner_box: list[web.AppRunner] = []
-    errors: list[BaseException] = []
 
     async def start() -> None:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -97,26 +92,8 @@ def run_proxy_in_thread(upstream_url: str, host: str = "127.0.0.1", **faults) ->
         proxy.url = proxy.origin + proxy.upstream_path
         runner_box.append(runner)
 
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(start())
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        started.set()
-        if errors:
-            return
-        loop.run_forever()
-        loop.run_until_complete(runner_box[0].cleanup())
-        loop.close()
+    async def stop() -> None:
+        await runner_box[0].cleanup()
 
-    thread = threading.Thread(target=main, name="ds-proxy", daemon=True)
-    thread.start()
-    started.wait(10)
-    if errors:
-        raise DsError(f"fault proxy could not start: {errors[0]}")
-    try:
+    with service_thread(start, stop, name="ds-proxy", failure="fault proxy could not start"):
         yield proxy
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

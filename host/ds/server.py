@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 
@@ -26,6 +25,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from host.ds.errors import DsError
+from host.ds.loopthread import service_thread
 from host.ds.server_session import ServerSession, SessionOver
 from host.ds.store import DsStore
 from host.ds.transport import CONTENT_TYPE_WBXML, CONTENT_TYPE_XML
@@ -150,34 +150,10 @@ class DsServer:
 def run_server_in_thread(store: DsStore, host: str = "127.0.0.1", port: int = 0,
                          **kwargs: object) -> Iterator[DsServer]:
     """Run a DsServer on its own event loop thread; yields the server (``server.url`` is set)."""
-    loop = asyncio.new_event_loop()
     server = DsServer(store, **kwargs)  # type: ignore[arg-type]
-    started = threading.Event()
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(server.start(host, port))
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            errors.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.stop())
-        loop.close()
-
-    thread = threading.Thread(target=main, name="ds-server", daemon=True)
-    thread.start()
-    started.wait(10)
-    if errors:
-        raise DsError(f"DS server could not listen on {host}:{port}: {errors[0]}")
-    try:
+    with service_thread(lambda: server.start(host, port), server.stop, name="ds-server",
+                        failure=f"DS server could not listen on {host}:{port}"):
         yield server
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def message_summary(msg: m.SyncMLMessage) -> str:

@@ -8,9 +8,7 @@ interrupted session leaves the datastore as it was.
 """
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import hmac
 import logging
 import time
@@ -24,6 +22,7 @@ from host.ds.store import DsStore, SyncCommit
 from host.syncml import auth, devinf
 from host.syncml import model as m
 from host.syncml.packing import pack
+from host.syncml.reply import header_status, status_with_refs
 from host.syncml.status import AlertCode, StatusCode, SyncMLStatusError
 
 log = logging.getLogger(__name__)
@@ -86,9 +85,7 @@ class ServerSession:
     # ------------------------------------------------------------------ helpers
     def _status(self, hdr: m.SyncHdr, cmd: m.Command, code: int, target: str | None = None,
                 source: str | None = None, items: list[m.Item] | None = None, chal: m.Chal | None = None) -> m.Status:
-        return m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=code,
-                        target_refs=[target] if target else [], source_refs=[source] if source else [],
-                        items=items or [], chal=chal)
+        return status_with_refs(cmd, hdr.msg_id, 0, code, target, source, items, chal)
 
     def _header(self) -> m.SyncHdr:
         return m.SyncHdr(session_id=self.session_id or "0", msg_id=self.msg_id + 1, target=m.Target(self.device_id),
@@ -118,8 +115,7 @@ class ServerSession:
         """Status for the SyncHdr: 212 with a fresh md5 Chal, or 401/407 with one."""
         nonce = auth.new_nonce()
         chal = auth.challenge(auth.AUTH_MD5 if auth.AUTH_MD5 in self.auth_types else auth.AUTH_BASIC, nonce)
-        status = m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=0, cmd="SyncHdr", data=StatusCode.OK,
-                          target_refs=[hdr.target.loc_uri], source_refs=[hdr.source.loc_uri], chal=chal)
+        status = header_status(hdr, cmd_id=0, code=StatusCode.OK, chal=chal)
         user = self._check_cred(hdr)
         if user is None:
             self.auth_failures += 1
@@ -140,18 +136,15 @@ class ServerSession:
         if ctype not in self.auth_types:
             return None
         if ctype == auth.AUTH_BASIC:
-            try:
-                name, sep, password = base64.b64decode(cred.data, validate=True).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return None
-            return name if sep and self.store.check_basic(name, password) else None
+            parsed = auth.parse_basic_credential(cred.data)
+            return parsed[0] if parsed and self.store.check_basic(*parsed) else None
         name = hdr.source.loc_name or ""
         nonce_text = self.store.nonce(name, self.device_id) if name else None
         secret = self.store.user_secret(name) if name else None
         if not nonce_text or secret is None:
             return None
         nonce = auth.decode_nonce(nonce_text)
-        want = base64.b64encode(hashlib.md5(secret.encode() + b":" + nonce, usedforsecurity=False).digest()).decode()
+        want = auth.md5_digest_from_secret(secret.encode(), nonce)
         return name if hmac.compare_digest(cred.data.strip().encode(), want.encode()) else None
 
     # ------------------------------------------------------------------ the message loop
@@ -178,8 +171,7 @@ class ServerSession:
                 self.phase = "init"
                 return self._finish_message(m.SyncMLMessage(self._header(), out, final=True))
         else:
-            out.append(m.Status(cmd_id=0, msg_ref=hdr.msg_id, cmd_ref=0, cmd="SyncHdr", data=StatusCode.OK,
-                                target_refs=[hdr.target.loc_uri], source_refs=[hdr.source.loc_uri]))
+            out.append(header_status(hdr, cmd_id=0, code=StatusCode.OK))
         wants_next = False
         for cmd in msg.commands:
             if isinstance(cmd, m.Alert) and cmd.data == AlertCode.NEXT_MESSAGE:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from host.ds.errors import DsError
+from host.fsutil import atomic_write
 
 STATE_VERSION = 1
 
@@ -69,13 +69,4 @@ class AnchorStore:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = json.dumps({"version": STATE_VERSION, "datastores": self._data}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ds-state-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(doc)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, doc.encode("utf-8"))

@@ -12,8 +12,6 @@ the database private). Basic credentials are checked against the same value.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from sqlalchemy.pool import StaticPool
 
 from host.ds.errors import DsError
 from host.errors import UsageError
+from host.syncml.auth import auth_secret
 
 
 class Base(DeclarativeBase):
@@ -119,7 +118,7 @@ class DsSessionLog(Base):
 
 def password_secret(name: str, password: str) -> str:
     """B64(MD5(name:password)), the SyncML md5 shared secret."""
-    return base64.b64encode(hashlib.md5(f"{name}:{password}".encode(), usedforsecurity=False).digest()).decode()
+    return auth_secret(name, password).decode("ascii")
 
 
 @dataclass

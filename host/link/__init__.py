@@ -3,7 +3,14 @@
 from .apdu import Apdu, Response, parse_apdu
 from .atr import AtrError, AtrInfo, build_atr, parse_atr
 from .link import Link, LinkStats
-from .pcsc import PcscTransport, card_present, list_readers, reader_state, select_reader
+from .pcsc import (
+    PcscTransport,
+    card_present,
+    list_readers,
+    reader_state,
+    select_reader,
+    wait_for_card,
+)
 from .tracer import ApduTracer, Tracer, default_sw_name
 from .transport import EmulatorTransport, Transport, VirtualCard
 
@@ -28,4 +35,5 @@ __all__ = [
     "parse_atr",
     "reader_state",
     "select_reader",
+    "wait_for_card",
 ]

@@ -3,6 +3,7 @@ reset, and pyscard failures turned into one-line TransportErrors."""
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Sequence
 
 from host.errors import ReaderNotFound, TransportError
@@ -101,6 +102,16 @@ def reader_state(reader: str) -> tuple[bool, bytes]:
 def card_present(reader: str) -> bool:
     """True when pcscd reports a card in ``reader`` (no connection made)."""
     return reader_state(reader)[0]
+
+
+def wait_for_card(reader: str, present: bool = True, timeout: float = 10.0, poll: float = 0.02) -> bool:
+    """Poll pcscd until ``reader`` has a card (``present``) or none; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if card_present(reader) == present:
+            return True
+        time.sleep(poll)
+    return False
 
 
 def _scard_text(hresult: int) -> str:

@@ -123,6 +123,7 @@ from host.syncml.reply import (
     header_status,
     reply_header,
     status_for,
+    status_with_refs,
 )
 from host.syncml.status import (
     AlertCode,
@@ -228,6 +229,7 @@ __all__ = [
     "reply_header",
     "status_for",
     "status_name",
+    "status_with_refs",
     "verify_package0",
     "wire_size",
 ]

@@ -95,6 +95,15 @@ def basic_credential(username: str, password: str) -> Cred:
     return Cred(data=data, meta=Meta(type=AUTH_BASIC, format="b64"))
 
 
+def parse_basic_credential(data: str) -> tuple[str, str] | None:
+    """(user, password) of a syncml:auth-basic Cred's data, None when it is not B64(user:password)."""
+    try:
+        user, sep, password = base64.b64decode(data, validate=True).decode("utf-8").partition(":")
+    except ValueError:  # binascii.Error, UnicodeDecodeError
+        return None
+    return (user, password) if sep else None
+
+
 def md5_credential(username: str, password: str, nonce: bytes) -> Cred:
     """The client's Cred for syncml:auth-md5; the username travels in SyncHdr Source LocName."""
     return Cred(data=md5_digest(username, password, nonce), meta=Meta(type=AUTH_MD5, format="b64"))
@@ -212,11 +221,11 @@ class CredentialVerifier:
         if ctype != self.auth_type:
             return self._reply(StatusCode.INVALID_CREDENTIALS)
         if ctype == AUTH_BASIC:
-            try:
-                user, sep, password = base64.b64decode(cred.data, validate=True).decode("utf-8").partition(":")
-            except (binascii.Error, ValueError):
+            parsed = parse_basic_credential(cred.data)
+            if parsed is None:
                 return self._reply(StatusCode.INVALID_CREDENTIALS)
-            expected = self.lookup(user) if sep else None
+            user, password = parsed
+            expected = self.lookup(user)
             ok = expected is not None and hmac.compare_digest(password.encode(), expected.encode())
             return self._reply(StatusCode.AUTHENTICATION_ACCEPTED if ok else StatusCode.INVALID_CREDENTIALS,
                                user if ok else None)

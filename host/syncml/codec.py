@@ -294,6 +294,10 @@ def _flag_of(el: ET.Element | None, ctx: str) -> bool:
 
 
 _META_TOLERATED = {"FieldLevel", "Mem", "SharedMem", "FreeMem", "FreeID"}
+# MetInf element -> (Meta field, reader) for the single-valued ones
+_META_FIELDS = {"Format": ("format", _text), "Type": ("type", _text), "Mark": ("mark", _text),
+                "Size": ("size", _int), "Version": ("version", _text), "NextNonce": ("next_nonce", _text),
+                "MaxMsgSize": ("max_msg_size", _int), "MaxObjSize": ("max_obj_size", _int)}
 
 
 def _read_meta(el: ET.Element | None, ctx: str) -> m.Meta | None:
@@ -306,22 +310,9 @@ def _read_meta(el: ET.Element | None, ctx: str) -> m.Meta | None:
             continue
         _, local = _local(child.tag)
         c = f"{ctx}/{local}"
-        if local == "Format":
-            meta.format = _text(child, c)
-        elif local == "Type":
-            meta.type = _text(child, c)
-        elif local == "Mark":
-            meta.mark = _text(child, c)
-        elif local == "Size":
-            meta.size = _int(child, c)
-        elif local == "Version":
-            meta.version = _text(child, c)
-        elif local == "NextNonce":
-            meta.next_nonce = _text(child, c)
-        elif local == "MaxMsgSize":
-            meta.max_msg_size = _int(child, c)
-        elif local == "MaxObjSize":
-            meta.max_obj_size = _int(child, c)
+        field = _META_FIELDS.get(local)
+        if field is not None:
+            setattr(meta, field[0], field[1](child, c))
         elif local == "EMI":
             meta.emi.append(_text(child, c))
         elif local == "Anchor":

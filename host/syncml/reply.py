@@ -46,6 +46,15 @@ def _refs(cmd: m.Command) -> tuple[list[str], list[str]]:
     return targets, sources
 
 
+def status_with_refs(cmd: m.Command, msg_ref: int, cmd_id: int, code: int, target: str | None = None,
+                     source: str | None = None, items: list[m.Item] | None = None,
+                     chal: m.Chal | None = None) -> m.Status:
+    """Status answering ``cmd`` with at most one TargetRef/SourceRef, given by the caller."""
+    return m.Status(cmd_id=cmd_id, msg_ref=msg_ref, cmd_ref=cmd.cmd_id, cmd=cmd.name, data=code,
+                    target_refs=[target] if target else [], source_refs=[source] if source else [],
+                    items=list(items or []), chal=chal)
+
+
 def status_for(cmd: m.Command, msg_ref: int, cmd_id: int, code: int,
                items: list[m.Item] | None = None) -> m.Status:
     """Status answering ``cmd`` with TargetRef/SourceRef taken from its items."""
