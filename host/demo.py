@@ -9,7 +9,8 @@ the sample handset tree. Then walks through the origin document's use cases
 (server-initiated backups to the server and the card; device-initiated
 backups by user request and by the firmware-update policy; backup and restore
 through Data Sync), restores after corruption from each place, and shows a
-tampered backup refused. Every step verifies what it claims; the exit code is
+tampered backup refused by the server (re-check of its copy) and by the device
+(a tampered copy in its Staging node). Every step verifies what it claims; the exit code is
 0 only if all did. No PIN, key or password is ever printed.
 """
 from __future__ import annotations

@@ -45,7 +45,6 @@ SLOT_WAIT_SECONDS = 120.0
 CARD_WAIT_SECONDS = 10.0
 JOB_TIMEOUT = 60.0
 AGENT_MAX_MSG_SIZE = 4096  # a constrained handset: archives travel as OMA DM large objects
-FUMO_RESULT_TYPE = "org.openmobilealliance.dm.firmwareupdate.update"
 
 Say = Callable[[str], None]
 
@@ -72,40 +71,6 @@ def without_preserved(tree: DMTree) -> DMTree:
     return work
 
 
-class FirmwareCampaign:
-    """A server plugin standing in for a FUMO campaign: when armed, the next session
-    gets one Exec on ./FUMO/<x>/Update; the device's FUMO result alert is kept."""
-
-    name = "demo-fumo"
-
-    def __init__(self) -> None:
-        self.uri: str | None = None
-        self.correlator = ""
-        self.results: list[str] = []
-
-    def arm(self, uri: str) -> None:
-        self.uri, self.correlator = uri, f"fumo-{secrets.token_hex(4)}"
-
-    def on_session(self, ctx: Any) -> None:
-        from host.syncml import model as m
-        if self.uri:
-            uri, self.uri = self.uri, None
-            ctx.send(m.Exec(cmd_id=1, correlator=self.correlator, item=m.Item(target=m.Target(uri))), "fumo")
-
-    def on_status(self, ctx: Any, tag: object, status: Any) -> None:
-        return None
-
-    def on_results(self, ctx: Any, tag: object, results: Any, item: Any) -> None:
-        return None
-
-    def on_generic_alert(self, ctx: Any, alert: Any, item: Any) -> int | None:
-        kind = item.meta.type if item.meta else None
-        if kind == FUMO_RESULT_TYPE and self.correlator and alert.correlator == self.correlator:
-            self.results.append(str(item.data or ""))
-            return 200
-        return None
-
-
 @dataclass
 class DemoRig:
     workdir: Path
@@ -125,7 +90,6 @@ class DemoRig:
     agent: DMAgent | None = None
     bridge: Any = None
     reader: str = ""
-    fumo: FirmwareCampaign = field(default_factory=FirmwareCampaign)
 
     # ------------------------------------------------------------ life cycle
     @classmethod
@@ -168,7 +132,7 @@ class DemoRig:
 
         dm_password, srv_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
         web = build_server(f"sqlite:///{wd / 'dm.db'}", admin_token=secrets.token_urlsafe(16),
-                           tick_interval=0.2, plugins=[DsBackupRecorder(), BackupPlugin(), self.fumo])
+                           tick_interval=0.2, plugins=[DsBackupRecorder(), BackupPlugin()])
         web.server.renotify_after = 1.0
         server = ServerThread(web).start()
         self.stack.callback(_stop_dm, server)
@@ -281,15 +245,6 @@ class DemoRig:
     def backup_location(self, backup_id: str) -> str | None:
         assert self.agent is not None
         return self.agent.tree.value(f"{BAR}/Backups/{backup_id}/Location")
-
-    def wait_card_sequence(self) -> None:
-        """Workaround: the agent signs card backups with sequence = creation time in seconds
-        (host.dm.agent_bar.run_backup passes no min_sequence), and the card refuses a sequence
-        not above its newest (668A): wait until the clock is past the card's newest."""
-        assert self.agent is not None and self.agent.card is not None and self.agent.wait_idle(30)
-        with self.agent.card.open() as card:
-            highest = card.status().highest_sequence  # type: ignore[attr-defined]
-        self.wait_until(lambda: time.time() >= highest + 1, 2.0)
 
     def card_backups(self) -> list[str]:
         assert self.agent is not None and self.agent.card is not None and self.agent.wait_idle(30)

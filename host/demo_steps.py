@@ -16,6 +16,7 @@ from host.tree.ops import Change, diff
 from host.tree.tnds import read_tnds
 
 FUMO_NODE = "./FUMO/FwUpdate"
+FUMO_TYPE = "org.openmobilealliance.dm.firmwareupdate.update"
 
 
 @dataclass
@@ -174,22 +175,24 @@ class Steps:
         self._need((agent.tree.value(f"{BAR}/Policy/BeforeFirmwareUpdate") or "").lower() == "true",
                    "Policy/BeforeFirmwareUpdate is not set on the device")
         on_card = set(rig.card_backups())
-        rig.wait_card_sequence()
-        apdus0, t0 = rig.apdus, time.monotonic()
-        rig.fumo.arm(f"{FUMO_NODE}/Update")
-        rig.web.server.notify(rig.device_id)
-        self._need(rig.wait_until(lambda: rig.fumo.results, 60), "the firmware update never reported")
-        agent.wait_idle(30)
-        secs = time.monotonic() - t0
+        before = {j["id"] for j in rig.store.jobs(rig.device_id)}
+        job, states, secs, apdus = self._job("firmware_update", "device", params={"node": FUMO_NODE})
+        self._succeeded(job, "firmware update")
+        fumo = self.rig.result(job["id"])
         new = [b for b in rig.card_backups() if b not in on_card]
-        apdus = None if apdus0 is None else (rig.apdus or 0) - apdus0
         self._need(agent.firmware_updates == 1 and agent.tree.value(f"{FUMO_NODE}/State") == "100",
-                   f"the firmware update did not complete: {rig.fumo.results}")
+                   f"the firmware update did not complete: {job['reason']}")
         self._need(len(new) == 1, "the firmware update did not back up to the card first")
+        recorded = [j for j in rig.store.jobs(rig.device_id) if j["id"] not in before
+                    and j["origin"] == "device:firmware" and j["backup_id"] == new[0]]
+        self._need(len(recorded) == 1 and recorded[0]["state"] == "succeeded",
+                   "the DM server has no record of the backup made before the firmware update")
         size = int(agent.tree.value(f"{BAR}/Backups/{new[0]}/Size") or 0)
-        self.ok(f"server Exec {FUMO_NODE}/Update: Policy/BeforeFirmwareUpdate backed up to the card first "
-                f"(backup {new[0][:16]}, {size} bytes{self._apdu_text(apdus)}), then the update ran: FUMO State "
-                f"100, result '{rig.fumo.results[-1]}', in {secs:.2f}s")
+        self.ok(f"server job {job['id']} firmware_update (Exec {FUMO_NODE}/Update) {' -> '.join(states)} in "
+                f"{secs:.2f}s: Policy/BeforeFirmwareUpdate backed up to the card first (backup {new[0][:16]}, "
+                f"{size} bytes{self._apdu_text(apdus)}; recorded by the server as job {recorded[0]['id']}, origin "
+                f"device:firmware), then the update ran: FUMO State 100, FUMO result {fumo.get('code')} "
+                f"({fumo.get('message')}, Generic Alert 1226 {FUMO_TYPE})")
         self.rows.append(Row("2 policy: firmware", "smart card", "committed", new[0], size, secs, apdus))
 
     # ------------------------------------------------------------ restores after corruption
@@ -241,8 +244,7 @@ class Steps:
         rig = self.rig
         assert rig.web is not None
         t0 = time.monotonic()
-        job = command_backup_via_ds(rig.store, rig.device_id, rig.ds.url, DS_USER, rig.ds_password)
-        rig.web.server.notify(rig.device_id)
+        job = command_backup_via_ds(rig.web.server, rig.device_id, rig.ds.url, DS_USER, rig.ds_password)
         job, states, secs, _ = self._follow(job["id"], ["queued"], t0, None)
         data = self._succeeded(job, "BackupViaDS")
         bid = data.get("id", "")
@@ -263,8 +265,7 @@ class Steps:
 
         self._corrupt(wiped, "corrupted: SCOMO inventory wiped, language changed")
         t0 = time.monotonic()
-        job = command_restore_via_ds(rig.store, rig.device_id, rig.ds_password, backup_id=bid)
-        rig.web.server.notify(rig.device_id)
+        job = command_restore_via_ds(rig.web.server, rig.device_id, rig.ds_password, backup_id=bid)
         job, states, secs, _ = self._follow(job["id"], ["queued"], t0, None)
         data = self._succeeded(job, "RestoreViaDS")
         self._verify_tree("restore via DS")
@@ -277,10 +278,11 @@ class Steps:
     def tampered(self) -> None:
         from sqlalchemy import select
 
-        from host.dm.backup_plugin import verify_uploaded_archive
+        from host.dm.backup_plugin import ARCHIVE_TYPE
         from host.dm.db import BackupRow
-        from host.errors import ArchiveError
         rig = self.rig
+        agent = rig.agent
+        assert agent is not None
         job, _, _, _ = self._job("backup", "server")
         self._succeeded(job, "fresh backup to the server")
         bid = job["backup_id"]
@@ -291,12 +293,6 @@ class Steps:
             data[len(data) - 40] ^= 0x01  # inside the last stored chunk
             row.archive = bytes(data)
         self.say(f"bad actor: flipped one bit of backup {bid[:16]} in the DM server's database")
-        device = rig.store.device(rig.device_id)
-        try:
-            verify_uploaded_archive(bytes(data), rig.device_id, device.public_key)
-            raise DemoFailure("the server-side check accepted the tampered archive")
-        except ArchiveError as exc:
-            self.say(f"server-side check would refuse it: {exc}")
 
         def one_change(tree: DMTree) -> None:
             tree.replace("./Con/telco-one-internet/MTU", "576")
@@ -304,14 +300,28 @@ class Steps:
         self._corrupt(one_change, "the device needs a restore (MTU changed)")
         before = comparable(rig.live())
         job, _states, secs, _ = self._job("restore", "server", backup_id=bid)
+        self._need(job["state"] == "failed" and "is damaged" in (job["reason"] or ""),
+                   f"the server sent its tampered copy: job {job['state']}: {job['reason']}")
+        self._need(agent.tree.tree.find(f"{BAR}/Staging/Archive") is None, "the server staged the tampered copy")
+        self._untouched(before, "the refused restore")
+        self.ok(f"restore refused by the server before sending anything: {job['reason']}")
+        self.rows.append(Row("tampered restore", "DM server", "refused by server", bid, len(data), secs))
+
+        # second variant: the tampered copy reaches the device's Staging node anyway
+        with agent.tree.lock:
+            agent.tree.set_leaf(f"{BAR}/Staging/Archive", bytes(data), "bin", ARCHIVE_TYPE)
+        self.say(f"bad actor: put the tampered copy of {bid[:16]} straight into the device's Staging/Archive")
+        job, _states, secs, _ = self._job("restore", "staging", backup_id=bid)
         self._need(job["state"] == "failed", "the tampered backup was restored")
         refusal = rig.result(job["id"]).get("message", job["reason"])
-        self._need(comparable(rig.live()) == before, "the refused restore changed the live tree")
-        self._need(comparable(read_tnds(rig.tree_path.read_bytes())) == before,
-                   "the refused restore changed the tree file")
+        self._untouched(before, "the refused restore")
         self.ok(f"restore refused by the device: {refusal}")
-        self.ok("tree untouched: live tree and file identical to before the attempt (nothing applied)")
-        self.rows.append(Row("tampered restore", "DM server", "refused (expected)", bid, len(data), secs))
+        self.ok("tree untouched: live tree and file identical to before both attempts (nothing applied)")
+        self.rows.append(Row("tampered restore", "device Staging", "refused by device", bid, len(data), secs))
+
+    def _untouched(self, before: bytes, what: str) -> None:
+        self._need(comparable(self.rig.live()) == before, f"{what} changed the live tree")
+        self._need(comparable(read_tnds(self.rig.tree_path.read_bytes())) == before, f"{what} changed the tree file")
 
 
 def condensed_diff(changes: list[Change], limit: int = 8) -> list[str]:

@@ -22,11 +22,13 @@ VERIFIED_LINES = (
     r"Exec Backup destination=server; job \d+ queued -> (notified -> )?running -> succeeded",
     r"Exec Backup destination=card; job \d+ .*succeeded.*committed on the card",
     r"server policy accepted: job \d+, origin device:user, destination server",
-    r"Policy/BeforeFirmwareUpdate backed up to the card first .*FUMO State 100",
+    r"firmware_update .*Policy/BeforeFirmwareUpdate backed up to the card first .*origin device:firmware.*"
+    r"FUMO State 100, FUMO result 200 \(Successful",
     r"restore from the DM server: .*tree == original",
     r"restore from the smart card: .*tree == original",
     r"Exec BackupViaDS; .*ds-status 200, 1 item",
     r"Exec RestoreViaDS: .*tree == original",
+    r"restore refused by the server before sending anything: server copy of backup [0-9a-f]+ is damaged",
     r"restore refused by the device: chunk [0-9a-f]+ does not match its signed hash",
     r"tree untouched",
     r"ALL 5 STEPS VERIFIED",
@@ -67,7 +69,7 @@ def test_demo_in_process(tmp_path: Path) -> None:
     out = check_output(proc)
     assert "in-process emulator" in out and "APDUs through pcscd" not in out
     rows = [line for line in out.splitlines() if re.match(r"\s+(1 server|2 |restore|3 |tampered)", line)]
-    assert len(rows) == 9, out
+    assert len(rows) == 10, out
     no_secrets_in(proc.stdout + proc.stderr, workdir)
 
 

@@ -131,11 +131,16 @@ def test_a_device_cannot_restore_another_devices_backup(world) -> None:
     code, answer = world.api("POST", "/api/jobs", {"device": bob.device_id, "kind": "restore",
                                                    "target": "server", "backup_id": alice_backup["backup_id"]})
     assert code == 400 and "another device" in answer["error"]
-    # even if the archive reaches Bob (a buggy or hostile server), Bob's agent refuses it
+    # filed under Bob on the server (a buggy server or a bad actor in its database): the server's
+    # re-check before sending (Bob's registered key) refuses it ...
     archive = world.web.server.store.backup_archive(alice.device_id, alice_backup["backup_id"])
     world.web.server.store.store_backup(bob.device_id, alice_backup["backup_id"], 1, archive, {}, None)
     before = bob.agent.tree.snapshot_for_backup()
     job = world.wait_job(world.job(bob, "restore", "server", backup_id=alice_backup["backup_id"])["id"])
+    assert job["state"] == "failed" and "is damaged" in job["reason"]
+    # ... and even if the archive reaches Bob's Staging node anyway, Bob's agent refuses it
+    bob.agent.tree.set_leaf(f"{BAR}/Staging/Archive", archive, "bin", "application/vnd.simvault.archive")
+    job = world.wait_job(world.job(bob, "restore", "staging", backup_id=alice_backup["backup_id"])["id"])
     assert job["state"] == "failed" and "500" in job["reason"]
     assert differences(before, bob.agent.tree.snapshot_for_backup()) == []
     assert "Restore" == bob.agent.tree.value(f"{BAR}/LastResult/Operation")

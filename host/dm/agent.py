@@ -81,6 +81,8 @@ class PendingReport:
     data: str
     type: str
     attempts: int = 0
+    format: str = "chr"
+    mark: str | None = None
 
 
 @dataclass
@@ -212,7 +214,8 @@ class DMAgent:
 
     def queue_report(self, source_uri: str, correlator: str | None, report: AlertReport) -> None:
         with self._lock:
-            self.pending.append(PendingReport(source_uri, correlator, report.code, report.data, report.type))
+            self.pending.append(PendingReport(source_uri, correlator, report.code, report.data, report.type,
+                                              format=report.format, mark=report.mark))
             self._save_reports()
 
     # ------------------------------------------------------------ worker

@@ -4,7 +4,7 @@ and the firmware-update hook (FUMO), with card access.
 Every operation answers the Exec with 202 and runs after the session (in the
 agent's worker); its outcome goes back as a Generic Alert 1226 with the
 Exec's Correlator (docs/BACKUP_MO.md). Archives come from host.backup_ops:
-backup_tree (signed with the device identity), backup_to_card /
+backup_tree (signed with the device identity), backup_tree_to_card /
 archive_from_card, restore_tree (verifies everything, then applies
 all-or-nothing on a copy that is swapped in, and the file is saved atomically).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from host.archive import Archive
-from host.backup_ops import archive_from_card, backup_to_card, backup_tree, restore_tree
+from host.backup_ops import archive_from_card, backup_tree, backup_tree_to_card, restore_tree
 from host.dm.agent_cmds import AlertReport, ExecOutcome, ExecRequest, FUMO_RE, register_exec_handler
 from host.dm.agent_tree import BAR, PRESERVED_ON_RESTORE
 from host.dm.session import format_kv, parse_kv
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FUMO_RESULT_TYPE = "org.openmobilealliance.dm.firmwareupdate.update"
 # host.archive.codec shares one ZstdCompressor, which python-zstandard says is not thread-safe:
 # several agents in one process (the benchmark) segfaulted. Serialise archive making until it is fixed.
 ARCHIVE_LOCK = threading.Lock()
@@ -107,16 +106,21 @@ def run_backup(agent: "DMAgent", destination: str, scope: list[str] | None, excl
         return _result(StatusCode.BAD_REQUEST, message=f"unknown destination {destination}")
     try:
         snapshot = agent.tree.snapshot_for_backup()
-        with ARCHIVE_LOCK:
-            archive = backup_tree(snapshot, agent.identity, scope=scope, exclude_secrets=exclude_secrets,
-                                  device_id=agent.device_id)
-        data = archive.to_bytes()
-        bid = archive.backup_id.hex()
         if destination == "card":
             if agent.card is None:
                 return _result(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED, message="this agent has no card")
-            with agent.card.open() as card:
-                backup_to_card(card, archive)
+            # the card's own rules: sequence above its highest, chunks within its FCI limit,
+            # incremental on its newest backup of this device, an interrupted upload resumed
+            with agent.card.open() as card, ARCHIVE_LOCK:
+                archive, _report = backup_tree_to_card(card, snapshot, agent.identity, scope=scope,
+                                                       exclude_secrets=exclude_secrets,
+                                                       pending_dir=agent.config.key_dir / "pending")
+        else:
+            with ARCHIVE_LOCK:
+                archive = backup_tree(snapshot, agent.identity, scope=scope, exclude_secrets=exclude_secrets,
+                                      device_id=agent.device_id)
+        data = archive.to_bytes()
+        bid = archive.backup_id.hex()
         node = f"{BAR}/Backups/{bid}"
         with agent.tree.lock:
             agent.tree.set_leaf(f"{node}/ID", bid)
@@ -273,30 +277,45 @@ def exec_delete(req: ExecRequest) -> ExecOutcome:
 
 
 # ------------------------------------------------------------------ firmware update (FUMO)
+FUMO_TYPES = {"Update": "org.openmobilealliance.dm.firmwareupdate.update",
+              "DownloadAndUpdate": "org.openmobilealliance.dm.firmwareupdate.downloadandupdate"}
+FUMO_OK, FUMO_UPDATE_FAILED = 200, 410  # OMA FUMO 1.0 result codes (Successful, Firmware Update Failed)
+FIRMWARE_POLICY_CORRELATOR = "device:firmware"  # the server records the policy backup with this origin
+
+
+def fumo_report(operation: str, code: int) -> AlertReport:
+    """The FUMO Generic Alert 1226 payload: Meta Type per operation, Format int, Data the result code."""
+    return AlertReport(code=code, data=str(code), type=FUMO_TYPES[operation], format="int",
+                       mark=None if 200 <= code < 300 else "critical")
+
+
 def exec_fumo_update(req: ExecRequest) -> ExecOutcome:
     """./FUMO/<x>/Update: with Policy/BeforeFirmwareUpdate, back up first (to the card
-    when the agent has one, else to the server), then 'install' and move the FUMO
-    State (60 update progressing -> 100 successful, or 80 failed)."""
-    if not FUMO_RE.match(req.uri):
+    when the agent has one, else to the server) and report that backup as the device's
+    own (Correlator device:firmware), then 'install' and move the FUMO State
+    (60 update progressing -> 100 successful, or 80 failed); the FUMO result goes
+    back with the Exec's Correlator."""
+    match = FUMO_RE.match(req.uri)
+    if not match:
         return ExecOutcome(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
     agent = req.agent
-    fumo = req.uri.rsplit("/", 1)[0]
+    fumo, operation = req.uri.rsplit("/", 1)[0], match.group(1)
 
     def work() -> AlertReport:
         before = (agent.tree.value(f"{BAR}/Policy/BeforeFirmwareUpdate", "false") or "false").lower() == "true"
         if before:
             destination = "card" if agent.card is not None else "server"
             report = run_backup(agent, destination, None, False)
-            agent.queue_report(f"{BAR}/Operations/Backup", None, report)
+            agent.queue_report(f"{BAR}/Operations/Backup", FIRMWARE_POLICY_CORRELATOR, report)
             if report.code != 200:
                 agent.tree.set_leaf(f"{fumo}/State", "80", "int")
                 agent.tree.save()
-                return AlertReport(code=410, data="backup before the update failed", type=FUMO_RESULT_TYPE)
+                return fumo_report(operation, FUMO_UPDATE_FAILED)
         agent.tree.set_leaf(f"{fumo}/State", "60", "int")
         agent.firmware_updates += 1
         agent.tree.set_leaf(f"{fumo}/State", "100", "int")
         agent.tree.save()
-        return AlertReport(code=200, data="firmware updated", type=FUMO_RESULT_TYPE)
+        return fumo_report(operation, FUMO_OK)
 
     return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, work)
 

@@ -50,6 +50,8 @@ class AlertReport:
     code: int
     data: str
     type: str = RESULT_TYPE
+    format: str = "chr"        # FUMO results: "int", Data = the result code (OMA FUMO 1.0)
+    mark: str | None = None    # FUMO: "critical" on failure
 
 
 @dataclass
@@ -124,7 +126,8 @@ class CommandExecutor:
             elif isinstance(cmd, m.Delete):
                 code = self._delete(cmd)
             elif isinstance(cmd, m.Alert):
-                code = StatusCode.OK if cmd.data in (1222, 1223) else StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
+                # 1225: the server dropped a large object of ours it did not finish (DM 1.2)
+                code = StatusCode.OK if cmd.data in (1222, 1223, 1225) else StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
             else:
                 code = StatusCode.COMMAND_NOT_ALLOWED
         except SyncMLStatusError as exc:
@@ -209,7 +212,7 @@ class CommandExecutor:
         for item in cmd.items:
             if item.target is None:
                 raise SyncMLStatusError(f"{cmd.name} without Target", StatusCode.BAD_REQUEST)
-            whole = self.channel.assembler.feed(item)
+            whole = self.channel.feed_item(item)
             if whole is None:
                 pending = True
                 continue

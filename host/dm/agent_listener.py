@@ -106,16 +106,20 @@ def _make_handler(agent: "DMAgent") -> type[BaseHTTPRequestHandler]:
             prev = getattr(agent, "_prev_server_nonce", None)
             if prev is not None:
                 candidates.append(prev)
-            spent: set[bytes] = agent.__dict__.setdefault("_spent_package0_nonces", set())
+            # A Package 0 triggers one session: a replay (same nonce, same SessionID, both under the
+            # digest) is refused. Keyed by the pair, not the nonce alone: a session in which the server
+            # had nothing to send ends after one message, so the device never hands the server a new
+            # nonce, and the server's next Package 0 (new SessionID) must still be accepted.
+            spent: set[tuple[bytes, int]] = agent.__dict__.setdefault("_spent_package0_nonces", set())
             for nonce in candidates:
-                if nonce in spent:
-                    continue  # a nonce triggers one session: a replayed Package 0 is refused
                 try:
                     note = verify_package0(body, lambda sid: creds.server_password
                                            if sid == creds.server_id else None, nonce)
                 except SyncMLError:
                     continue
-                spent.add(nonce)
+                if (nonce, note.session_id) in spent:
+                    continue
+                spent.add((nonce, note.session_id))
                 if len(spent) > 64:
                     spent.pop()
                 agent.on_notification(note.session_id)

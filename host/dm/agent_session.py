@@ -88,7 +88,8 @@ def _package1(agent, ch: Channel, initiator: str, request: tuple[str, str | None
     for rep in reports:
         ch.send(m.Alert(cmd_id=1, data=ALERT_GENERIC, correlator=rep.correlator,
                         items=[m.Item(source=m.Source(rep.source_uri),
-                                      meta=m.Meta(type=rep.type, format="chr"), data=rep.data)]),
+                                      meta=m.Meta(type=rep.type, format=rep.format, mark=rep.mark),
+                                      data=rep.data)]),
                 ("report", rep))
     if request is not None:
         reason, destination = request

@@ -25,14 +25,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from host.archive import Archive, verify_signature
+from host.archive import Archive, verify_integrity, verify_signature
 from host.dm.db import Store
 from host.dm.plugin import SessionContext
 from host.dm.session import format_kv, parse_kv
-from host.errors import ArchiveError, IntegrityError, SimvaultError, SyncMLError
+from host.errors import ArchiveError, IntegrityError, SimvaultError, SyncMLError, UsageError
 from host.syncml import model as m
 from host.syncml.status import StatusCode, is_success, status_name
 
@@ -45,6 +46,24 @@ REQUEST_TYPE = "urn:simvault:bar:request:1.0"
 ARCHIVE_TYPE = "application/vnd.simvault.archive"
 EXEC_NODE = {"backup": "Backup", "restore": "Restore", "delete": "Delete",
              "backup_via_ds": "BackupViaDS", "restore_via_ds": "RestoreViaDS"}
+
+
+FUMO_TYPE_PREFIX = "org.openmobilealliance.dm.firmwareupdate."
+FUMO_DEFAULT_NODE = "./FUMO/FwUpdate"
+_FUMO_NODE_RE = re.compile(r"^\./FUMO/[A-Za-z0-9_.-]{1,64}$")
+# OMA FUMO 1.0 result codes a report may carry (the rest read as "FUMO result <code>")
+FUMO_RESULTS = {200: "Successful", 400: "Management Client Error", 401: "User Cancelled",
+                402: "Corrupted Firmware Update Package", 403: "Firmware Update Package - Device Mismatch",
+                404: "Failed Firmware Update Package Validation", 405: "Firmware Update Package Not Acceptable",
+                408: "Not Implemented", 409: "Undefined Error", 410: "Firmware Update Failed"}
+
+
+def fumo_node(params: dict[str, Any] | None) -> str:
+    """The FUMO node of a firmware_update job (./FUMO/<x>); UsageError for anything else."""
+    node = str((params or {}).get("node") or FUMO_DEFAULT_NODE).rstrip("/")
+    if not _FUMO_NODE_RE.match(node):
+        raise UsageError(f"FUMO node {node[:80]!r}: give ./FUMO/<name>")
+    return node
 
 
 class _OneKey:
@@ -149,10 +168,8 @@ class BackupPlugin:
         elif kind == "restore":
             source = target
             if target == "server":
-                archive = store.backup_archive(ctx.device_id, job["backup_id"] or "")
+                archive = self._stored_archive_checked(ctx, job)
                 if archive is None:
-                    store.set_job_state(job["id"], "failed", f"backup {job['backup_id']} of "
-                                        f"{ctx.device_id} is not stored on the server")
                     return
                 ctx.send(m.Replace(cmd_id=1, meta=m.Meta(format="b64", type=ARCHIVE_TYPE),
                                    items=[m.Item(target=m.Target(BAR + "/Staging/Archive"), data=archive)]),
@@ -165,6 +182,17 @@ class BackupPlugin:
             if target == "server":
                 store.delete_backup(ctx.device_id, job["backup_id"] or "")
             data = format_kv({"id": job["backup_id"], "location": target})
+        elif kind == "firmware_update":
+            try:
+                node = fumo_node(params)
+            except UsageError as exc:
+                store.set_job_state(job["id"], "failed", str(exc))
+                return
+            ctx.state.setdefault("awaiting", set()).add(job["id"])
+            ctx.send(m.Exec(cmd_id=1, correlator=job["correlator"], item=m.Item(target=m.Target(f"{node}/Update"))),
+                     ("exec", job["id"]))
+            store.set_job_state(job["id"], "running", f"sent in session {ctx.session_id}")
+            return
         else:
             data = str(params.get("data", ""))
             if kind in ("backup_via_ds", "restore_via_ds"):  # account=<name> -> the decrypted password
@@ -180,6 +208,33 @@ class BackupPlugin:
                                     meta=m.Meta(format="chr", type="text/plain"), data=data)),
                  ("exec", job["id"]))
         store.set_job_state(job["id"], "running", f"sent in session {ctx.session_id}")
+
+    @staticmethod
+    def _stored_archive_checked(ctx: SessionContext, job: dict[str, Any]) -> bytes | None:
+        """The stored archive, re-verified before it leaves: the SHA-256 recorded at arrival and
+        the signature and chunk hashes against the device's registered key. Any mismatch fails
+        the job (nothing is sent)."""
+        store, bid = ctx.store, job["backup_id"] or ""
+        stored = store.backup_archive_and_hash(ctx.device_id, bid)
+        if stored is None:
+            store.set_job_state(job["id"], "failed", f"backup {bid} of {ctx.device_id} is not stored on the server")
+            return None
+        data, recorded = stored
+        try:
+            if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), recorded):
+                raise IntegrityError("its SHA-256 differs from the one recorded at arrival")
+            device = store.device(ctx.device_id)
+            if device is None or device.public_key is None:
+                raise IntegrityError("the device has no registered signing key to check it against")
+            archive = Archive.from_bytes(data)
+            verify_integrity(archive, _OneKey(device.public_key))
+            if not hmac.compare_digest(archive.device_id.encode(), ctx.device_id.encode()):
+                raise IntegrityError(f"it belongs to device {archive.device_id!r}")
+        except (IntegrityError, ArchiveError) as exc:
+            store.audit("backup.damaged", ctx.device_id, f"{bid[:64]}: {exc}")
+            store.set_job_state(job["id"], "failed", f"server copy of backup {bid} is damaged: {exc}; nothing sent")
+            return None
+        return data
 
     # ------------------------------------------------------------ answers
     def on_status(self, ctx: SessionContext, tag: object, status: m.Status) -> None:
@@ -235,7 +290,31 @@ class BackupPlugin:
             return self._on_result(ctx, alert, item)
         if kind == REQUEST_TYPE:
             return self._on_request(ctx, item)
+        if kind and kind.startswith(FUMO_TYPE_PREFIX):
+            return self._on_fumo_result(ctx, alert, item)
         return None
+
+    def _on_fumo_result(self, ctx: SessionContext, alert: m.Alert, item: m.Item) -> int:
+        """OMA FUMO result (Generic Alert 1226, Data = the result code) of a firmware_update job."""
+        store = ctx.store
+        try:
+            code = int(str(item.data or "").strip())
+        except ValueError:
+            return StatusCode.BAD_REQUEST
+        job = store.job_by_correlator(ctx.device_id, alert.correlator or "")
+        if job is None or job["kind"] != "firmware_update":
+            store.audit("result.unmatched", ctx.device_id, f"FUMO correlator {(alert.correlator or '')[:64]}")
+            return StatusCode.NOT_FOUND
+        if job["state"] in ("succeeded", "failed"):
+            return StatusCode.OK  # a repeated report: recorded the first time
+        node = item.source.loc_uri if item.source else ""
+        text = FUMO_RESULTS.get(code, f"FUMO result {code}")
+        store.add_result(ctx.device_id, job["id"], code, {"code": str(code), "node": node, "message": text})
+        if 200 <= code < 300:
+            store.set_job_state(job["id"], "succeeded", f"firmware updated ({code} {text}) at {node}")
+        else:
+            store.set_job_state(job["id"], "failed", f"firmware update failed: {code} {text}")
+        return StatusCode.OK
 
     def _on_result(self, ctx: SessionContext, alert: m.Alert, item: m.Item) -> int:
         store = ctx.store

@@ -7,6 +7,7 @@
     simvault dm devices | backups [--device D] | jobs [--device D] | job ID
     simvault dm backup-start DEVICE --target server|card [--scope "./A ./B"] [--wait]
     simvault dm restore-start DEVICE --id HEX --source server|card [--wait]
+    simvault dm fumo-start DEVICE [--node ./FUMO/x] [--wait]
     simvault dm agent --tree FILE --server URL --device-id ID --key DIR
                        [--card-emulator IMAGE | --card-reader R] [--listen 127.0.0.1:7701] [--wbxml]
     simvault dm agent backup-now [--destination server|card] | restore --id HEX | sync | status
@@ -95,6 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS")
     api_opts(p)
     p.set_defaults(func=_cmd_start, kind="restore", scope=None)
+    p = dsub.add_parser("fumo-start", help="firmware update (OMA FUMO Exec <node>/Update); the device's "
+                                           "Policy/BeforeFirmwareUpdate backs up first")
+    p.add_argument("device")
+    p.add_argument("--node", default="./FUMO/FwUpdate", help="the FUMO management object (default ./FUMO/FwUpdate)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS")
+    api_opts(p)
+    p.set_defaults(func=_cmd_start, kind="firmware_update", target="device", scope=None)
 
     p = dsub.add_parser("agent", help="run the device agent, or talk to a running one")
     p.add_argument("action", nargs="?", default="run", choices=("run", "backup-now", "restore", "sync", "status"))
@@ -199,7 +207,8 @@ def _cmd_job(args: argparse.Namespace) -> int:
 
 def _cmd_start(args: argparse.Namespace) -> int:
     job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": args.kind, "target": args.target,
-                                           "scope": args.scope, "backup_id": getattr(args, "backup_id", None)})
+                                           "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
+                                           "params": {"node": args.node} if getattr(args, "node", None) else None})
     deadline = time.monotonic() + args.wait
     while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -266,19 +275,10 @@ def _agent_control(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m host.dm.cli dm ...`: the dm commands alone (same handlers as `simvault dm`)."""
-    import logging
+    from host.cli import run  # at call time: host.cli imports this module
     parser = argparse.ArgumentParser(prog="simvault")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        return err.exit_code
+    return run(parser, argv)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from host.errors import SimvaultError, UsageError
 
-JOB_KINDS = ("backup", "restore", "delete", "backup_via_ds", "restore_via_ds")
-JOB_TARGETS = ("server", "card", "ds", "staging")
+JOB_KINDS = ("backup", "restore", "delete", "backup_via_ds", "restore_via_ds", "firmware_update")
+JOB_TARGETS = ("server", "card", "ds", "staging", "device")
 OPEN_STATES = ("queued", "notified", "running")
 FINAL_STATES = ("succeeded", "failed")
 
@@ -432,6 +432,13 @@ class Store:
             row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
                                                     BackupRow.backup_id == backup_id)).first()
             return row.archive if row else None
+
+    def backup_archive_and_hash(self, device_id: str, backup_id: str) -> tuple[bytes, str] | None:
+        """The stored archive with the SHA-256 (hex) recorded when it arrived, in one read."""
+        with self.reading() as s:
+            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
+                                                    BackupRow.backup_id == backup_id)).first()
+            return (row.archive, row.sha256) if row else None
 
     def backup_owner(self, backup_id: str) -> list[str]:
         with self.session() as s:

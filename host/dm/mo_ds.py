@@ -57,6 +57,7 @@ from host.syncml.status import StatusCode
 if TYPE_CHECKING:
     from host.dm.agent import DMAgent
     from host.dm.db import Store
+    from host.dm.server import DMServer
     from host.dm.plugin import SessionContext
 
 log = logging.getLogger(__name__)
@@ -285,15 +286,27 @@ class DsBackupRecorder:
         return None  # BackupPlugin records the result and finishes the job
 
 
-def command_backup_via_ds(store: Store, device_id: str, url: str, user: str, password: str | None, *,
+def _store_and_server(where: "Store | DMServer") -> tuple[Store, "DMServer | None"]:
+    from host.dm.server import DMServer
+    return (where.store, where) if isinstance(where, DMServer) else (where, None)
+
+
+def _submitted(server: "DMServer | None", job: dict[str, Any]) -> dict[str, Any]:
+    """Given the server, the job takes create_job_checked's path: the device is notified now."""
+    return server.submit_job(job) if server is not None else job
+
+
+def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, user: str, password: str | None, *,
                           datastore: str = "backup", auth: str = "basic", mode: str = "two-way",
                           account: str | None = None) -> dict[str, Any]:
-    """Queue a BackupViaDS job for the device (sent at its next session).
+    """Queue a BackupViaDS job for the device; given the DMServer (not only its Store), the
+    device is notified at once like create_job_checked does (else the ticker notifies it).
 
     The password goes to the DS account ``account`` (default ``user@url#datastore``),
     encrypted at rest (host.dm.ds_accounts); the job keeps only the account's name.
     ``password`` None reuses the stored account. mode "two-way" (default) keeps the
     previous archive until the new one is complete on every peer; "refresh" is Alert 203."""
+    store, server = _store_and_server(where)
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
     name = account or default_account_name(url, user, datastore)
@@ -303,15 +316,16 @@ def command_backup_via_ds(store: Store, device_id: str, url: str, user: str, pas
         raise UsageError(f"no DS account {name[:80]!r}: give the password once")
     data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
                       "auth": auth if auth != "basic" else None, "mode": mode})
-    return store.create_job(device_id, "backup_via_ds", "ds", params={"data": data})
+    return _submitted(server, store.create_job(device_id, "backup_via_ds", "ds", params={"data": data}))
 
 
-def command_restore_via_ds(store: Store, device_id: str, password: str | None = None, backup_id: str | None = None, *,
+def command_restore_via_ds(where: "Store | DMServer", device_id: str, password: str | None = None, backup_id: str | None = None, *,
                            url: str | None = None, user: str | None = None, datastore: str | None = None,
                            auth: str = "basic", account: str | None = None) -> dict[str, Any]:
     """Queue a RestoreViaDS job; where the backup lives comes from the DS record unless given.
 
     ``password`` None uses the stored DS account (the one the backup job created)."""
+    store, server = _store_and_server(where)
     records = [r for r in ds_backups(store, device_id) if backup_id is None or r["backup_id"] == backup_id]
     if not records and url is None:
         raise UsageError(f"no DS backup {backup_id or ''} recorded for {device_id}: give url= and user=")
@@ -325,5 +339,5 @@ def command_restore_via_ds(store: Store, device_id: str, password: str | None = 
         raise UsageError(f"no DS account {name[:80]!r}: give the password once")
     data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
                       "auth": auth if auth != "basic" else None, "id": backup_id or rec.get("backup_id")})
-    return store.create_job(device_id, "restore_via_ds", "ds", backup_id=backup_id or rec.get("backup_id"),
-                            params={"data": data})
+    return _submitted(server, store.create_job(device_id, "restore_via_ds", "ds",
+                                               backup_id=backup_id or rec.get("backup_id"), params={"data": data}))

@@ -27,11 +27,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from host.dm import dmauth
 from host.dm.db import Device, Store
 from host.dm.plugin import Notifier, ServerPlugin, SessionContext
-from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE,
+from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_NO_END_OF_DATA,
                              ALERT_SERVER_INITIATED, ALERT_SESSION_ABORT, DEFAULT_MAX_MSG_SIZE,
                              MIN_MAX_MSG_SIZE, WIRE_XML, Channel, Wire, next_message_alert, wire_for)
 from host.errors import AuthError, SimvaultError, SyncMLError
@@ -382,7 +383,7 @@ class DMServer:
     def _on_results(self, sess: ServerSession, res: m.Results, msg_id: int) -> int:
         chunked = False
         for item in res.items:
-            whole = sess.channel.assembler.feed(item)
+            whole = sess.channel.feed_item(item)
             if whole is None:
                 chunked = True
                 continue
@@ -399,6 +400,9 @@ class DMServer:
             return StatusCode.OK
         if code == ALERT_SESSION_ABORT:
             self._end(sess, "failed", "aborted by the device")
+            return StatusCode.OK
+        if code == ALERT_NO_END_OF_DATA:  # the device dropped a large object we did not finish
+            self.store.audit("large_object.interrupted", sess.device_id, _alert_locations(alert))
             return StatusCode.OK
         if code != ALERT_GENERIC:
             return StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED
@@ -449,6 +453,14 @@ class DMServer:
             lock = self._notify_locks.setdefault(device_id, threading.Lock())
         with lock:
             return self._notify_locked(device_id)
+
+    def submit_job(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job just queued: notify its device now (queued -> notified); when the device
+        cannot be reached the job stays queued and the ticker retries."""
+        if self.notify(job["device_id"]):
+            self.store.set_job_state(job["id"], "notified", only_from=("queued",))
+            return self.store.job(job["id"]) or job
+        return job
 
     def notify_many(self, device_ids: list[str]) -> dict[str, bool]:
         """Notify several devices at once (in parallel); {device: accepted}."""
@@ -526,3 +538,8 @@ class DMServer:
     def open_sessions(self) -> int:
         with self._lock:
             return sum(1 for s in self._sessions.values() if not s.closed)
+
+
+def _alert_locations(alert: m.Alert) -> str:
+    return " ".join((i.target.loc_uri if i.target else "") or (i.source.loc_uri if i.source else "")
+                    for i in alert.items)[:200]

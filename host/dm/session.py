@@ -37,6 +37,7 @@ ALERT_SERVER_INITIATED = 1200
 ALERT_CLIENT_INITIATED = 1201
 ALERT_SESSION_ABORT = 1223
 ALERT_GENERIC = 1226
+ALERT_NO_END_OF_DATA = 1225  # DM 1.2 large objects: a new object arrived before the last chunk
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class Outgoing:
     tag: object = None
 
 
+def _item_key(item: m.Item) -> tuple[str | None, str | None]:
+    return (item.target.loc_uri if item.target else None, item.source.loc_uri if item.source else None)
+
+
 @dataclass
 class Channel:
     """One side of a DM session (see module doc)."""
@@ -96,6 +101,27 @@ class Channel:
 
     def __post_init__(self) -> None:
         self.assembler = LargeObjectAssembler(self.max_obj_size)
+        self._chunked_first: m.Item | None = None  # first chunk of the large object being received
+
+    def feed_item(self, item: m.Item, cmd_meta: m.Meta | None = None) -> m.Item | None:
+        """Large-object reassembly (None while chunks are pending) with OMA DM 1.2's rule for an
+        interrupted object: when a new object arrives before the last chunk, the partial one is
+        dropped and Alert 1225 (End of Data for chunked object not received), naming its
+        Source/Target, is queued for the peer; the new object is then handled as any other."""
+        pending = self._chunked_first
+        if pending is not None and _item_key(item) != _item_key(pending):
+            self.assembler.reset()
+            self._chunked_first = None
+            self.send(m.Alert(cmd_id=1, data=ALERT_NO_END_OF_DATA,
+                              items=[m.Item(target=pending.target, source=pending.source)]))
+            pending = None
+        try:
+            whole = self.assembler.feed(item, cmd_meta)
+        except SyncMLError:
+            self._chunked_first = None  # the assembler dropped the object too
+            raise
+        self._chunked_first = (pending or item) if whole is None else None
+        return whole
 
     # ------------------------------------------------------------ numbering
     def new_cmd_id(self) -> int:

@@ -7,6 +7,8 @@ Routes
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
+                             firmware_update: {"device": ID, "kind": "firmware_update",
+                              "params": {"node": "./FUMO/x"}} (target "device"; default node ./FUMO/FwUpdate)
     POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",
                               "public_key_pem": PEM, "notify_url": URL}
     GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
@@ -281,6 +283,10 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
     if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
         raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
                          "is not for secrets (host.dm.mo_ds.command_backup_via_ds stores it encrypted)")
+    if kind == "firmware_update":
+        from host.dm.backup_plugin import fumo_node
+        params = {**(params or {}), "node": fumo_node(params)}
+        target = "device"
     if kind in ("restore", "delete") and not backup_id:
         raise UsageError(f"a {kind} job needs a backup id (--id)")
     if kind == "restore" and target == "server" and backup_id:
@@ -291,10 +297,7 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
                                  "a device restores only its own backups")
             raise UsageError(f"backup {backup_id} of {device_id} is not stored on the server")
     job = store.create_job(device_id, kind, target, scope=scope, backup_id=backup_id, params=params)
-    if notify and server.notify(device_id):
-        store.set_job_state(job["id"], "notified", only_from=("queued",))
-        job = store.job(job["id"]) or job
-    return job
+    return server.submit_job(job) if notify else job
 
 
 class ServerThread:
