@@ -104,7 +104,7 @@ class DMWebServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)  # bounded stop
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -83,7 +83,7 @@ def run_proxy_in_thread(upstream_url: str, host: str = "127.0.0.1", **faults) ->
     async def start() -> None:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/{tail:.*}", proxy.handle)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         site = web.TCPSite(runner, host, 0)
         await site.start()

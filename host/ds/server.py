@@ -66,7 +66,7 @@ class DsServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=5.0)  # bounded stop
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
