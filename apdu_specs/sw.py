@@ -93,7 +93,7 @@ def describe(sw: int) -> SwInfo:
     if sw1 == 0x6C:
         return SwInfo("WRONG_LE", f"wrong Le: {sw2 or 256} bytes available, re-issue with that Le")
     if sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        return SwInfo("WRONG_PIN", f"wrong PIN or PUK, {sw2 & 0x0F} tries left")
+        return SwInfo("WRONG_PIN", f"wrong PIN or PUK, {sw2 & 0x0F} {'try' if sw2 & 0x0F == 1 else 'tries'} left")
     return SwInfo(f"SW_{sw:04X}", "unknown status word")
 
 

@@ -28,6 +28,7 @@ from host.errors import SimvaultError, UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 1 << 20
+MIN_CAPACITY = 16384        # the smallest NVM a backup store fits in (tables + 16 blocks), rounded up
 
 
 class VirtualCard:
@@ -155,6 +156,9 @@ def personalise(image_path: str | os.PathLike[str], capacity: int, pin: str, puk
     (16 bytes, AES-128) and trust anchors (uncompressed P-256 points).
     An existing image is refused unless ``force``."""
     path = Path(image_path)
+    if capacity < MIN_CAPACITY:
+        raise UsageError(f"card capacity {capacity} bytes is too small: at least {MIN_CAPACITY} bytes "
+                         f"(default {DEFAULT_CAPACITY})")
     if path.exists():
         if not force:
             raise UsageError(f"{path} already exists: it may hold backups; pass --force to overwrite it")

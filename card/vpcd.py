@@ -24,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,15 @@ CTRL_ATR = 4
 
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
+UNREACHABLE_WARN_SECONDS = 5.0      # at most one "no vpcd" warning per this many seconds
+
+# The Debian vpcd config (/etc/reader.conf.d/vpcd): port -> the reader pcscd shows
+VPCD_READER_NAMES = {35963: "Virtual PCD 00 00", 35964: "Virtual PCD 00 01"}
+
+
+def reader_for_port(port: int) -> str | None:
+    """The PC/SC reader name vpcd gives the slot on ``port`` (None when not a default port)."""
+    return VPCD_READER_NAMES.get(port)
 
 
 SLOT_LOCK_DIR = Path(os.environ.get("SIMVAULT_LOCK_DIR", "/tmp"))
@@ -112,8 +121,15 @@ class VpcdBridge:
     """
 
     def __init__(self, card: VirtualCard, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 reconnect: bool = True) -> None:
+                 reconnect: bool = True, notify: Callable[[str], None] | None = None,
+                 warn_interval: float = UNREACHABLE_WARN_SECONDS) -> None:
+        """``notify`` receives user-facing lines: "card in reader ..." on each
+        connection, and "no vpcd at ..." at most once per ``warn_interval`` seconds
+        while vpcd cannot be reached."""
         self.card = card
+        self.notify = notify
+        self.warn_interval = warn_interval
+        self._last_warning: float | None = None
         self.host = host
         self.port = port
         self.reconnect = reconnect
@@ -127,6 +143,12 @@ class VpcdBridge:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def reader_description(self) -> str:
+        """Where pcscd shows the card: "reader 'Virtual PCD 00 00'" or, on another port, the port."""
+        name = reader_for_port(self.port)
+        return f"reader '{name}'" if name else f"the vpcd reader of port {self.port}"
 
     @property
     def connected(self) -> bool:
@@ -205,6 +227,11 @@ class VpcdBridge:
             sock = socket.create_connection((self.host, self.port), timeout=2.0)
         except OSError as exc:
             log.debug("vpcd %s not reachable (%s)", self.address, exc.strerror or exc)
+            now = time.monotonic()
+            if self.notify is not None and (self._last_warning is None
+                                            or now - self._last_warning >= self.warn_interval):
+                self._last_warning = now
+                self.notify(f"no vpcd at {self.address}: is pcscd running with vsmartcard-vpcd? retrying")
             return None
         # Without TCP_NODELAY every answer waits ~40 ms for a delayed ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -215,7 +242,10 @@ class VpcdBridge:
                 return None
             self._sock = sock
         self._connected.set()
+        self._last_warning = None
         log.info("card connected to vpcd %s", self.address)
+        if self.notify is not None:
+            self.notify(f"card in {self.reader_description} (vpcd {self.address})")
         return sock
 
     def _close(self) -> None:

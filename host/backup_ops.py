@@ -4,9 +4,10 @@
     backup_to_card(card, archive, progress=None) -> UploadReport
     archive_from_card(card, backup_id, with_chunks=True) -> Archive
     latest_archive_on_card(card, device_id) -> Archive | None   (manifest only: for incrementals)
-    write_archive_file(path, archive) / read_archive_file(path) -> Archive
+    write_archive_file(path, archive, *, directory=None) / read_archive_file(path) -> Archive
     restore_tree_file(tree_path, archive, identity, *, dry_run=False, keep_secrets=False,
-                      force_device=False, force_sequence=False, state=None) -> RestoreReport
+                      force_device=False, force_sequence=False, state=None, create=False) -> RestoreReport
+    card_entries(card, with_device=False); card_full_message(free, needed); is_directory_target(path)
     HostState(path): last sequences per device, pending card uploads (resume)
 
 Everything is verified before anything is written; files are replaced
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from apdu_specs.manifest import verify_raw
 from host.archive import Archive, make_archive, verify_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
-from host.errors import ArchiveError, CardError, SimvaultError, UsageError
+from host.errors import ArchiveError, CardError, SimvaultError, TreeError, UsageError
 from host.fsutil import atomic_write
 from host.keys import Identity
 from host.tree.model import DMTree
@@ -42,21 +44,42 @@ ARCHIVE_SUFFIX = ".svarch"
 # ---- files -------------------------------------------------------------------------
 
 
-def write_archive_file(path: Path, archive: Archive) -> Path:
-    """Write archive to path (a directory gets <backup id>.svarch); returns the file."""
+def is_directory_target(path: str | Path) -> bool:
+    """A destination meant as a directory: it ends in '/' or is one already."""
+    text = str(path) if not isinstance(path, str) else path
+    return text.endswith(("/", os.sep)) or Path(path).is_dir()
+
+
+def write_archive_file(path: str | Path, archive: Archive, *, directory: bool | None = None) -> Path:
+    """Write archive to path; a directory (``directory``, or a path ending in '/' or
+    an existing directory) gets <backup id>.svarch, created 0700 if missing.
+    Returns the file."""
+    if directory is None:
+        directory = is_directory_target(path)
     path = Path(path)
-    if path.is_dir():
+    if directory:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = path / f"{archive.backup_id.hex()}{ARCHIVE_SUFFIX}"
     atomic_write(path, archive.to_bytes())
     return path
 
 
+def _missing(path: Path) -> UsageError:
+    return UsageError(f"no such file or directory: {path}")
+
+
 def read_archive_file(path: Path) -> Archive:
+    """The archive in a file; errors name the file."""
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _missing(path) from None
     except OSError as exc:
         raise ArchiveError(f"cannot read archive {path}: {exc.strerror}") from None
-    return Archive.from_bytes(data)
+    try:
+        return Archive.from_bytes(data)
+    except ArchiveError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def archives_in(directory: Path) -> list[tuple[Path, Archive]]:
@@ -72,6 +95,8 @@ def archives_in(directory: Path) -> list[tuple[Path, Archive]]:
 
 def find_archive(source: Path, backup_id: bytes | None) -> Archive:
     source = Path(source)
+    if not source.exists():
+        raise _missing(source)
     if source.is_file():
         archive = read_archive_file(source)
         if backup_id is not None and archive.backup_id != backup_id:
@@ -87,9 +112,15 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
 
 def read_tree_file(path: Path) -> DMTree:
     try:
-        return read_tnds(Path(path).read_bytes())
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise _missing(path) from None
     except OSError as exc:
         raise UsageError(f"cannot read tree {path}: {exc.strerror}") from None
+    try:
+        return read_tnds(data)
+    except TreeError as exc:        # XmlError included: say which file
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 # ---- host state --------------------------------------------------------------------
@@ -201,6 +232,32 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
     interrupted upload of the same id), QUERY CHUNKS, PUT CHUNK for the missing ones
     only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence."""
     m = archive.manifest
+    plan = {"needed": sum(c.size for c in m.chunks) + len(archive.manifest_bytes), "sent": 0}
+    try:
+        return _upload(card, archive, progress, plan)
+    except CardError as err:
+        if err.sw != CARD_FULL_SW:
+            raise
+        try:        # free before this run: what is free now plus what this run stored
+            free: int | str = card.status().free + plan["sent"]
+        except SimvaultError:
+            free = "?"
+        raise type(err)(card_full_message(free, plan["needed"]), err.sw) from None
+
+
+CARD_FULL_SW = 0x6A84
+
+
+def card_full_message(free: int | str, needed: int) -> str:
+    """What a 6A84 during an upload means and what to do about it."""
+    return (f"card full: {free} bytes free, this backup needs ~{needed}: delete a backup "
+            "(simvault list; simvault delete --id ID) or back up with --exclude-secrets/--scope; "
+            "the partial upload holds card memory until 'simvault card abort-upload' "
+            "(or resumes when the same backup runs again)")
+
+
+def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict) -> UploadReport:
+    m = archive.manifest
     begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
     resumed = bool(_field(begin, "resumed", False))
     ids = [c.chunk_id for c in m.chunks]
@@ -211,6 +268,7 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
         raise ArchiveError(f"{len(missing)} chunk(s) are neither on the card nor in the archive; "
                            "make a full backup")
     total = sum(c.size for c in todo) + len(archive.manifest_bytes)
+    plan["needed"] = total
     done = 0
     for ref in todo:
         try:
@@ -219,6 +277,7 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
             if err.sw != 0x6A89:  # already there (a race with a resumed session): fine
                 raise
         done += ref.size
+        plan["sent"] = done
         if progress:
             progress(done, total)
     card.put_manifest(archive.manifest_bytes)
@@ -247,8 +306,20 @@ def _entry_dict(entry: Any) -> dict:
     return out
 
 
-def card_entries(card: Any) -> list[dict]:
-    return [_entry_dict(e) for e in card.list_backups()]
+def card_entries(card: Any, with_device: bool = False) -> list[dict]:
+    """The card's directory as dicts; with_device adds each backup's device_id from
+    its manifest (one short read per backup; '-' when it cannot be read)."""
+    out = []
+    for e in card.list_backups():
+        entry = _entry_dict(e)
+        if with_device:
+            try:
+                raw = card.read_manifest(_field(e, "backup_id"), _field(e, "manifest_length"))
+                entry["device_id"] = Archive(raw, bytes(C.SIGNATURE_LENGTH), {}).device_id
+            except SimvaultError:
+                entry["device_id"] = "-"
+        out.append(entry)
+    return out
 
 
 def archive_from_card(card: Any, backup_id: bytes, with_chunks: bool = True,
@@ -383,15 +454,37 @@ class RestoreReport:
     device_id: str
     applied: bool
     changes: list[Change]
+    kept_live: list[str] = field(default_factory=list)   # subtrees kept from the live tree
 
     def as_dict(self) -> dict:
         return {"backup_id": self.backup_id, "sequence": self.sequence, "device_id": self.device_id,
-                "applied": self.applied,
+                "applied": self.applied, "kept_live": list(self.kept_live),
                 "changes": [{"kind": c.kind, "uri": c.uri, "fields": list(c.fields), "secret": c.secret}
                             for c in self.changes]}
 
     def render(self) -> str:
-        return render_diff(self.changes)
+        text = render_diff(self.changes)
+        if self.kept_live:
+            text += (f"kept from the live device (--force-device keeps its identity): "
+                     f"{', '.join(self.kept_live)}\n")
+        return text
+
+
+# The device's identity: a restore with force_device (another device's backup) keeps them live.
+IDENTITY_URIS = ("./DevInfo", "./DevDetail")
+
+
+def _keep_live_identity(live: DMTree, restored: DMTree) -> list[str]:
+    """Put live's identity subtrees into restored (in place); the URIs kept."""
+    kept = []
+    for uri in IDENTITY_URIS:
+        node = live.find(uri)
+        if restored.find(uri) is not None:
+            restored.delete(uri)
+        if node is not None:
+            restored.add_subtree(uri, node.copy(), create_parents=True)
+            kept.append(uri)
+    return kept
 
 
 def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run: bool = False,
@@ -402,7 +495,8 @@ def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run:
 
     device_id defaults to the live tree's ./DevInfo/DevId. A backup made with
     secrets excluded always keeps the live secrets (else restoring would wipe
-    the DM credentials)."""
+    the DM credentials). force_device (another device's backup) keeps the live
+    ./DevInfo and ./DevDetail: the device stays itself."""
     if device_id is None:
         try:
             device_id = device_id_of(live)
@@ -413,25 +507,40 @@ def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run:
                               force_device=force_device, min_sequence=min_seq,
                               force_sequence=force_sequence)
     keep = keep_secrets or archive.host.secrets == "excluded"
+    kept = _keep_live_identity(live, verified.tree) if force_device else []
     changes = apply_restore(live, verified.tree, verified.scope, keep_live_secrets=keep, dry_run=dry_run)
     if record and not dry_run and state is not None:
         state.note_restored(archive.device_id, archive.sequence)
-    return RestoreReport(archive.backup_id.hex(), archive.sequence, archive.device_id, not dry_run, changes)
+    return RestoreReport(archive.backup_id.hex(), archive.sequence, archive.device_id, not dry_run, changes,
+                         kept)
 
 
 def restore_tree_file(tree_path: Path, archive: Archive, identity: Identity, *, dry_run: bool = False,
                       keep_secrets: bool = False, force_device: bool = False,
-                      force_sequence: bool = False, state: HostState | None = None) -> RestoreReport:
-    """restore_tree onto a TNDS file, replaced atomically; untouched on any error."""
-    live = read_tree_file(tree_path)
+                      force_sequence: bool = False, state: HostState | None = None,
+                      create: bool = False) -> RestoreReport:
+    """restore_tree onto a TNDS file, replaced atomically; untouched on any error.
+
+    create: the file must not exist; the backup is restored onto an empty tree
+    and written there (0600): rebuilding a lost device's tree."""
+    tree_path = Path(tree_path)
+    if create:
+        if tree_path.exists():
+            raise UsageError(f"{tree_path} exists: --create only writes a new tree file; "
+                             "drop --create to restore onto it")
+        live = DMTree()
+    else:
+        if not tree_path.exists():
+            raise UsageError(f"no such tree file: {tree_path}: to rebuild it from the backup, add --create")
+        live = read_tree_file(tree_path)
     report = restore_tree(live, archive, identity, dry_run=dry_run, keep_secrets=keep_secrets,
                           force_device=force_device, force_sequence=force_sequence, state=state,
                           record=False)
     if dry_run:
         return report
     data = write_tnds(live)
-    atomic_write(Path(tree_path), data.encode("utf-8") if isinstance(data, str) else data,
-                 mode=Path(tree_path).stat().st_mode & 0o777)
+    mode = 0o600 if create else tree_path.stat().st_mode & 0o777
+    atomic_write(tree_path, data.encode("utf-8") if isinstance(data, str) else data, mode=mode)
     if state is not None:
         state.note_restored(archive.device_id, archive.sequence)
     return report

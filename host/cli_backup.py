@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from host.keys import (
     default_key_dir,
     fingerprint,
     generate_identity,
+    load_decryptor,
     load_identity,
     load_public_point,
     passphrase_from_env,
@@ -92,7 +94,7 @@ def _is_card(where: str | None) -> bool:
 
 
 def cmd_keys_gen(args: argparse.Namespace) -> int:
-    ident = generate_identity(args.out or default_key_dir(), args.name, passphrase_from_env())
+    ident = generate_identity(args.key or default_key_dir(), args.name, passphrase_from_env())
     return _show(args, ident)
 
 
@@ -146,13 +148,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
         doc = {"destination": "card", **report.__dict__}
     else:
         dest = Path(args.to)
+        to_dir = ops.is_directory_target(args.to)
         previous = None
         if dest.is_dir() and not args.full:
             mine = [a for _, a in ops.archives_in(dest) if a.device_id == device_id]
             previous = mine[-1] if mine else None
         archive = ops.backup_tree(tree, ident, previous=previous, scope=scope,
                                   exclude_secrets=args.exclude_secrets)
-        path = ops.write_archive_file(dest, archive)
+        path = ops.write_archive_file(dest, archive, directory=to_dir)
         new = [c for c in archive.manifest.chunks if previous is None or c.chunk_id not in previous.chunks]
         doc = {"destination": str(path), "backup_id": archive.backup_id.hex(),
                "sequence": archive.sequence, "chunks_total": len(archive.manifest.chunks),
@@ -183,7 +186,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     archive = _load(args, args.source, _backup_id(args.id))
     report = ops.restore_tree_file(args.tree, archive, ident, dry_run=args.dry_run,
                                    keep_secrets=args.keep_secrets, force_device=args.force_device,
-                                   force_sequence=args.force, state=ops.host_state(ident))
+                                   force_sequence=args.force, state=ops.host_state(ident),
+                                   create=args.create)
     doc = report.as_dict()
     head = f"{'would restore' if args.dry_run else 'restored'} backup {report.backup_id} " \
            f"(sequence {report.sequence}): {len(report.changes)} change(s)"
@@ -191,23 +195,41 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def iso_utc(epoch: int | None) -> str:
+    """Seconds since the epoch as ISO-8601 UTC (2026-11-24T08:54:15Z); '-' when unknown."""
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def list_line(entry: dict) -> str:
+    """One `simvault list` line: id, sequence, creation time (UTC), size, device."""
+    return (f"{entry['backup_id']}  seq {entry['sequence']}  created {iso_utc(entry.get('created'))}  "
+            f"{entry.get('stored_bytes', '?')} bytes  device {entry.get('device_id') or '-'}")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if _is_card(args.source):
-        entries = ops.card_entries(_open_card(args))
+        entries = ops.card_entries(_open_card(args), with_device=True)
     else:
         src = Path(args.source)
+        if not src.exists():
+            raise UsageError(f"no such file or directory: {src}")
         found = ops.archives_in(src) if src.is_dir() else [(src, ops.read_archive_file(src))]
         entries = [{**a.summary(), "path": str(p)} for p, a in found]
-    lines = [f"{e['backup_id']}  seq {e['sequence']}  created {e.get('created')}  "
-             f"{e.get('stored_bytes', '?')} bytes  {e.get('device_id', '')}" for e in entries]
-    _emit(args, {"backups": entries}, lines or ["no backups"])
+    for e in entries:
+        if e.get("created") is not None:
+            e["created_utc"] = iso_utc(e["created"])
+    _emit(args, {"backups": entries}, [list_line(e) for e in entries] or ["no backups"])
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    ident = _identity(args)
+    # Verifying needs the trust store and the decryption key, never the signing key.
+    directory = args.key or default_key_dir()
+    decryptor = load_decryptor(directory, args.name)
     archive = _load(args, args.source, _backup_id(args.id))
-    verified = verify_archive(archive, ident.trust, ident.decryptor)
+    verified = verify_archive(archive, TrustStore(directory / "trusted"), decryptor)
     doc = {**archive.summary(), "verified": True, "nodes": verified.tree.node_count()}
     line = (f"backup {doc['backup_id']} verified: signature, {doc['chunks']} chunk(s), "
             f"tree hash ({doc['nodes']} nodes, device {doc['device_id']})")
@@ -222,6 +244,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
         _open_card(args).delete_backup(backup_id)
     else:
         src = Path(args.source)
+        if not src.exists():
+            raise UsageError(f"no such file or directory: {src}")
         paths = [p for p, a in ops.archives_in(src) if a.backup_id == backup_id] if src.is_dir() else [src]
         if not paths:
             raise UsageError(f"no backup {args.id} in {src}")
@@ -255,16 +279,20 @@ def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("keys", help="device/server key pairs and trusted keys")
     ksub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
     gen = ksub.add_parser("gen", help="create signing and encryption key pairs")
-    gen.add_argument("--out", type=Path, default=None, metavar="DIR")
-    gen.add_argument("--name", default="device")
-    gen.add_argument("--json", action="store_true")
+    gen.add_argument("--key", "--out", dest="key", type=Path, default=None, metavar="DIR",
+                     help="key directory to create them in (default $SIMVAULT_HOME or ~/.config/simvault; "
+                          "--out is an alias)")
+    gen.add_argument("--name", default="device", help="key name inside the directory (default device)")
+    gen.add_argument("--json", action="store_true", help="print JSON")
     gen.set_defaults(func=cmd_keys_gen)
     show = ksub.add_parser("show", help="key ids, public points, fingerprints")
     _key_options(show)
     show.set_defaults(func=cmd_keys_show)
     trust = ksub.add_parser("trust", help="trust a public signing key (or --recipient: wrap backups for it)")
-    trust.add_argument("public_key", type=Path)
-    trust.add_argument("--recipient", action="store_true")
+    trust.add_argument("public_key", type=Path, help="PEM public key file")
+    trust.add_argument("--recipient", action="store_true",
+                       help="an encryption key every backup is also wrapped for (e.g. the DM server's), "
+                            "not a trusted signer")
     _key_options(trust)
     trust.set_defaults(func=cmd_keys_trust)
 
@@ -274,7 +302,9 @@ def register(subparsers: Any) -> None:
         p.add_argument("--progress", action="store_true", help="show a progress line on stderr")
         if where:
             p.add_argument(f"--{where}", dest="source" if where == "from" else "to", default="card",
-                           metavar="card|PATH", help="the card (default) or an archive file/directory")
+                           metavar="card|PATH",
+                           help="the card (default) or an archive file/directory" +
+                           (" (a path ending in '/' is a directory, created if missing)" if where == "to" else ""))
         if card:
             _card_options(p)
         p.set_defaults(func=func)
@@ -286,19 +316,26 @@ def register(subparsers: Any) -> None:
     b.add_argument("--exclude-secrets", action="store_true", help="leave DMAcc credentials out")
     b.add_argument("--full", action="store_true", help="a new chain, not incremental")
     r = common("restore", "verify a backup, then restore it onto a tree file", cmd_restore, "from")
-    r.add_argument("--id", help="backup id (default: the newest)")
-    r.add_argument("--tree", type=Path, required=True)
+    r.add_argument("--id", help="backup id, 32 hex digits (default: the newest; see 'simvault list')")
+    r.add_argument("--tree", type=Path, required=True, help="the live tree (TNDS file) to restore onto")
+    r.add_argument("--create", action="store_true",
+                   help="the tree file is lost: write the restored tree to --tree, a new file (refused if it "
+                        "exists)")
     r.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    r.add_argument("--force-device", action="store_true", help="restore another device's backup")
+    r.add_argument("--force-device", action="store_true",
+                   help="restore another device's backup; the live device's identity (./DevInfo, ./DevDetail) "
+                        "is kept, and the diff preview says so")
     r.add_argument("--force", action="store_true", help="restore a backup older than the last restored")
     r.add_argument("--keep-secrets", action="store_true", help="keep the live credentials")
     common("list", "list backups", cmd_list, "from")
-    v = common("verify", "verify a backup completely (nothing is changed)", cmd_verify, "from")
-    v.add_argument("--id")
+    v = common("verify", "verify a backup completely (needs the trust store and the decryption key only)",
+               cmd_verify, "from")
+    v.add_argument("--id", help="backup id, 32 hex digits (default: the newest; see 'simvault list')")
     d = common("delete", "delete a backup", cmd_delete, "from")
-    d.add_argument("--id", required=True)
+    d.add_argument("--id", required=True, help="backup id, 32 hex digits (see 'simvault list')")
     e = common("export", "copy a backup from the card into an archive file", cmd_export)
-    e.add_argument("--id", required=True)
-    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--id", required=True, help="backup id on the card, 32 hex digits (see 'simvault list')")
+    e.add_argument("--out", required=True, metavar="FILE|DIR/",
+                   help="the archive file to write; a directory (ending in '/', or existing) gets <id>.svarch")
     i = common("import", "copy an archive file onto the card", cmd_import)
-    i.add_argument("path", type=Path)
+    i.add_argument("path", type=Path, help="the archive file (.svarch) to upload")

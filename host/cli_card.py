@@ -172,18 +172,29 @@ def closes_links(handler: Callable[[argparse.Namespace], int]) -> Callable[[argp
 def _cmd_readers(args: argparse.Namespace) -> int:
     from host.link.pcsc import list_readers, reader_state
     names = list_readers()
+    readers = []
+    for index, name in enumerate(names):
+        present, atr = reader_state(name)
+        readers.append({"index": index, "name": name, "card_present": bool(present),
+                        "atr": atr.hex().upper() if present and atr else None})
+    if getattr(args, "json", False):
+        print(json.dumps({"readers": readers}, indent=1))
+        return 0 if names else 1
     if not names:
         print("no PC/SC reader: connect one (a virtual one: install vsmartcard-vpcd and restart pcscd)")
         return 1
-    for index, name in enumerate(names):
-        present, atr = reader_state(name)
-        print(f"{index}: {name}: " + (f"card present, ATR {atr.hex().upper()}" if present else "no card"))
+    for r in readers:
+        print(f"{r['index']}: {r['name']}: " + (f"card present, ATR {r['atr']}" if r["card_present"] else "no card"))
     return 0
 
 
 def _limits(args: argparse.Namespace):
     from card.runtime import CardLimits
     return CardLimits.short(t0=args.t0) if args.short else CardLimits(t0=args.t0)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -193,16 +204,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not port.isdigit():
         raise UsageError(f"--vpcd {args.vpcd!r}: expected HOST:PORT")
     with VirtualCard.open(args.image, _limits(args), exclusive=True) as card:
-        bridge = VpcdBridge(card, host or DEFAULT_HOST, int(port))
-        print(f"serving {args.image} on vpcd {bridge.address} (ctrl-C to stop)", file=sys.stderr)
+        bridge = VpcdBridge(card, host or DEFAULT_HOST, int(port), notify=_stderr_line)
+        print(f"serving {args.image} on vpcd {bridge.address} (ctrl-C to stop)", file=sys.stderr, flush=True)
         bridge.serve_forever()      # reconnects when pcscd restarts; SIGINT/SIGTERM stop it
     print("stopped", file=sys.stderr)
     return 0
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from card.emulator import personalise
+    from card.emulator import MIN_CAPACITY, personalise
     from host.keys import load_public_point
+    if args.capacity < MIN_CAPACITY:
+        raise UsageError(f"--capacity {args.capacity}: too small: at least {MIN_CAPACITY} bytes (default 1048576)")
     if args.image.exists() and not args.force:
         raise UsageError(f"{args.image} already exists: it may hold backups; pass --force to overwrite it")
     points = [load_public_point(Path(p)) for p in args.trust]
@@ -210,12 +223,18 @@ def _cmd_init(args: argparse.Namespace) -> int:
     puk = args.puk or read_secret(args.puk_env, "new PUK (8 digits)", confirm=True)
     key = _read_admin_key(args.admin_key_file, create=True)
     personalise(args.image, args.capacity, pin, puk, key, points, force=args.force)
-    print(f"card image {args.image} personalised: {args.capacity} bytes, {len(points)} trust anchor(s)")
+    print(f"card image {args.image} personalised: NVM {args.capacity} bytes (image file "
+          f"{args.image.stat().st_size} bytes with header and journal), {len(points)} trust anchor(s)")
     return 0
+
+
+def _tries_word(n: int) -> str:
+    return "try" if n == 1 else "tries"
 
 
 @closes_links
 def _cmd_status(args: argparse.Namespace) -> int:
+    from host.client import UNBLOCK_HINT, tries_left
     card = open_card(args, pin=False)
     status = card.status()
     fci = card.fci
@@ -228,10 +247,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(doc, sort_keys=True, indent=1))
         return 0
     print(f"card: {doc['reader']}, applet version {status.applet_version}, {status.life_cycle_name}")
-    print(f"PIN: {status.pin_tries}/{status.pin_max_tries} tries left, PUK: {status.puk_tries} tries left")
+    print(f"PIN: {status.pin_tries}/{status.pin_max_tries} {_tries_word(status.pin_tries)} left, "
+          f"PUK: {tries_left(status.puk_tries)}" + ("; the PIN is blocked: " + UNBLOCK_HINT if not status.pin_tries
+                                                     else ""))
     print(f"memory: {status.free} of {status.capacity} bytes free; {status.chunks} chunks")
     print(f"backups: {status.backups} of {status.max_backups}; highest sequence {status.highest_sequence}"
-          + ("; an interrupted upload is pending" if status.session_active else ""))
+          + ("; an interrupted upload is pending (run the same backup again to resume it, or "
+             "'simvault card abort-upload' to free its memory)" if status.session_active else ""))
     print(f"trust anchors: {status.anchors}")
     print(f"limits: command {fci.max_command_data}, response {fci.max_response_data}, chunk {fci.max_chunk_size}, "
           f"extended length {'yes' if fci.extended_length else 'no'}")
@@ -252,6 +274,17 @@ def _cmd_pin(args: argparse.Namespace) -> int:
         puk = read_secret(args.puk_env, "PUK")
         card.unblock_pin(puk, read_secret(args.new_pin_env, "new PIN", confirm=True))
         print("PIN unblocked and set")
+    return 0
+
+
+@closes_links
+def _cmd_abort_upload(args: argparse.Namespace) -> int:
+    card = open_card(args)
+    if not card.status().session_active:
+        print("no interrupted upload on the card: nothing to abort")
+        return 0
+    card.abort()
+    print(f"interrupted upload aborted: its memory is free again ({card.status().free} bytes free)")
     return 0
 
 
@@ -294,6 +327,7 @@ def _cmd_apdu(args: argparse.Namespace) -> int:
     from host.link.apdu import parse_apdu
     link = open_link(args)
     worst = 0
+    exchanges = []
     for text in args.hex:
         try:
             raw = bytes.fromhex(text.replace(":", "").replace(" ", ""))
@@ -308,9 +342,14 @@ def _cmd_apdu(args: argparse.Namespace) -> int:
                 raise TransportError("the card answered without a status word") from None
             data, sw = out[:-2], int.from_bytes(out[-2:], "big")
         info = describe(sw)
-        print(f"<< {data.hex().upper()} {sw:04X} {info.name}: {info.meaning}".replace("<<  ", "<< "))
+        exchanges.append({"apdu": raw.hex().upper(), "response": data.hex().upper(), "sw": f"{sw:04X}",
+                          "name": info.name, "meaning": info.meaning})
+        if not args.json:
+            print(f"<< {data.hex().upper()} {sw:04X} {info.name}: {info.meaning}".replace("<<  ", "<< "))
         if sw != 0x9000 and sw >> 8 not in (0x61,):
             worst = 1
+    if args.json:
+        print(json.dumps(exchanges, indent=1))
     return worst
 
 
@@ -320,9 +359,10 @@ def _cmd_apdu(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("readers", help="list PC/SC readers, card presence and ATR")
+    p.add_argument("--json", action="store_true", help="print JSON: {readers: [{index, name, card_present, atr}]}")
     p.set_defaults(func=_cmd_readers)
 
-    card = subparsers.add_parser("card", help="the simvault card: serve, init, status, PIN, trust, erase")
+    card = subparsers.add_parser("card", help="the simvault card: serve, init, status, PIN, abort-upload, trust, erase")
     sub = card.add_subparsers(dest="card_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("serve", help="serve a card image on pcscd's vpcd reader",
@@ -341,7 +381,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "(4-8 digits), PUK (8 digits), the admin key and the trust anchors that "
                                    "may sign backups.")
     p.add_argument("--image", type=Path, required=True, help="the card image file to create")
-    p.add_argument("--capacity", type=int, default=1 << 20, help="NVM bytes (default 1 MiB)")
+    p.add_argument("--capacity", type=int, default=1 << 20,
+                   help="the card's NVM in bytes, at least 16384 (default 1 MiB); the image file is larger "
+                        "(header and transaction journal)")
     p.add_argument("--pin", default=None, help=f"new PIN (prefer ${PIN_ENV} or the prompt)")
     p.add_argument("--puk", default=None, help=f"new PUK (prefer ${PUK_ENV} or the prompt)")
     p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")
@@ -359,7 +401,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("pin", help="verify, change or unblock the PIN")
-    p.add_argument("pin_action", choices=("verify", "change", "unblock"))
+    p.add_argument("pin_action", choices=("verify", "change", "unblock"),
+                   help="verify the PIN, change it, or unblock it with the PUK and set a new one")
     add_card_options(p)
     p.add_argument("--new-pin-env", default=NEW_PIN_ENV, metavar="VAR",
                    help=f"variable holding the new PIN (default {NEW_PIN_ENV}); else a prompt")
@@ -367,15 +410,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"variable holding the PUK (default {PUK_ENV}); else a prompt")
     p.set_defaults(func=_cmd_pin)
 
+    p = sub.add_parser("abort-upload", help="abort an interrupted backup upload and free its memory",
+                       description="ABORT BACKUP: drop the card's pending upload session (chunks sent by a "
+                                   "backup that failed or was interrupted), so its memory is free again. "
+                                   "Committed backups are not touched. Needs the PIN.")
+    add_card_options(p)
+    p.set_defaults(func=_cmd_abort_upload)
+
     p = sub.add_parser("trust", help="trust anchors: list, add, remove (admin channel)")
     tsub = p.add_subparsers(dest="trust_action", metavar="ACTION", required=True)
     for name, helptext in (("list", "list the key ids"), ("add", "add a PEM public key"),
                            ("remove", "remove a key id")):
         t = tsub.add_parser(name, help=helptext)
         if name == "add":
-            t.add_argument("keyfile")
+            t.add_argument("keyfile", help="PEM public key (EC P-256) whose signatures the card accepts")
         elif name == "remove":
-            t.add_argument("key_id")
+            t.add_argument("key_id", help="16 hex digits (see 'simvault card trust list')")
         add_card_options(t)
         t.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
                        help=f"the card's admin key (default ${ADMIN_KEY_ENV})")
@@ -388,8 +438,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=_cmd_erase)
 
-    p = subparsers.add_parser("apdu", help="send raw APDUs (hex) and decode the status words")
-    p.add_argument("hex", nargs="+", metavar="HEX", help="one C-APDU in hex, e.g. 00A404000AF053494D5641554C540100")
+    p = subparsers.add_parser(
+        "apdu", help="send raw APDUs (hex) and decode the status words",
+        description="Send each C-APDU as given and print the answer and its decoded status word. Give Le for "
+                    "commands that return data: GET STATUS is 8010000000 (case 2), not 80100000 (case 1). "
+                    "Over T=1 a case-1 command that has data to return answers 61xx, which is fetched with GET "
+                    "RESPONSE (disable with --no-t0-get-response). "
+                    "Exit code 1 when any answer is an error.")
+    p.add_argument("hex", nargs="+", metavar="HEX",
+                   help="one C-APDU in hex (spaces/colons allowed), e.g. 00A404000AF053494D5641554C540100 "
+                        "8010000000")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: a list of {apdu, response, sw, name, meaning}")
     add_card_options(p)
     p.set_defaults(func=_cmd_apdu)
 

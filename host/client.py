@@ -97,17 +97,36 @@ _ERRORS: dict[int, type[CardError]] = {
 }
 
 
+def tries_left(n: int) -> str:
+    """"1 try left", "2 tries left"."""
+    return f"{n} {'try' if n == 1 else 'tries'} left"
+
+
+UNBLOCK_HINT = ("unblock it with 'simvault card pin unblock' "
+                "(PUK from $SIMVAULT_PUK, new PIN from $SIMVAULT_NEW_PIN)")
+PUK_BLOCKED_HINT = "the PIN can no longer be unblocked"
+
+
+def _blocked_message(operation: str, sw: int) -> str:
+    if operation == "RESET RETRY COUNTER":
+        return f"{operation}: card answered {sw:04X}: the PUK is blocked; {PUK_BLOCKED_HINT}"
+    return f"{operation}: card answered {sw:04X}: the PIN is blocked: {UNBLOCK_HINT}"
+
+
 def card_error(operation: str, sw: int) -> CardError:
     """The typed error for an error status word, with a one-line message."""
     info = describe(sw)
     message = f"{operation}: card answered {sw:04X} {info.name}: {info.meaning}"
     tries = pin_tries(sw)
     if tries is not None:
-        what = "wrong PUK" if operation == "RESET RETRY COUNTER" else "wrong PIN"
+        puk = operation == "RESET RETRY COUNTER"
+        what = "wrong PUK" if puk else "wrong PIN"
         if tries == 0:
             return PinBlockedError(f"{operation}: {what}, no tries left: the "
-                                   f"{'PUK' if 'PUK' in what else 'PIN'} is now blocked", sw)
-        return WrongPinError(f"{operation}: {what}, {tries} tries left", sw, tries)
+                                   + ("PUK is now blocked" if puk else f"PIN is now blocked: {UNBLOCK_HINT}"), sw)
+        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}", sw, tries)
+    if sw == SW.AUTH_METHOD_BLOCKED:
+        return PinBlockedError(_blocked_message(operation, sw), sw)
     return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)
 
 

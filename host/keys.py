@@ -230,6 +230,16 @@ def load_identity(directory: Path | None = None, name: str = "device",
     return Identity(name, directory, signer, decryptor, decryptor.recipient)
 
 
+def load_decryptor(directory: Path | None = None, name: str = "device",
+                   passphrase: bytes | None = None) -> FileDecryptor:
+    """Only the encryption key: what verifying a backup needs besides the trust
+    store (no signing key is read)."""
+    directory = Path(directory) if directory else default_key_dir()
+    if passphrase is None:
+        passphrase = passphrase_from_env()
+    return FileDecryptor(load_private(directory / f"{name}.enc.pem", passphrase))
+
+
 def fingerprint(point: bytes) -> str:
     """SHA-256 of the point as colon-separated hex pairs (for reading out loud)."""
     digest = hashes.Hash(hashes.SHA256())

@@ -2,6 +2,7 @@
 `card status --reader`, `apdu --reader`; SIGTERM stops it cleanly."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -33,6 +34,16 @@ def test_serve_readers_status_apdu(tmp_path, vpcd_card, capsys):   # vpcd_card: 
             assert main(["apdu", "--reader", "*PCD 00 00", "00A404000AF053494D5641554C5401", "0020008100"]) == 1
             out = capsys.readouterr().out.splitlines()
             assert out[0].startswith("<< 6F20") and out[1] == "<< 63C3 WRONG_PIN: wrong PIN or PUK, 3 tries left"
+            assert main(["readers", "--json"]) == 0
+            found = json.loads(capsys.readouterr().out)["readers"]
+            assert {"index": 0, "name": reader, "card_present": True,
+                    "atr": "3B8E800180738021C05873696D7661756C74C8"} in found
+            # case 1 over T=1: the card answers 611F, the link fetches it with GET RESPONSE
+            assert main(["apdu", "--json", "--reader", reader, "00A404000AF053494D5641554C5401",
+                         "80100000", "8010000000"]) == 0
+            got = json.loads(capsys.readouterr().out)
+            assert [e["sw"] for e in got] == ["9000", "9000", "9000"]
+            assert got[1]["apdu"] == "80100000" and got[1]["response"] == got[2]["response"] != ""
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -40,8 +51,11 @@ def test_serve_readers_status_apdu(tmp_path, vpcd_card, capsys):   # vpcd_card: 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise
-        assert code == 0, proc.stderr.read() if proc.stderr else ""
-        assert "stopped" in (proc.stderr.read() if proc.stderr else "")
+        err = proc.stderr.read() if proc.stderr else ""
+        assert code == 0, err
+        assert "stopped" in err
+        assert f"card in reader '{reader}' (vpcd 127.0.0.1:{VPCD_PORTS[0]})\n" in err
+        assert "no vpcd" not in err
         assert _wait_presence(reader, False, 10)
 
 

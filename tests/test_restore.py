@@ -87,8 +87,10 @@ def test_other_device_refused_before_touching_the_file(ident, live):
     with pytest.raises(IntegrityError, match="force-device"):
         ops.restore_tree_file(live, archive, ident)
     assert live.read_bytes() == before
-    ops.restore_tree_file(live, archive, ident, force_device=True)
-    assert read_tnds(live.read_bytes()).get("./DevInfo/DevId").value == "IMEI:000000000000000"
+    report = ops.restore_tree_file(live, archive, ident, force_device=True)
+    # the other device's settings arrive, but this device stays itself
+    assert read_tnds(live.read_bytes()).get("./DevInfo/DevId").value == read_tnds(before).get("./DevInfo/DevId").value
+    assert report.kept_live == ["./DevInfo", "./DevDetail"]
 
 
 def test_scope_missing_from_live_is_created_and_bad_live_refused(ident, live, tmp_path):

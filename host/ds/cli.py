@@ -101,9 +101,21 @@ def cmd_push(args: argparse.Namespace) -> int:
     data = Path(args.archive).read_bytes()
     archive = Archive.from_bytes(data)  # refuse to upload something that is not an archive
     result = DsClient(_account(args), AnchorStore(args.state)).backup(data, archive.backup_id.hex())
-    print(json.dumps({"backup_id": result.backup_id, "mode": int(result.mode), "slow_sync": result.slow_sync,
-                      "bytes_sent": result.bytes_sent, "messages": result.messages}))
+    print(json.dumps({"backup_id": result.backup_id, "mode": sync_mode_name(int(result.mode)),
+                      "alert": int(result.mode), "slow_sync": result.slow_sync,
+                      "bytes_sent": result.bytes_sent, "messages": result.messages,
+                      "anchor_state": str(args.state)}))
     return 0
+
+
+# SyncML DS sync types by the names `ds push --mode` uses (201, a slow sync, is a two-way sync
+# whose anchors were lost: the "slow_sync" field says so)
+SYNC_MODE_NAMES = {200: "two-way", 201: "two-way", 203: "refresh", 205: "refresh-from-server"}
+
+
+def sync_mode_name(alert: int) -> str:
+    """The name of a DS sync type (Alert code), e.g. 203 -> "refresh"; unknown codes as "alert N"."""
+    return SYNC_MODE_NAMES.get(alert, f"alert {alert}")
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -131,41 +143,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = with_db(dsub.add_parser("server", help="run the DS server"))
     p.add_argument("--listen", default="127.0.0.1:8450", help="HOST:PORT (default 127.0.0.1:8450)")
     p.add_argument("--auth", choices=("any", "basic", "md5"), default="any", help="accepted credentials")
-    p.add_argument("--max-msg-size", type=int, default=1024 * 1024)
+    p.add_argument("--max-msg-size", type=int, default=1024 * 1024,
+                   help="largest SyncML message accepted and announced, in bytes (default 1 MiB)")
     p.set_defaults(func=cmd_server)
 
     user = dsub.add_parser("user", help="manage DS users")
     usub = user.add_subparsers(dest="user_command", metavar="USER_COMMAND")
     p = with_db(usub.add_parser("add", help=f"add a user (password from {PASSWORD_ENV} or a prompt)"))
-    p.add_argument("name")
+    p.add_argument("name", help="the DS user name")
     p.add_argument("--replace", action="store_true", help="change the password of an existing user")
     p.set_defaults(func=cmd_user_add)
     p = with_db(usub.add_parser("list", help="list users and their datastores"))
     p.set_defaults(func=cmd_user_list)
     p = with_db(usub.add_parser("remove", help="remove a user and all their datastores"))
-    p.add_argument("name")
+    p.add_argument("name", help="the DS user name")
     p.set_defaults(func=cmd_user_remove)
 
     p = with_db(dsub.add_parser("sessions", help="recent DS sessions (JSON lines)"))
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="how many sessions, newest first (default 20)")
     p.set_defaults(func=cmd_sessions)
 
     def with_account(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--url", required=True, help="DS server URL (http://127.0.0.1:8450/sync, SyncEvolution's ...)")
-        p.add_argument("--user", required=True)
-        p.add_argument("--datastore", default="backup")
+        p.add_argument("--user", required=True, help=f"DS user name (password from ${PASSWORD_ENV} or a prompt)")
+        p.add_argument("--datastore", default="backup", help="the server's datastore (default backup)")
         p.add_argument("--device-id", default="simvault-device", help="our DevID (SyncEvolution: remoteDeviceId)")
-        p.add_argument("--auth", choices=("basic", "md5"), default="basic")
-        p.add_argument("--state", default=str(DEFAULT_STATE), help="anchor state file")
+        p.add_argument("--auth", choices=("basic", "md5"), default="basic",
+                       help="SyncML authentication (default basic)")
+        p.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
+                       help=f"where the sync anchors are kept between sessions (default {DEFAULT_STATE}); "
+                            "losing it only makes the next two-way push a slow sync")
         return p
 
     p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (two-way by default)"))
-    p.add_argument("archive")
+    p.add_argument("archive", help="the archive file (.svarch) to back up")
     p.add_argument("--mode", choices=("two-way", "refresh"), default="two-way",
                    help="two-way: the previous archive stays until the new one is complete (docs/DS.md); "
                         "refresh: Alert 203")
     p.set_defaults(func=cmd_push)
     p = with_account(dsub.add_parser("pull", help="fetch an archive from a DS server (refresh from server)"))
-    p.add_argument("out")
+    p.add_argument("out", help="the archive file to write")
     p.add_argument("--id", default=None, help="backup id (hex) when the datastore holds several")
     p.set_defaults(func=cmd_pull)

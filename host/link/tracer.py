@@ -63,7 +63,7 @@ def default_sw_name(sw: int) -> str:
     if sw1 == 0x6C:
         return f"wrong Le, exact length {sw2 or 256}"
     if sw1 == 0x63 and sw2 & 0xF0 == 0xC0:
-        return f"verification failed, {sw2 & 0x0F} tries left"
+        return f"verification failed, {sw2 & 0x0F} {'try' if sw2 & 0x0F == 1 else 'tries'} left"
     return "unknown status"
 
 
