@@ -45,7 +45,7 @@ def test_operator_flow_with_the_cli(tmp_path) -> None:
     dm = [sys.executable, "-m", "host.dm.cli", "dm"]
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(dm + list(args) + ["--api", api], env=env, capture_output=True, text=True,
+        result = subprocess.run(dm + list(args) + ["--api", api, "--json"], env=env, capture_output=True, text=True,
                                 timeout=60, cwd=ROOT)
         assert (result.returncode == 0) == ok, result.stderr
         return result
@@ -68,7 +68,7 @@ def test_operator_flow_with_the_cli(tmp_path) -> None:
             time.sleep(0.2)
         job = json.loads(run("backup-start", DEVICE, "--target", "server", "--wait", "30").stdout)
         assert job["state"] == "succeeded", job
-        [backup] = json.loads(run("backups", "--device", DEVICE).stdout)
+        [backup] = [b for b in json.loads(run("backups", "--device", DEVICE).stdout) if b["location"] == "server"]
         job = json.loads(run("restore-start", DEVICE, "--id", backup["backup_id"], "--source", "server",
                              "--wait", "30").stdout)
         assert job["state"] == "succeeded", job

@@ -116,8 +116,9 @@ class DMAgent:
             auth_type=config.auth_type, client_nonce=existing.client_nonce if existing else b"",
             server_nonce=existing.server_nonce if existing else b"")
         if not creds.password or not creds.server_password:
-            raise UsageError("the agent needs its DM password and the server's password "
-                             "(--password-env / --server-password-env) or a provisioned ./DMAcc/simvault")
+            raise UsageError("the agent needs its DM password and the server's password: set "
+                             "$SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD (other names: "
+                             "--password-env / --server-password-env) or provision ./DMAcc/simvault")
         self.tree.provision(device_id=config.device_id, server_url=config.server_url, creds=creds,
                             overwrite=bool(config.password))
         self.tree.save()
@@ -159,15 +160,21 @@ class DMAgent:
             self.tasks.put(("session", ("client", None, "hello")))
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the listener, the policy thread and the worker; False when a session or
+        operation was still running after ``timeout`` seconds (its daemon thread is left to die
+        with the process: the tree file is only ever replaced whole, and the server retries)."""
         self._stop.set()
         self.tasks.put(("stop", None))
-        if self._worker:
-            self._worker.join(timeout=30)
-        if self._policy:
-            self._policy.join(timeout=5)
         if self.listener is not None:
-            self.listener.stop()
+            self.listener.stop()  # first: no new notification or control request meanwhile
+        deadline = time.monotonic() + timeout
+        if self._policy:
+            self._policy.join(timeout=max(0.0, min(5.0, deadline - time.monotonic())))
+        if self._worker:
+            self._worker.join(timeout=max(0.0, deadline - time.monotonic()))
+            return not self._worker.is_alive()
+        return True
 
     @property
     def notify_url(self) -> str | None:

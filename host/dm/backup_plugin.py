@@ -354,7 +354,9 @@ class BackupPlugin:
         summary = data.get("message") or f"{job['kind']} done"
         if data.get("id"):
             summary = f"{summary} (backup {data['id']} at {data.get('location', job['target'])})"
-        store.set_job_state(job["id"], "succeeded", summary)
+        made = data.get("id", "") if job["kind"] in ("backup", "backup_via_ds") and not job["backup_id"] else ""
+        # a card or DS backup's id on its job too (dm jobs shows it; the archive is not on the server)
+        store.set_job_state(job["id"], "succeeded", summary, **({"backup_id": made} if _is_hex(made) else {}))
         return StatusCode.OK
 
     def _unsolicited(self, ctx: SessionContext, correlator: str, data: dict[str, str]) -> dict[str, Any] | None:

@@ -4,9 +4,12 @@
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
     simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--auth md5|hmac]
                        (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
-    simvault dm devices | backups [--device D] | jobs [--device D] | job ID
-    simvault dm backup-start DEVICE --target server|card [--scope "./A ./B"] [--wait]
-    simvault dm restore-start DEVICE --id HEX --source server|card [--wait]
+    simvault dm device-remove DEVICE [--purge]        (server backups kept unless --purge)
+    simvault dm devices | backups [--device D] | jobs [--device D] | job ID   [--json]
+    simvault dm ds-account add NAME --url URL --user U [--datastore D]   (password: $SIMVAULT_DS_PASSWORD
+                       or a prompt; stored encrypted) | ds-account list
+    simvault dm backup-start DEVICE --target server|card|ds [--ds-account NAME] [--scope "./A ./B"] [--wait S]
+    simvault dm restore-start DEVICE --source server|card|ds [--id HEX] [--ds-account NAME] [--wait S]
     simvault dm fumo-start DEVICE [--node ./FUMO/x] [--wait]
     simvault dm agent --tree FILE --server URL --device-id ID --key DIR
                        [--card-emulator IMAGE | --card-reader R] [--listen 127.0.0.1:7701] [--wbxml]
@@ -14,7 +17,7 @@
                        [--control http://127.0.0.1:7701]
 
 The admin commands talk to the server's JSON API (--api, default
-http://127.0.0.1:8080, token as above) and print JSON.
+http://127.0.0.1:8080, token as above) and print tables; --json prints the JSON.
 """
 from __future__ import annotations
 
@@ -24,19 +27,28 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
+from host.dm import cli_text
 from host.errors import SimvaultError, TransportError, UsageError
+from host.prompt import read_secret
+
+if TYPE_CHECKING:
+    from host.dm.agent import AgentConfig
 
 TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
 PASSWORD_ENV = "SIMVAULT_DM_PASSWORD"
 SERVER_PASSWORD_ENV = "SIMVAULT_DM_SERVER_PASSWORD"
+DS_PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
 DEFAULT_API = "http://127.0.0.1:8080"
 DEFAULT_CONTROL = "http://127.0.0.1:7701"
+AGENT_STOP_GRACE = 3.0  # seconds a session in progress may take to finish after SIGTERM
 
 
 def _hostport(text: str) -> tuple[str, int]:
@@ -51,80 +63,124 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsub = dm.add_subparsers(dest="dm_command", metavar="DM_COMMAND")
 
     p = dsub.add_parser("server", help="run the DM server (HTTP, loopback by default)")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="where the DM endpoint (/dm) and the admin API (/api) listen (default 127.0.0.1:8080)")
     p.add_argument("--db", default="sqlite:///simvault-dm.db",
                    help="sqlite:///PATH (default) or postgresql+psycopg://USER@HOST:PORT/DB")
     p.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
-    p.add_argument("--server-id", default="simvault-dms")
-    p.add_argument("--max-msg-size", type=int, default=64 * 1024)
-    p.add_argument("--job-timeout", type=float, default=900.0, help="seconds a running job may wait for its result")
+    p.add_argument("--server-id", default="simvault-dms",
+                   help="the server's DM identity (ServerID; the devices' DMAcc must match; default simvault-dms)")
+    p.add_argument("--max-msg-size", type=int, default=64 * 1024, metavar="BYTES",
+                   help="largest SyncML message the server accepts and announces (default 65536)")
+    p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="seconds a running job may wait for its result (default 900)")
     p.set_defaults(func=_cmd_server)
 
-    def api_opts(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--api", default=os.environ.get("SIMVAULT_DM_API", DEFAULT_API), help="server URL")
-        q.add_argument("--admin-token", default=None, help=f"(default ${TOKEN_ENV})")
+    def api_opts(q: argparse.ArgumentParser, json_out: bool = True) -> None:
+        q.add_argument("--api", default=os.environ.get("SIMVAULT_DM_API", DEFAULT_API),
+                       help=f"the DM server's URL (default $SIMVAULT_DM_API or {DEFAULT_API})")
+        q.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
+        if json_out:
+            q.add_argument("--json", action="store_true", help="print the server's JSON (for scripts)")
 
     p = dsub.add_parser("device-add", help="register a device (passwords from the environment)")
-    p.add_argument("device")
+    p.add_argument("device", help="the device id (the tree's ./DevInfo/DevId, e.g. IMEI:...)")
     p.add_argument("--public-key", type=Path, required=True, help="the device's signing public key (PEM)")
     p.add_argument("--auth", choices=("md5", "hmac"), default="hmac",
                    help="hmac (default): every message signed; md5: a digest on a session's first message")
-    p.add_argument("--notify-url", default=None)
+    p.add_argument("--notify-url", default=None,
+                   help="the agent's notification listener (default: the agent reports it)")
     api_opts(p)
     p.set_defaults(func=_cmd_device_add)
-    for name, helptext in (("devices", "list devices"), ("backups", "list server-side backups"),
+    p = dsub.add_parser("device-remove", help="remove a device; its server backups are kept unless --purge")
+    p.add_argument("device", help="the device id")
+    p.add_argument("--purge", action="store_true", help="also delete its backups stored on the server")
+    api_opts(p)
+    p.set_defaults(func=_cmd_device_remove)
+    for name, helptext in (("devices", "list devices"),
+                           ("backups", "list the backups known: on the server, on cards, through DS"),
                            ("jobs", "list jobs")):
         p = dsub.add_parser(name, help=helptext)
-        p.add_argument("--device", default=None)
+        if name != "devices":
+            p.add_argument("--device", default=None, help="only this device")
         api_opts(p)
-        p.set_defaults(func=_cmd_list, what=name)
+        p.set_defaults(func=_cmd_list, what=name, device=None)
     p = dsub.add_parser("job", help="one job with its results")
-    p.add_argument("job_id", type=int)
+    p.add_argument("job_id", type=int, help="the job's number (dm jobs)")
     api_opts(p)
     p.set_defaults(func=_cmd_job)
-    p = dsub.add_parser("backup-start", help="use case 1: ask a device to back up")
-    p.add_argument("device")
-    p.add_argument("--target", choices=("server", "card"), default="server")
+
+    p = dsub.add_parser("ds-account", help="DS accounts for backups through Data Sync (use case 3)")
+    p.add_argument("action", choices=("add", "list"), help="add (or update) an account, or list them")
+    p.add_argument("name", nargs="?", help="the account's name (add)")
+    p.add_argument("--url", help="the DS server, e.g. http://127.0.0.1:8450/sync (add)")
+    p.add_argument("--user", help="the DS user name (add)")
+    p.add_argument("--datastore", default="backup", help="the DS datastore (default backup)")
+    p.add_argument("--ds-auth", choices=("basic", "md5"), default="basic",
+                   help="DS authentication the device uses (default basic)")
+    api_opts(p)
+    p.set_defaults(func=_cmd_ds_account)
+
+    wait_help = "wait up to SECONDS for the job to finish (default: return once it is queued)"
+    p = dsub.add_parser("backup-start", help="use case 1/3: ask a device to back up (server, card or DS)")
+    p.add_argument("device", help="the device id")
+    p.add_argument("--target", choices=("server", "card", "ds"), default="server",
+                   help="where the backup goes (default server; ds needs --ds-account)")
+    p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
+    p.add_argument("--mode", choices=("two-way", "refresh"), default=None,
+                   help="DS sync type (default two-way: the previous backup stays until the new one is whole)")
     p.add_argument("--scope", default=None, help="space-separated URIs (default: the whole tree)")
-    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help="wait for the job to finish")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
     p.set_defaults(func=_cmd_start, kind="backup")
-    p = dsub.add_parser("restore-start", help="restore a device from a backup")
-    p.add_argument("device")
-    p.add_argument("--id", dest="backup_id", required=True)
-    p.add_argument("--source", dest="target", choices=("server", "card"), default="server")
-    p.add_argument("--wait", type=float, default=0, metavar="SECONDS")
+    p = dsub.add_parser("restore-start", help="restore a device from a backup (dm backups lists them)")
+    p.add_argument("device", help="the device id")
+    p.add_argument("--id", dest="backup_id", default=None,
+                   help="the backup id (dm backups); with --source ds, default the newest DS backup")
+    p.add_argument("--source", dest="target", choices=("server", "card", "ds"), default="server",
+                   help="where the backup is (default server; ds needs --ds-account)")
+    p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
-    p.set_defaults(func=_cmd_start, kind="restore", scope=None)
+    p.set_defaults(func=_cmd_start, kind="restore", scope=None, mode=None)
     p = dsub.add_parser("fumo-start", help="firmware update (OMA FUMO Exec <node>/Update); the device's "
                                            "Policy/BeforeFirmwareUpdate backs up first")
-    p.add_argument("device")
+    p.add_argument("device", help="the device id")
     p.add_argument("--node", default="./FUMO/FwUpdate", help="the FUMO management object (default ./FUMO/FwUpdate)")
-    p.add_argument("--wait", type=float, default=0, metavar="SECONDS")
+    p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
-    p.set_defaults(func=_cmd_start, kind="firmware_update", target="device", scope=None)
+    p.set_defaults(func=_cmd_start, kind="firmware_update", target="device", scope=None, ds_account=None, mode=None)
 
     p = dsub.add_parser("agent", help="run the device agent, or talk to a running one")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "backup-now", "restore", "sync", "status"))
-    p.add_argument("--tree", type=Path)
+    p.add_argument("action", nargs="?", default="run", choices=("run", "backup-now", "restore", "sync", "status"),
+                   help="run (default): the agent itself; the others ask a running agent (--control)")
+    p.add_argument("--tree", type=Path, help="the device's tree (TNDS XML file; saved in place)")
     p.add_argument("--server", help="the DM server URL, e.g. http://127.0.0.1:8080/dm")
-    p.add_argument("--device-id")
+    p.add_argument("--device-id", help="the device id the server knows (dm device-add)")
     p.add_argument("--key", type=Path, help="key directory (simvault keys gen)")
-    p.add_argument("--key-name", default="device")
+    p.add_argument("--key-name", default="device", help="the key pair's name in --key (default device)")
     p.add_argument("--auth", choices=("md5", "hmac"), default="md5",
                    help="what the agent starts with; it moves to hmac when the server's challenge asks")
     p.add_argument("--wbxml", action="store_true", help="speak application/vnd.syncml.dm+wbxml")
-    p.add_argument("--server-id", default="simvault-dms")
+    p.add_argument("--server-id", default="simvault-dms", help="the DM server's ServerID (default simvault-dms)")
+    p.add_argument("--password-env", default=PASSWORD_ENV, metavar="VAR",
+                   help=f"environment variable with the device's DM password (default {PASSWORD_ENV})")
+    p.add_argument("--server-password-env", default=SERVER_PASSWORD_ENV, metavar="VAR",
+                   help=f"environment variable with the server's DM password (default {SERVER_PASSWORD_ENV})")
     card = p.add_mutually_exclusive_group()
-    card.add_argument("--card-emulator", type=Path, metavar="IMAGE")
-    card.add_argument("--card-reader", metavar="R")
-    p.add_argument("--pin-env", default="SIMVAULT_PIN")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT")
-    p.add_argument("--max-msg-size", type=int, default=16 * 1024)
+    card.add_argument("--card-emulator", type=Path, metavar="IMAGE", help="an emulated card's image file")
+    card.add_argument("--card-reader", metavar="R", help="a PC/SC reader name (e.g. \"Virtual PCD 00 00\")")
+    p.add_argument("--pin-env", default="SIMVAULT_PIN", metavar="VAR",
+                   help="environment variable with the card PIN (default SIMVAULT_PIN)")
+    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT",
+                   help="the agent's notification and control listener (default 127.0.0.1:7701)")
+    p.add_argument("--max-msg-size", type=int, default=16 * 1024, metavar="BYTES",
+                   help="largest SyncML message the agent accepts and announces (default 16384)")
     p.add_argument("--control", default=DEFAULT_CONTROL, help="a running agent's listener (for actions)")
-    p.add_argument("--destination", choices=("server", "card"), default=None)
-    p.add_argument("--id", dest="backup_id", default=None)
-    p.add_argument("--source", default="card")
+    p.add_argument("--destination", choices=("server", "card"), default=None,
+                   help="backup-now: where the backup goes (default: the device's policy)")
+    p.add_argument("--id", dest="backup_id", default=None, help="restore: the backup id")
+    p.add_argument("--source", default="card", help="restore: where the backup is, card (default) or server")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -180,6 +236,14 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
+def _show(args: argparse.Namespace, data: Any, text: Callable[[Any], str]) -> None:
+    """--json: the server's JSON as is (scripts); otherwise a table or a few lines."""
+    if getattr(args, "json", False):
+        _print(data)
+    else:
+        print(text(data))
+
+
 def _cmd_device_add(args: argparse.Namespace) -> int:
     pw, spw = os.environ.get(PASSWORD_ENV), os.environ.get(SERVER_PASSWORD_ENV)
     if not pw or not spw:
@@ -188,32 +252,75 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
         pem = args.public_key.read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {args.public_key}: {exc.strerror}") from None
-    _print(_api(args, "POST", "/api/devices", {"device": args.device, "password": pw, "server_password": spw,
-                                                "auth": args.auth, "public_key_pem": pem,
-                                                "notify_url": args.notify_url}))
+    row = _api(args, "POST", "/api/devices", {"device": args.device, "password": pw, "server_password": spw,
+                                              "auth": args.auth, "public_key_pem": pem,
+                                              "notify_url": args.notify_url})
+    _show(args, row, lambda d: f"device {d['id']} registered ({d['auth_type']})")
     return 0
 
 
+def _cmd_device_remove(args: argparse.Namespace) -> int:
+    out = _api(args, "DELETE", f"/api/devices/{_quote(args.device)}" + ("?purge=1" if args.purge else ""))
+    _show(args, out, lambda o: f"device {o['device']} removed; {o['backups']} server backup(s) "
+                               + ("deleted" if o["purged"] else "kept (back when it is added again)"))
+    return 0
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
-    path = f"/api/{args.what}" + (f"?device={urllib.request.quote(args.device)}" if args.device else "")
-    _print(_api(args, "GET", path))
+    query = {"device": args.device} if args.device else {}
+    if args.what == "backups":
+        query["location"] = "all"
+    path = f"/api/{args.what}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    texts = {"devices": cli_text.devices_text, "backups": cli_text.backups_text, "jobs": cli_text.jobs_text}
+    _show(args, _api(args, "GET", path), texts[args.what])
     return 0
 
 
 def _cmd_job(args: argparse.Namespace) -> int:
-    _print(_api(args, "GET", f"/api/jobs/{args.job_id}"))
+    _show(args, _api(args, "GET", f"/api/jobs/{args.job_id}"), cli_text.job_text)
+    return 0
+
+
+def _cmd_ds_account(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        _show(args, _api(args, "GET", "/api/ds-accounts"), cli_text.ds_accounts_text)
+        return 0
+    missing = [o for o, v in (("NAME", args.name), ("--url", args.url), ("--user", args.user)) if not v]
+    if missing:
+        raise UsageError(f"ds-account add needs {', '.join(missing)}: "
+                         "simvault dm ds-account add NAME --url URL --user USER")
+    password = read_secret(DS_PASSWORD_ENV, f"DS password of {args.user}")
+    row = _api(args, "POST", "/api/ds-accounts", {"name": args.name, "url": args.url, "user": args.user,
+                                                  "password": password, "datastore": args.datastore,
+                                                  "auth": args.ds_auth})
+    _show(args, row, lambda a: f"DS account {a['name']}: {a['username']} at {a['url']} "
+                               f"(datastore {a['datastore']}); password stored encrypted")
     return 0
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": args.kind, "target": args.target,
+    kind, params = args.kind, {"node": args.node} if getattr(args, "node", None) else None
+    if args.target == "ds":
+        if not args.ds_account:
+            raise UsageError("a DS job needs --ds-account NAME (simvault dm ds-account list)")
+        kind = f"{kind}_via_ds"
+        params = {"account": args.ds_account, **({"mode": args.mode} if args.mode else {})}
+    elif args.ds_account or getattr(args, "mode", None):
+        raise UsageError("--ds-account and --mode go with --target ds / --source ds")
+    elif kind == "restore" and not args.backup_id:
+        raise UsageError("restore-start needs --id (simvault dm backups lists them)")
+    job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": kind, "target": args.target,
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
-                                           "params": {"node": args.node} if getattr(args, "node", None) else None})
+                                           "params": params})
     deadline = time.monotonic() + args.wait
     while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(0.5)
         job = _api(args, "GET", f"/api/jobs/{job['id']}")
-    _print(job)
+    _show(args, job, cli_text.job_text)
     return 1 if job["state"] == "failed" else 0
 
 
@@ -225,29 +332,33 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                               ("--key", args.key)) if not v]
     if missing:
         raise UsageError(f"the agent needs {', '.join(missing)}")
-    from host.dm.agent import AgentConfig, DMAgent
+    from host.dm.agent import DMAgent
+    agent = DMAgent(agent_config(args))
+    agent.start()
+    print(f"simvault DM agent for {args.device_id}: notifications at {agent.notify_url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):  # a timed wait: the main thread still runs the signal handlers
+        pass
+    if not agent.stop(timeout=AGENT_STOP_GRACE):
+        print(f"simvault DM agent: stopped within a session after {AGENT_STOP_GRACE:.0f} s; "
+              "the server retries the job when the agent is back", file=sys.stderr, flush=True)
+    return 0
+
+
+def agent_config(args: argparse.Namespace) -> "AgentConfig":
+    """The AgentConfig of `simvault dm agent` (passwords from --password-env / --server-password-env)."""
+    from host.dm.agent import AgentConfig
     from host.dm.agent_bar import CardAccess
     card = None
     if args.card_emulator or args.card_reader:
         card = CardAccess(emulator=args.card_emulator, reader=args.card_reader, pin_env=args.pin_env)
-    agent = DMAgent(AgentConfig(tree=args.tree, server_url=args.server, device_id=args.device_id, key_dir=args.key,
-                                key_name=args.key_name, password=os.environ.get(PASSWORD_ENV),
-                                server_password=os.environ.get(SERVER_PASSWORD_ENV), auth_type=args.auth,
-                                server_id=args.server_id, card=card, listen=args.listen,
-                                max_msg_size=args.max_msg_size, wbxml=args.wbxml))
-    agent.start()
-    print(f"simvault DM agent for {args.device_id}: notifications at {agent.notify_url}", flush=True)
-    stop = {"now": False}
-
-    def on_signal(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop["now"]:
-        time.sleep(0.2)
-    agent.stop()
-    return 0
+    return AgentConfig(tree=args.tree, server_url=args.server, device_id=args.device_id, key_dir=args.key,
+                       key_name=args.key_name, password=os.environ.get(args.password_env),
+                       server_password=os.environ.get(args.server_password_env), auth_type=args.auth,
+                       server_id=args.server_id, card=card, listen=args.listen,
+                       max_msg_size=args.max_msg_size, wbxml=args.wbxml)
 
 
 def _agent_control(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, and_, create_engine, event, or_, select, update)
+                        UniqueConstraint, and_, create_engine, delete, event, or_, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -126,6 +126,28 @@ class BackupRow(Base):
     verified_at: Mapped[float] = mapped_column(Float)
 
 
+class RetiredBackupRow(Base):
+    """A removed device's server-stored backups, kept (no foreign key) until it is registered
+    again (they move back to ``backups``) or removed with purge."""
+
+    __tablename__ = "retired_backups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    backup_id: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    verified_at: Mapped[float] = mapped_column(Float)
+
+
+_BACKUP_COLUMNS = ("device_id", "backup_id", "sequence", "size", "sha256", "archive", "meta", "job_id",
+                   "created_at", "verified_at")
+
+
 def _row_dict(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in skip}
 
@@ -222,7 +244,47 @@ class Store:
                 raise StoreError(f"device {new.device_id} is already registered; remove it first")
             s.add(row)
             s.add(Audit(at=now, device_id=new.device_id, event="device.registered", detail=new.auth_type))
+            s.flush()
+            retired = list(s.scalars(select(RetiredBackupRow).where(RetiredBackupRow.device_id == new.device_id)))
+            for old in retired:  # kept when the device was removed: its own backups again
+                s.add(BackupRow(**{c: getattr(old, c) for c in _BACKUP_COLUMNS}))
+                s.delete(old)
+            if retired:
+                s.add(Audit(at=now, device_id=new.device_id, event="backup.reattached",
+                            detail=f"{len(retired)} backups kept when the device was removed"))
         return device_public(row)
+
+    def remove_device(self, device_id: str, *, purge: bool = False) -> dict[str, Any]:
+        """Delete a device with its sessions and jobs. Its server-stored backups are kept
+        (retired_backups, back when it is registered again) unless ``purge``."""
+        now = time.time()
+        with self.session() as s:
+            if s.get(Device, device_id) is None:
+                raise StoreError(f"device {device_id} is not registered; 'simvault dm devices' lists them")
+            rows = list(s.scalars(select(BackupRow).where(BackupRow.device_id == device_id)))
+            if purge:
+                for old in s.scalars(select(RetiredBackupRow).where(RetiredBackupRow.device_id == device_id)):
+                    s.delete(old)
+            else:
+                for b in rows:
+                    s.add(RetiredBackupRow(**{c: getattr(b, c) for c in _BACKUP_COLUMNS}))
+            for b in rows:  # explicitly: the cascade is the database's, not the session's
+                s.delete(b)
+            s.flush()
+            s.execute(delete(Job).where(Job.device_id == device_id))
+            s.execute(delete(SessionRow).where(SessionRow.device_id == device_id))
+            s.execute(delete(Device).where(Device.id == device_id))
+            what = f"purged {len(rows)} backups" if purge else f"kept {len(rows)} backups"
+            s.add(Audit(at=now, device_id=device_id, event="device.removed", detail=what))
+        return {"device": device_id, "purged": purge, "backups": len(rows)}
+
+    def retired_backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Backups kept from removed devices (no archive bytes)."""
+        with self.reading() as s:
+            q = select(RetiredBackupRow).order_by(RetiredBackupRow.device_id, RetiredBackupRow.sequence)
+            if device_id:
+                q = q.where(RetiredBackupRow.device_id == device_id)
+            return [_row_dict(r, skip=("archive", "id")) for r in s.scalars(q)]
 
     def device(self, device_id: str) -> Device | None:
         with self.reading() as s:

@@ -341,3 +341,29 @@ def command_restore_via_ds(where: "Store | DMServer", device_id: str, password: 
                       "auth": auth if auth != "basic" else None, "id": backup_id or rec.get("backup_id")})
     return _submitted(server, store.create_job(device_id, "restore_via_ds", "ds",
                                                backup_id=backup_id or rec.get("backup_id"), params={"data": data}))
+
+
+def ds_job_params(store: Store, kind: str, device_id: str, account: str, backup_id: str | None = None,
+                  mode: str = "two-way") -> tuple[dict[str, str], str | None]:
+    """The params ({"data": ...}) and backup id of a backup_via_ds / restore_via_ds job that names
+    a stored DS account (the admin API's and CLI's path: the password never travels with the job).
+
+    A restore without ``backup_id`` takes the device's newest DS backup record."""
+    acct = ds_account(store, account)
+    if acct is None:
+        raise UsageError(f"no DS account {account[:80]!r} on the DM server: add it with "
+                         "'simvault dm ds-account add NAME --url URL --user USER'")
+    if mode not in ("refresh", "two-way"):
+        raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
+    kv: dict[str, str | None] = {"url": acct["url"], "datastore": acct["datastore"], "user": acct["username"],
+                                 "account": account, "auth": acct["auth"] if acct["auth"] != "basic" else None}
+    if kind == "backup_via_ds":
+        kv["mode"] = mode
+        return {"data": format_kv(kv)}, None
+    if backup_id is None:
+        records = ds_backups(store, device_id)
+        if not records:
+            raise UsageError(f"no DS backup recorded for {device_id}: give --id")
+        backup_id = records[0]["backup_id"]
+    kv["id"] = backup_id
+    return {"data": format_kv(kv)}, backup_id

@@ -527,9 +527,26 @@ class DMServer:
                 job = refetch[dev]
                 self.store.set_job_state(job.id, "running", f"fetching backup {job.backup_id} again")
 
+    def remove_device(self, device_id: str, *, purge: bool = False) -> dict[str, Any]:
+        """End the device's open sessions, then delete it (Store.remove_device: backups kept
+        unless ``purge``)."""
+        with self._lock:
+            for key, sess in list(self._sessions.items()):
+                if sess.device_id == device_id:
+                    del self._sessions[key]
+                    self._end(sess, "failed", "device removed")
+            self._notified_at.pop(device_id, None)
+            self._notify_backoff.pop(device_id, None)
+        return self.store.remove_device(device_id, purge=purge)
+
     def close(self) -> None:
-        """Stop the notification workers (the web server's stop calls this)."""
-        self._notify_pool.shutdown(wait=True)
+        """Stop the notification workers and end the open sessions (the web server's stop calls
+        this): the devices open new ones once the server is back."""
+        self._notify_pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for key, sess in list(self._sessions.items()):
+                del self._sessions[key]
+                self._end(sess, "failed", "server stopped")
 
     def _device_busy(self, device_id: str) -> bool:
         with self._lock:

@@ -3,7 +3,9 @@
 Routes
     POST /dm                 application/vnd.syncml.dm+xml or +wbxml, answered in the same
                              (x-syncml-hmac honoured)
-    GET  /api/devices        GET /api/backups[?device=ID]   GET /api/jobs[?device=ID&state=S]
+    GET  /api/devices        GET /api/backups[?device=ID][&location=all]   GET /api/jobs[?device=ID&state=S]
+                             (location=all: server, card and DS backups, host.dm.backup_index)
+    DELETE /api/devices/<id>[?purge=1]   remove a device (its server backups kept unless purge)
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
@@ -13,6 +15,9 @@ Routes
                               "public_key_pem": PEM, "notify_url": URL}
     GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
                              (DS credentials for BackupViaDS jobs, whose params name account=NAME; encrypted at rest)
+                             a DS job may give params {"account": NAME[, "mode": "refresh"]} instead of "data":
+                             the server fills url/user/datastore from the account (restore: newest DS backup
+                             unless backup_id)
     GET  /api/health
 
 The admin API needs ``Authorization: Bearer <token>`` (--admin-token or
@@ -74,9 +79,12 @@ class DMWebServer:
 
     def __init__(self, server: DMServer, *, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str | None = None, tick_interval: float = 1.0,
-                 workers: int | None = None, body_timeout: float = 30.0) -> None:
+                 workers: int | None = None, body_timeout: float = 30.0, shutdown_timeout: float = 0.5) -> None:
         self.server = server
         self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
+        # how long stop() lets requests in flight finish: a device whose message is cut off sends it
+        # again in a new session; 5 s here kept the server up that long after SIGTERM for one slow client
+        self.shutdown_timeout = shutdown_timeout
         self.host, self.port = host, port
         self.admin_token = admin_token
         self.tick_interval = tick_interval
@@ -89,6 +97,7 @@ class DMWebServer:
             web.get("/api/health", self.health),
             web.get("/api/devices", self.api_devices),
             web.post("/api/devices", self.api_add_device),
+            web.delete("/api/devices/{device_id}", self.api_remove_device),
             web.get("/api/backups", self.api_backups),
             web.get("/api/ds-accounts", self.api_ds_accounts),
             web.post("/api/ds-accounts", self.api_set_ds_account),
@@ -104,7 +113,7 @@ class DMWebServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)  # bounded stop
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -123,7 +132,9 @@ class DMWebServer:
                 pass
         if self._runner:
             await self._runner.cleanup()
-        self.pool.shutdown(wait=True)
+        # queued work is dropped; what runs (a message, a tick) finishes so the database stays whole
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.pool.shutdown(wait=True,
+                                                                                          cancel_futures=True))
         self.server.close()
 
     async def _tick_loop(self) -> None:
@@ -199,6 +210,17 @@ class DMWebServer:
             return _json({"error": str(exc)}, 409)
         return _json(row, 201)
 
+    async def api_remove_device(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        purge = request.query.get("purge", "") in ("1", "true", "yes")
+        try:
+            out = await self._run(lambda: self.server.remove_device(request.match_info["device_id"], purge=purge))
+        except SimvaultError as exc:
+            return _json({"error": str(exc)}, 404)
+        return _json(out)
+
     async def api_ds_accounts(self, request: web.Request) -> web.Response:
         from host.dm.ds_accounts import ds_accounts
         return self._authorised(request) or _json(await self._run(ds_accounts, self.server.store))
@@ -221,8 +243,13 @@ class DMWebServer:
         return _json(row, 201)
 
     async def api_backups(self, request: web.Request) -> web.Response:
-        return self._authorised(request) or _json(
-            await self._run(self.server.store.backups, request.query.get("device")))
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        if request.query.get("location") == "all":
+            from host.dm.backup_index import all_backups
+            return _json(await self._run(all_backups, self.server.store, request.query.get("device")))
+        return _json(await self._run(self.server.store.backups, request.query.get("device")))
 
     async def api_jobs(self, request: web.Request) -> web.Response:
         denied = self._authorised(request)
@@ -280,6 +307,11 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
     device's backup id is refused here (and the agent would refuse it too).
     """
     store = server.store
+    if kind in ("backup_via_ds", "restore_via_ds") and (params or {}).get("account") and not (params or {}).get("data"):
+        from host.dm.mo_ds import ds_job_params  # a job that names a stored DS account
+        params, backup_id = ds_job_params(store, kind, device_id, str(params["account"]), backup_id,
+                                          mode=str(params.get("mode") or "two-way"))
+        target = "ds"
     if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
         raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
                          "is not for secrets (host.dm.mo_ds.command_backup_via_ds stores it encrypted)")

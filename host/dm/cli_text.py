@@ -1,0 +1,74 @@
+"""Readable output of the `simvault dm` admin commands (tables, one job as text); --json skips it."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, (int, float)) or not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _fmt_size(n: Any) -> str:
+    if not isinstance(n, int):
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def table(headers: list[str], rows: list[list[Any]], empty: str) -> str:
+    if not rows:
+        return empty
+    cells = [[str(c) if c is not None and c != "" else "-" for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), *(line(r) for r in cells)])
+
+
+def devices_text(rows: list[dict[str, Any]]) -> str:
+    return table(["DEVICE", "AUTH", "NOTIFY URL", "LAST SEEN"],
+                 [[d.get("id"), d.get("auth_type"), d.get("notify_url"), _when(d.get("last_seen"))] for d in rows],
+                 "no devices (add one with 'simvault dm device-add')")
+
+
+def backups_text(rows: list[dict[str, Any]]) -> str:
+    def where(b: dict[str, Any]) -> str:
+        return f"{b.get('username')}@{b.get('url')}#{b.get('datastore')}" if b.get("location") == "ds" else ""
+    return table(["DEVICE", "LOCATION", "BACKUP ID", "SIZE", "CREATED", "JOB", "DS"],
+                 [[b.get("device_id"), b.get("location"), b.get("backup_id"), _fmt_size(b.get("size")),
+                   _when(b.get("created_at")), b.get("job_id"), where(b)] for b in rows],
+                 "no backups known")
+
+
+def jobs_text(rows: list[dict[str, Any]]) -> str:
+    return table(["ID", "DEVICE", "KIND", "TARGET", "STATE", "BACKUP ID", "UPDATED", "REASON"],
+                 [[j.get("id"), j.get("device_id"), j.get("kind"), j.get("target"), j.get("state"),
+                   j.get("backup_id"), _when(j.get("updated_at")), (j.get("reason") or "")[:60]] for j in rows],
+                 "no jobs")
+
+
+def job_text(job: dict[str, Any]) -> str:
+    lines = [f"job {job.get('id')}: {job.get('kind')} {job.get('target')} for {job.get('device_id')} "
+             f"-> {job.get('state')}"]
+    for label, key in (("backup id", "backup_id"), ("scope", "scope"), ("origin", "origin"),
+                       ("reason", "reason")):
+        if job.get(key):
+            lines.append(f"  {label}: {job[key]}")
+    lines.append(f"  created {_when(job.get('created_at'))}, updated {_when(job.get('updated_at'))}")
+    for r in job.get("results") or []:
+        data = r.get("data") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "code")
+        lines.append(f"  result {r.get('code')}: {shown}")
+    return "\n".join(lines)
+
+
+def ds_accounts_text(rows: list[dict[str, Any]]) -> str:
+    return table(["NAME", "URL", "USER", "DATASTORE", "AUTH", "UPDATED"],
+                 [[a.get("name"), a.get("url"), a.get("username"), a.get("datastore"), a.get("auth"),
+                   _when(a.get("updated"))] for a in rows],
+                 "no DS accounts (add one with 'simvault dm ds-account add')")
