@@ -144,3 +144,11 @@ def test_agent_without_passwords_names_real_ways_to_give_them(world, capsys, mon
         assert agent.wait_idle(20) and agent.history and agent.history[-1].ok, agent.history
     finally:
         agent.stop()
+
+
+def test_wait_on_a_job_that_does_not_finish_is_not_a_success(world, capsys, monkeypatch) -> None:  # noqa: F811
+    monkeypatch.setenv("SIMVAULT_DM_ADMIN_TOKEN", ADMIN_TOKEN)
+    dev = world.add_device("silent", start=False)  # registered, but no agent runs: the job stays queued
+    code, out, err = dm(capsys, world, "backup-start", dev.device_id, "--target", "server", "--wait", "1")
+    assert code == 3 and "-> queued" in out
+    assert "still queued after 1s" in err and "simvault dm agent" in err

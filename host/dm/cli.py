@@ -321,7 +321,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
         time.sleep(0.5)
         job = _api(args, "GET", f"/api/jobs/{job['id']}")
     _show(args, job, cli_text.job_text)
-    return 1 if job["state"] == "failed" else 0
+    if job["state"] == "failed":
+        return 1
+    if args.wait and job["state"] != "succeeded":
+        # a script that waited must not take an unfinished job for a success
+        print(f"simvault: job {job['id']} still {job['state']} after {args.wait:g}s: is the device's agent "
+              f"running ('simvault dm agent')? 'simvault dm job {job['id']}' follows it", file=sys.stderr)
+        return 3
+    return 0
 
 
 # ------------------------------------------------------------------ agent
