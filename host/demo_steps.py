@@ -278,6 +278,7 @@ class Steps:
     def tampered(self) -> None:
         from sqlalchemy import select
 
+        from host.archive import Archive
         from host.dm.backup_plugin import ARCHIVE_TYPE
         from host.dm.db import BackupRow
         rig = self.rig
@@ -290,7 +291,8 @@ class Steps:
             row = s.scalars(select(BackupRow).where(BackupRow.device_id == rig.device_id,
                                                     BackupRow.backup_id == bid)).one()
             data = bytearray(row.archive)
-            data[len(data) - 40] ^= 0x01  # inside the last stored chunk
+            last = Archive.from_bytes(row.archive).manifest.chunks[-1]
+            data[len(data) - last.size // 2] ^= 0x01  # the middle of the last stored chunk (bit rot)
             row.archive = bytes(data)
         self.say(f"bad actor: flipped one bit of backup {bid[:16]} in the DM server's database")
 
