@@ -68,14 +68,19 @@ def _missing(path: Path) -> UsageError:
     return UsageError(f"no such file or directory: {path}")
 
 
-def read_archive_file(path: Path) -> Archive:
-    """The archive in a file; errors name the file."""
+def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
+    """The bytes of a file the user named: UsageError when it is missing, ``error`` otherwise."""
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise _missing(path) from None
     except OSError as exc:
-        raise ArchiveError(f"cannot read archive {path}: {exc.strerror}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_archive_file(path: Path) -> Archive:
+    """The archive in a file; errors name the file."""
+    data = _read_bytes(path, "archive", ArchiveError)
     try:
         return Archive.from_bytes(data)
     except ArchiveError as exc:
@@ -111,12 +116,7 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
 
 
 def read_tree_file(path: Path) -> DMTree:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read tree {path}: {exc.strerror}") from None
+    data = _read_bytes(path, "tree", UsageError)
     try:
         return read_tnds(data)
     except TreeError as exc:        # XmlError included: say which file

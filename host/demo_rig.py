@@ -171,7 +171,7 @@ class DemoRig:
             return CardAccess(emulator=self.card_image, pin_env=PIN_ENV)
         from card.emulator import VirtualCard
         from card.vpcd import VpcdBridge, slot_lock
-        from host.link.pcsc import card_present, list_readers
+        from host.link.pcsc import list_readers, wait_for_card
         port, reader = VPCD_PORTS[self.slot], VPCD_READERS[self.slot]
         try:
             names = list_readers()
@@ -188,14 +188,14 @@ class DemoRig:
                 self.stack.enter_context(slot_lock(port, timeout=SLOT_WAIT_SECONDS))
             except TimeoutError as exc:
                 raise TransportError(f"{exc}: try --slot {1 - self.slot}") from None
-        if not self.wait_until(lambda: not card_present(reader), CARD_WAIT_SECONDS):
+        if not wait_for_card(reader, False, CARD_WAIT_SECONDS):
             raise TransportError(f"{reader} already shows a card (a stray 'card serve' or vicc on port {port}?)")
         virtual = VirtualCard.open(self.card_image, exclusive=True)
         self.stack.callback(virtual.close)
         self.bridge = VpcdBridge(virtual, VPCD_HOST, port)
         self.bridge.run_in_thread()
         self.stack.callback(_stop_bridge, self.bridge, reader)
-        if not self.wait_until(lambda: card_present(reader), CARD_WAIT_SECONDS):
+        if not wait_for_card(reader, True, CARD_WAIT_SECONDS):
             raise TransportError(f"pcscd did not see the card in {reader}: check scripts/pcscd.sh status")
         self.reader = reader
         self.say(f"card: emulator bridged into pcscd via vpcd, the agent uses PC/SC reader {reader!r}")
@@ -265,9 +265,9 @@ def _stop_dm(server: ServerThread) -> None:
 
 
 def _stop_bridge(bridge: Any, reader: str) -> None:
-    from host.link.pcsc import card_present
+    from host.link.pcsc import wait_for_card
     bridge.stop()
-    DemoRig.wait_until(lambda: not card_present(reader), CARD_WAIT_SECONDS)
+    wait_for_card(reader, False, CARD_WAIT_SECONDS)
 
 
 def check_workdir(path: Path) -> None:

@@ -148,3 +148,24 @@ def store_state(store, *, credentials: bool = False) -> tuple:
         state += (store.lifecycle, store.admin_key(),
                   store.nvm.read(store.off_config + 8, 96))   # PIN and PUK records (salted hashes)
     return state
+
+
+def run_cli(argv: list[str], capsys, *commands) -> tuple[int, str, str]:
+    """host.cli's contract (one-line errors, exit codes) over the command modules given
+    (each with ``register(sub)``): (exit code, stdout, stderr)."""
+    import argparse
+    import sys
+
+    from host.errors import SimvaultError
+    parser = argparse.ArgumentParser(prog="simvault")
+    sub = parser.add_subparsers(dest="command")
+    for module in commands:
+        module.register(sub)
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.func(args) or 0)
+    except SimvaultError as err:
+        print(f"simvault: error: {err}", file=sys.stderr)
+        code = err.exit_code
+    out = capsys.readouterr()
+    return code, out.out, out.err

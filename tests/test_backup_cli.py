@@ -2,7 +2,6 @@
 through a file directory and through the in-process emulator (--emulator IMAGE)."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -10,10 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, build_test_card
+from cards import TEST_PIN, build_test_card, run_cli
 
 from host import cli_backup, cli_card
-from host.errors import SimvaultError
 from host.keys import load_identity
 from host.tree.generate import mutate_leaves
 from host.tree.secrets import secret_uris
@@ -24,18 +22,7 @@ SAMPLE = Path(__file__).parent / "data" / "phone_tree.tnds.xml"
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     """host.cli.main's contract (one-line errors, exit codes) over the card and backup commands."""
-    parser = argparse.ArgumentParser(prog="simvault")
-    sub = parser.add_subparsers(dest="command")
-    cli_card.register(sub)
-    cli_backup.register(sub)
-    args = parser.parse_args(argv)
-    try:
-        code = int(args.func(args) or 0)
-    except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        code = err.exit_code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(argv, capsys, cli_card, cli_backup)
 
 
 @pytest.fixture

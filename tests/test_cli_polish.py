@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, TEST_PUK, build_test_card
+from cards import TEST_PIN, TEST_PUK, build_test_card, run_cli
 
 from host import cli_backup, cli_card
 from host.ds import cli as ds_cli
-from host.errors import SimvaultError
 from host.keys import load_identity
 from host.tree.generate import generate_tree
 from host.tree.tnds import read_tnds, write_tnds
@@ -29,19 +28,7 @@ DEVICE = "IMEI:356604876475938"
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     """host.cli.run's contract (one-line errors, exit codes) over the card, backup and ds commands."""
-    parser = argparse.ArgumentParser(prog="simvault")
-    sub = parser.add_subparsers(dest="command")
-    cli_card.register(sub)
-    cli_backup.register(sub)
-    ds_cli.register(sub)
-    args = parser.parse_args(argv)
-    try:
-        code = int(args.func(args) or 0)
-    except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        code = err.exit_code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(argv, capsys, cli_card, cli_backup, ds_cli)
 
 
 @pytest.fixture

@@ -208,7 +208,9 @@ def test_server_restart_mid_job_finishes_the_job(world) -> None:
     world.stop_server()
     from host.dm.db import Store
     store = Store(world.db_url)
-    assert store.job(job["id"])["state"] == "running"  # stopped mid-job
+    # stopped mid-job: still running (the Exec was answered 202, the report is pending on the device),
+    # or queued again (the stop ended the session before the Exec was answered: it will be sent again)
+    assert store.job(job["id"])["state"] in ("running", "queued")
     store.close()
     time.sleep(1.0)  # the agent finishes its backup and fails to report
     world.start_server()

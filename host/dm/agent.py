@@ -306,7 +306,7 @@ class DMAgent:
             return []
 
     def _save_reports(self) -> None:
-        from host.backup_ops import atomic_write
+        from host.fsutil import atomic_write
         atomic_write(self.reports_path, json.dumps([r.__dict__ for r in self.pending]).encode())
 
     # ------------------------------------------------------------ policies

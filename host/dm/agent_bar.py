@@ -53,7 +53,7 @@ class CardAccess:
     @contextmanager
     def open(self) -> Iterator[object]:
         from host.client import BackupCard
-        from host.link import EmulatorTransport, Link, PcscTransport
+        from host.link import EmulatorTransport, PcscTransport
         pin = os.environ.get(self.pin_env)
         if not pin:
             raise UsageError(f"no card PIN: set ${self.pin_env} for the agent")
@@ -64,16 +64,11 @@ class CardAccess:
             transport = EmulatorTransport(virtual, name=f"emulator {self.emulator}")
         else:
             transport = PcscTransport(self.reader)
-        link = Link(transport)
         try:
-            link.connect()
-            card = BackupCard(link)
-            card.select()
-            card.verify_pin(pin)
-            yield card
+            yield BackupCard.connect(transport, pin)
         finally:
             try:
-                link.disconnect()
+                transport.disconnect()  # idempotent: also when connect/select/verify failed
             finally:
                 if virtual is not None:
                     virtual.close()

@@ -12,13 +12,12 @@ skeleton (docs/BACKUP_MO.md), with ACLs that give the DM server access.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from host.errors import TreeError, UsageError
+from host.fsutil import atomic_write
 from host.tree.model import DMNode, DMTree
 from host.tree.tnds import read_tnds, write_tnds
 from host.tree.uri import split_uri
@@ -66,7 +65,7 @@ class AgentTree:
 
     # ------------------------------------------------------------ persistence
     def save(self) -> None:
-        """Write the tree (without volatile nodes) to a temp file, fsync, rename."""
+        """Write the tree (without volatile nodes) atomically, mode 0600."""
         with self.lock:
             volatile = self._volatile_uris()
             if volatile:  # only then a copy to strip them from
@@ -76,16 +75,7 @@ class AgentTree:
                 data = write_tnds(copy)
             else:
                 data = write_tnds(self.tree)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, data)
 
     def _volatile_uris(self) -> list[str]:
         """Where volatile nodes can be (Backups/<id>/Archive, Staging/Archive): no walk of the tree."""

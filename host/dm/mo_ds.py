@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import BigInteger, Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -149,44 +149,42 @@ def run_restore_via_ds(agent: DMAgent, account: DsAccount, backup_id: str | None
         return _failure("RestoreViaDS", agent, err, id=backup_id or "")
 
 
-def _options(req: ExecRequest) -> dict[str, str] | None:
+def _accept_via_ds(req: ExecRequest,
+                   plan: Callable[[DMAgent, dict[str, str], DsAccount], Callable[[], AlertReport]]) -> ExecOutcome:
+    """400 when the Exec's key=value options or the DS account they name are bad; else 202
+    and the work ``plan`` makes from them (planned now, run after the session)."""
     try:
-        return parse_kv(req.data)
+        opts = parse_kv(req.data)
     except SyncMLError:
-        return None
-
-
-def exec_backup_via_ds(req: ExecRequest) -> ExecOutcome:
-    agent = req.agent
-    opts = _options(req)
-    if opts is None:
         return ExecOutcome(StatusCode.BAD_REQUEST)
     try:
-        account = _account(opts, agent)
+        account = _account(opts, req.agent)
     except UsageError:
         return ExecOutcome(StatusCode.BAD_REQUEST)
+    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, plan(req.agent, opts, account))
+
+
+def _plan_backup(agent: DMAgent, opts: dict[str, str], account: DsAccount) -> Callable[[], AlertReport]:
     scope_text = opts.get("scope") or agent.tree.value(f"{BAR}/Config/Scope", ".") or "."
     scope = scope_text.split() if scope_text.strip() not in ("", ".") else None
     excl = opts.get("exclude-secrets", agent.tree.value(f"{BAR}/Config/ExcludeSecrets", "false") or "false")
     exclude = excl.lower() in ("1", "true", "yes")
-    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING,
-                       lambda: run_backup_via_ds(agent, account, scope, exclude))
+    return lambda: run_backup_via_ds(agent, account, scope, exclude)
 
 
-def exec_restore_via_ds(req: ExecRequest) -> ExecOutcome:
-    agent = req.agent
-    opts = _options(req)
-    if opts is None:
-        return ExecOutcome(StatusCode.BAD_REQUEST)
-    try:
-        account = _account(opts, agent)
-    except UsageError:
-        return ExecOutcome(StatusCode.BAD_REQUEST)
+def _plan_restore(agent: DMAgent, opts: dict[str, str], account: DsAccount) -> Callable[[], AlertReport]:
     backup_id = opts.get("id", "").lower() or None
     keep = opts.get("keep-secrets", "0") in ("1", "true")
     force = opts.get("force-device", "0") in ("1", "true")
-    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING,
-                       lambda: run_restore_via_ds(agent, account, backup_id, keep, force))
+    return lambda: run_restore_via_ds(agent, account, backup_id, keep, force)
+
+
+def exec_backup_via_ds(req: ExecRequest) -> ExecOutcome:
+    return _accept_via_ds(req, _plan_backup)
+
+
+def exec_restore_via_ds(req: ExecRequest) -> ExecOutcome:
+    return _accept_via_ds(req, _plan_restore)
 
 
 def register_agent_handlers() -> None:
@@ -296,6 +294,24 @@ def _submitted(server: "DMServer | None", job: dict[str, Any]) -> dict[str, Any]
     return server.submit_job(job) if server is not None else job
 
 
+def _job_account(store: Store, account: str | None, url: str, user: str, datastore: str, auth: str,
+                 password: str | None) -> str:
+    """The name of the DS account a job uses: ``password`` given stores it (encrypted at rest);
+    None needs it stored already."""
+    name = account or default_account_name(url, user, datastore)
+    if password is not None:
+        set_ds_account(store, name, url, user, password, datastore=datastore, auth=auth)
+    elif ds_account(store, name) is None:
+        raise UsageError(f"no DS account {name[:80]!r}: give the password once")
+    return name
+
+
+def _job_kv(url: str, datastore: str, user: str, account: str, auth: str) -> dict[str, str | None]:
+    """Where a DS job's device reaches its datastore (the Exec data; no password)."""
+    return {"url": url, "datastore": datastore, "user": user, "account": account,
+            "auth": auth if auth != "basic" else None}
+
+
 def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, user: str, password: str | None, *,
                           datastore: str = "backup", auth: str = "basic", mode: str = "two-way",
                           account: str | None = None) -> dict[str, Any]:
@@ -309,13 +325,8 @@ def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, u
     store, server = _store_and_server(where)
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
-    name = account or default_account_name(url, user, datastore)
-    if password is not None:
-        set_ds_account(store, name, url, user, password, datastore=datastore, auth=auth)
-    elif ds_account(store, name) is None:
-        raise UsageError(f"no DS account {name[:80]!r}: give the password once")
-    data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
-                      "auth": auth if auth != "basic" else None, "mode": mode})
+    name = _job_account(store, account, url, user, datastore, auth, password)
+    data = format_kv({**_job_kv(url, datastore, user, name, auth), "mode": mode})
     return _submitted(server, store.create_job(device_id, "backup_via_ds", "ds", params={"data": data}))
 
 
@@ -332,13 +343,8 @@ def command_restore_via_ds(where: "Store | DMServer", device_id: str, password: 
     rec = records[0] if records else {}
     url, user = url or rec["url"], user or rec["username"]
     datastore = datastore or rec.get("datastore", "backup")
-    name = account or default_account_name(url, user, datastore)
-    if password is not None:
-        set_ds_account(store, name, url, user, password, datastore=datastore, auth=auth)
-    elif ds_account(store, name) is None:
-        raise UsageError(f"no DS account {name[:80]!r}: give the password once")
-    data = format_kv({"url": url, "datastore": datastore, "user": user, "account": name,
-                      "auth": auth if auth != "basic" else None, "id": backup_id or rec.get("backup_id")})
+    name = _job_account(store, account, url, user, datastore, auth, password)
+    data = format_kv({**_job_kv(url, datastore, user, name, auth), "id": backup_id or rec.get("backup_id")})
     return _submitted(server, store.create_job(device_id, "restore_via_ds", "ds",
                                                backup_id=backup_id or rec.get("backup_id"), params={"data": data}))
 
@@ -355,8 +361,7 @@ def ds_job_params(store: Store, kind: str, device_id: str, account: str, backup_
                          "'simvault dm ds-account add NAME --url URL --user USER'")
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
-    kv: dict[str, str | None] = {"url": acct["url"], "datastore": acct["datastore"], "user": acct["username"],
-                                 "account": account, "auth": acct["auth"] if acct["auth"] != "basic" else None}
+    kv = _job_kv(acct["url"], acct["datastore"], acct["username"], account, acct["auth"])
     if kind == "backup_via_ds":
         kv["mode"] = mode
         return {"data": format_kv(kv)}, None
