@@ -142,10 +142,13 @@ public final class Scp03 {
 
     // ---- INITIALIZE UPDATE ---------------------------------------------------------------
 
-    /** Host challenge at cdataOff (lc 8); p1 the key version (00: any). The response
-     *  (32 bytes) is written at buf[0]. 6983 locked, 6A88 no such key version, 6700, 6985
-     *  sequence counter exhausted. */
+    /** Header in buf[0..3], host challenge at cdataOff (lc 8); p1 the key version (00: any).
+     *  The response (32 bytes) is written at buf[0]. 6A86 P2 not 00, 6983 locked, 6A88 no
+     *  such key version, 6700, 6985 sequence counter exhausted. */
     public short initializeUpdate(byte[] buf, short cdataOff, short lc, byte p1) {
+        if (buf[ISO7816.OFFSET_P2] != 0) {
+            ISOException.throwIt(ISO7816.SW_INCORRECT_P1P2);
+        }
         close();
         if (failures >= MAX_FAILURES) {
             ISOException.throwIt(SW_AUTH_BLOCKED);

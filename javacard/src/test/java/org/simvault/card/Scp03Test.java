@@ -265,24 +265,27 @@ class Scp03Test {
         CardSimulator sim = simvaultCard();
         byte[] wrong = new byte[16];
         for (int i = 0; i < 9; i++) {
-            Host host = Host.begin(sim, wrong, MAC, new byte[8]);
+            Host host = Host.begin(sim, wrong, wrong, new byte[8]);
             assertEquals(0x6300, sw(send(sim, host.externalAuthenticate(0x01))));
         }
         assertEquals(1, status(sim)[2]);
         Host good = Host.open(sim, ENC, MAC, 0x33);                 // a match clears the count
         assertEquals(10, status(sim)[2]);
         assertTrue(good.level == 0x33);
-        // a wrong MAC key gives the right cryptogram? no: S-MAC is from K-MAC, so 6300 too
-        Host badMac = Host.begin(sim, ENC, wrong, new byte[8]);
+        Host badMac = Host.begin(sim, ENC, wrong, new byte[8]);   // the cryptograms come from S-MAC (K-MAC)
         assertEquals(0x6300, sw(send(sim, badMac.externalAuthenticate(0x01))));
+        Host badEnc = Host.begin(sim, wrong, MAC, new byte[8]);   // a wrong K-ENC passes the handshake...
+        assertEquals(0x9000, sw(send(sim, badEnc.externalAuthenticate(0x03))));
+        assertEquals(0x6988, sw(send(sim, badEnc.wrap(0xE2, new byte[20]))));  // ...but not C-DEC
+        assertEquals(0, status(sim)[0]);
         // right cryptogram, wrong C-MAC: 6988, counted
         Host h = Host.begin(sim, ENC, MAC, new byte[8]);
         byte[] ext = h.externalAuthenticate(0x01);
         ext[ext.length - 1] ^= 1;
         assertEquals(0x6988, sw(send(sim, ext)));
-        assertEquals(8, status(sim)[2]);
-        for (int i = 0; i < 8; i++) {
-            Host host = Host.begin(sim, wrong, MAC, new byte[8]);
+        assertEquals(9, status(sim)[2]);                           // (the K-ENC handshake cleared the count)
+        for (int i = 0; i < 9; i++) {
+            Host host = Host.begin(sim, wrong, wrong, new byte[8]);
             assertEquals(0x6300, sw(send(sim, host.externalAuthenticate(0x01))));
         }
         assertEquals(0, status(sim)[2]);
@@ -297,6 +300,7 @@ class Scp03Test {
         CardSimulator sim = simvaultCard();
         assertEquals(0x6A88, sw(send(sim, HEX.parseHex("80500200080000000000000000"))));   // no key version 02
         assertEquals(0x6700, sw(send(sim, HEX.parseHex("805000000400000000"))));
+        assertEquals(0x6A86, sw(send(sim, HEX.parseHex("80500001080000000000000000"))));
         assertEquals(0x6985, sw(send(sim, HEX.parseHex("84820100100000000000000000000000000000000000"))));
         for (int level : new int[] {0x00, 0x02, 0x10, 0x23, 0x31, 0xFF}) {
             Host host = Host.begin(sim, ENC, MAC, new byte[8]);
@@ -306,11 +310,41 @@ class Scp03Test {
         }
         Host host = Host.begin(sim, ENC, MAC, new byte[8]);
         byte[] ext = host.externalAuthenticate(0x01);
-        assertEquals(0x6700, sw(send(sim, Arrays.copyOf(ext, ext.length - 1))));
+        byte[] shorter = Arrays.copyOf(ext, ext.length - 1);
+        shorter[4] = 15;
+        assertEquals(0x6700, sw(send(sim, shorter)));
         assertEquals(10, status(sim)[2]);                          // none of these counted
         Host.open(sim, ENC, MAC, 0x01);
         assertEquals(0x6988, sw(send(sim, HEX.parseHex("84E20000"))));     // no room for a MAC
         assertEquals(0, status(sim)[0]);
+    }
+
+    /** Malformed and random secure-channel APDUs: always an ISO status word, never 6F00
+     *  (an exception the class did not catch). */
+    @Test
+    void fuzzedApdusNeverEscape() throws Exception {
+        CardSimulator sim = simvaultCard();
+        java.util.Random random = new java.util.Random(0x5C03);
+        int[] insList = {0x50, 0x82, 0xE2, 0xE4, 0xEE};
+        int escaped = 0;
+        for (int n = 0; n < 3000; n++) {
+            if (n % 50 == 0) {
+                Host.open(sim, ENC, MAC, new int[] {0x01, 0x03, 0x11, 0x13, 0x33}[random.nextInt(5)]);
+            }
+            byte[] body = new byte[random.nextInt(n % 7 == 0 ? 255 : 40)];
+            random.nextBytes(body);
+            int cla = random.nextBoolean() ? 0x84 : 0x80;
+            byte[] cmd = apdu(cla, insList[random.nextInt(insList.length)], random.nextInt(256), random.nextInt(3),
+                    body, random.nextBoolean());
+            if (body.length == 0) {
+                cmd = Arrays.copyOf(cmd, 4);
+            }
+            if (sw(send(sim, cmd)) == 0x6F00) {
+                escaped++;
+            }
+        }
+        assertEquals(0, escaped, "6F00 answers");
+        assertTrue(status(sim)[2] >= 1, "the good authentication every 50 APDUs clears the random failures");
     }
 
     // ---- an independent host (JDK AES, Bouncy Castle CMAC) ------------------------------------
