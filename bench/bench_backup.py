@@ -1,6 +1,18 @@
-"""Benchmark: simvault archives vs a naive TNDS copy, in-process and through pcscd.
+"""Benchmark: incremental backups (format 3 vs format 1), and full uploads vs a naive TNDS copy.
 
-    .venv/bin/python bench/bench_backup.py [--sizes 10k,100k,1m,10m] [--no-pcsc] [--codecs]
+    .venv/bin/python bench/bench_backup.py [--trees phone,1m,10m] [--chain 50]    incremental table
+    .venv/bin/python bench/bench_backup.py --upload [--sizes 10k,100k,1m,10m] [--no-pcsc]
+    .venv/bin/python bench/bench_backup.py --codecs
+
+The default prints, for each tree and change (1% of the leaves at random, 1%
+clustered in one subtree, 1% nodes added, 1% deleted), the bytes and APDUs of
+a full backup and of the incremental after it, to a short-APDU T=0 card, in
+format 3 (base + delta layers) beside format 1 (CDC chunks, the baseline);
+beside them `zstd -19` of the whole TNDS and restic's repository growth for
+the same file and change (local repository, no network); then a chain of
+incrementals: bytes per backup under the default re-base policy and the
+restore time of its newest backup vs a full one.
+--upload prints the full-upload table:
 
 For each generated tree (host.tree.generate): the archive's size, the APDUs and
 bytes on the wire of a full upload to a short-APDU T=0 card (what SIMs speak)
@@ -23,6 +35,10 @@ from __future__ import annotations
 import argparse
 import lzma
 import math
+import os
+import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +51,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import zstandard
 
+from apdu_specs import constants as C
 from host import backup_ops as ops
 from host.client import BackupCard
 from host.keys import generate_identity
 from host.link import EmulatorTransport
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
-from host.tree.tnds import write_tnds
+from host.tree.model import DMNode
+from host.tree.tnds import read_tnds, write_tnds
 
 PER_APDU_S = 0.005
 ETU_PER_BYTE = 12
@@ -200,20 +218,180 @@ def codecs(sizes: list[str]) -> None:
                   f"{dict_col[0]:>8} {dict_col[1]:>6}")
 
 
+# ---- incremental backups: format 3 vs format 1, zstd -19, restic -------------------------
+
+DEVID = "./DevInfo/DevId"
+
+
+def _leaves(tree) -> list[tuple[str, DMNode]]:
+    return [(u, n) for u, n in tree.walk() if not n.interior and n.format != "null" and u != DEVID]
+
+
+def change(tree, kind: str, seed: int) -> None:
+    """1% of the leaves (at least one): random values, a clustered run, added or deleted nodes."""
+    rng = random.Random(seed)
+    leaves = _leaves(tree)
+    k = max(1, round(0.01 * len(leaves)))
+    if kind == "random":
+        devid = tree.get(DEVID).value
+        mutate_leaves(tree, k / (len(leaves) + 1), seed)
+        tree.replace(DEVID, devid)
+    elif kind == "cluster":      # k consecutive leaves in pre-order: one subtree (an MO or two)
+        start = rng.randrange(max(1, len(leaves) - k))
+        for _, node in leaves[start:start + k]:
+            node.value = (node.value + b"!") if isinstance(node.value, bytes) else f"{node.value or ''}-{seed}"
+    elif kind == "add":
+        interiors = [n for _, n in tree.walk() if n.interior]
+        for i in range(k):
+            parent = rng.choice(interiors)
+            parent.children[f"Added{seed}x{i}"] = DMNode(f"Added{seed}x{i}", value=f"{rng.random():.6f}",
+                                                          format="chr", type="text/plain")
+    elif kind == "delete":
+        for uri, _ in rng.sample(leaves, k):
+            if tree.exists(uri):
+                tree.delete(uri)
+    else:
+        raise ValueError(kind)
+
+
+def _upload(card, tree, ident, host_dir: Path, fmt: int) -> tuple[int, int, int]:
+    """(sent bytes: new chunks + manifest + signature, APDUs, wire bytes) of one backup."""
+    stats = card.link.stats
+    stats.reset()
+    archive, report = ops.backup_tree_to_card(card, tree, ident, pending_dir=host_dir, archive_format=fmt)
+    return report.bytes_sent + C.SIGNATURE_LENGTH, stats.apdus, stats.bytes_sent + stats.bytes_received
+
+
+def _zstd19(path: Path) -> int:
+    return len(subprocess.run(["zstd", "-19", "-q", "-c", str(path)], check=True, capture_output=True).stdout)
+
+
+def _restic(repo: Path, path: Path) -> int:
+    """Bytes the restic repository grew by when backing up path (local repo, compression auto)."""
+    env = {**os.environ, "RESTIC_PASSWORD": "bench-only", "RESTIC_REPOSITORY": str(repo),
+           "RESTIC_CACHE_DIR": str(repo.parent / "restic-cache")}
+    if not repo.exists():
+        subprocess.run(["restic", "init", "--repository-version", "2"], env=env, check=True, capture_output=True)
+    before = _du(repo)
+    subprocess.run(["restic", "backup", str(path)], env=env, check=True, capture_output=True, cwd=path.parent)
+    return _du(repo) - before
+
+
+def _du(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+
+
+def tree_named(name: str):
+    if name == "phone":
+        return read_tnds((ROOT / "tests" / "data" / "phone_tree.tnds.xml").read_bytes())
+    return generate_tree(SIZES[name], 1)
+
+
+def incremental(trees: list[str], tools: bool) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="simvault-inc-"))
+    ident = generate_identity(tmp / "keys")
+    have = {t: shutil.which(t) is not None for t in ("zstd", "restic")} if tools else {}
+    print("bytes sent = new chunks + manifest + signature; wire = APDU bytes both ways (short APDUs, T=0)")
+    print(f"{'tree':>5} {'change':>7} | {'v3 full':>8} {'v3 inc':>7} {'%':>5} {'APDUs':>9} {'wire %':>6} | "
+          f"{'v1 full':>8} {'v1 inc':>7} {'%':>5} {'APDUs':>9} | {'zstd-19':>8} | {'restic full':>11} {'inc':>7} {'%':>5}")
+    for name in trees:
+        base = tree_named(name)
+        for kind in ("random", "cluster", "add", "delete"):
+            row = {}
+            for fmt in (3, 1):
+                vcard = new_card(tmp, ident, f"{name}-{kind}-{fmt}")
+                card = connect(EmulatorTransport(vcard))
+                host = tmp / f"h-{name}-{kind}-{fmt}"
+                tree = base.copy()
+                full = _upload(card, tree, ident, host, fmt)
+                change(tree, kind, seed=7)
+                inc = _upload(card, tree, ident, host, fmt)
+                row[fmt] = (full, inc)
+                vcard.close()
+            zs = rs = ri = "-"
+            if have.get("zstd") or have.get("restic"):
+                f = tmp / f"{name}-{kind}" / "tree.xml"
+                f.parent.mkdir(exist_ok=True)
+                f.write_bytes(write_tnds(base))
+                zs = str(_zstd19(f)) if have.get("zstd") else "-"
+                if have.get("restic"):
+                    repo = f.parent / "repo"
+                    rfull = _restic(repo, f)
+                    t2 = base.copy()
+                    change(t2, kind, seed=7)
+                    f.write_bytes(write_tnds(t2))
+                    rinc = _restic(repo, f)
+                    rs, ri = str(rfull), f"{rinc} {100 * rinc / rfull:>5.1f}"
+            (f3, i3), (f1, i1) = row[3], row[1]
+            print(f"{name:>5} {kind:>7} | {f3[0]:>8} {i3[0]:>7} {100 * i3[0] / f3[0]:>5.1f} "
+                  f"{i3[1]:>4}/{f3[1]:<4} {100 * i3[2] / f3[2]:>6.1f} | {f1[0]:>8} {i1[0]:>7} "
+                  f"{100 * i1[0] / f1[0]:>5.1f} {i1[1]:>4}/{f1[1]:<4} | {zs:>8} | {rs:>11} {ri:>13}")
+
+
+def chain(name: str, n: int) -> None:
+    from host.archive import RebasePolicy, verify_archive
+    tmp = Path(tempfile.mkdtemp(prefix="simvault-chain-"))
+    ident = generate_identity(tmp / "keys")
+    tree = tree_named(name)
+    for label, policy in (("default policy", ops.DEFAULT_POLICY),
+                          ("no re-base", RebasePolicy(max_layers=n + 1, amortize=False, max_layer_fraction=9.0))):
+        t = tree.copy()
+        full = ops.backup_tree(t, ident, policy=policy)
+        archives, sent = [full], []
+        for i in range(n):
+            change(t, "random", seed=1000 + i)
+            a = ops.backup_tree(t, ident, previous=archives[-1], policy=policy)
+            old = {c.chunk_id for c in archives[-1].manifest.chunks}
+            sent.append(sum(c.size for c in a.manifest.chunks if c.chunk_id not in old) + len(a.manifest_bytes) + 64)
+            archives.append(a)
+        newest = archives[-1]
+        rebases = sum(1 for a in archives[1:] if a.host.previous is None)
+        fbytes = len(full.to_bytes())
+        timings = {}
+        for which, a in (("full", full), ("newest", newest)):
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                verified = verify_archive(a, ident.trust, ident.decryptor)
+                best = min(best, time.perf_counter() - t0)
+            timings[which] = best
+            live = verified.tree.copy()
+            t0 = time.perf_counter()
+            ops.restore_tree(live, a, ident, dry_run=True)
+            timings[which + " restore"] = time.perf_counter() - t0
+        print(f"{name:>5} {label:>14} | full {fbytes:>7} B | {n} incrementals: mean {sum(sent) / n:>7.0f} B "
+              f"({100 * sum(sent) / n / fbytes:4.1f}%), max {max(sent):>7} B ({100 * max(sent) / fbytes:5.1f}%), "
+              f"re-bases {rebases} | newest: {len(newest.host.segments) - 1:>2} layers, "
+              f"{len(newest.to_bytes()):>7} B to read | verify {timings['newest']:.2f}s vs full "
+              f"{timings['full']:.2f}s = {timings['newest'] / timings['full']:.2f}x; restore_tree "
+              f"{timings['newest restore']:.2f}s vs {timings['full restore']:.2f}s")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trees", default="phone,1m,10m", help="incremental table: phone,10k,100k,1m,10m")
+    p.add_argument("--chain", type=int, default=50, help="incrementals in the restore-time chain (0: none)")
+    p.add_argument("--chain-tree", default="10m")
+    p.add_argument("--no-tools", action="store_true", help="skip the zstd and restic columns")
+    p.add_argument("--upload", action="store_true", help="print the full-upload table instead")
     p.add_argument("--sizes", default="10k,100k,1m,10m")
-    p.add_argument("--no-pcsc", action="store_true", help="skip the pcscd column")
+    p.add_argument("--no-pcsc", action="store_true", help="skip the pcscd column (--upload)")
     p.add_argument("--codecs", action="store_true", help="print the codec measurements instead")
     args = p.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
-    unknown = [s for s in sizes if s not in SIZES]
+    unknown = [s for s in sizes + [t for t in args.trees.split(",") if t != "phone"] if s not in SIZES]
     if unknown:
         p.error(f"unknown sizes {unknown}; use {','.join(SIZES)}")
     if args.codecs:
         codecs(sizes)
-    else:
+    elif args.upload:
         bench(sizes, not args.no_pcsc)
+    else:
+        incremental([t for t in args.trees.split(",") if t], not args.no_tools)
+        if args.chain:
+            print(f"\nchain of {args.chain} incrementals (1% random leaves each), made in memory:")
+            for name in args.chain_tree.split(","):
+                chain(name, args.chain)
     return 0
 
 

@@ -34,10 +34,9 @@ from host.errors import SimvaultError, UsageError
 ROOT = Path(__file__).resolve().parent.parent
 JAVACARD_DIR = ROOT / "javacard"
 TARGET_DIR = JAVACARD_DIR / "target"
-CLASSPATH_FILE = TARGET_DIR / "classpath.txt"
+JAR = TARGET_DIR / "simvault-applet.jar"         # applet + launcher + jCardSim (javacard/pom.xml, shade)
 MAIN_CLASS = "org.simvault.sim.VpcdCardMain"
-BUILD_COMMAND = ("mvn", "-q", "-o", "-DskipTests", "package", "dependency:build-classpath",
-                 f"-Dmdep.outputFile={CLASSPATH_FILE}", "-Dmdep.includeScope=compile")
+BUILD_COMMAND = ("mvn", "-q", "-o", "-DskipTests", "package")
 USER_BUILD_HINT = "cd javacard && mvn -q package"
 # Fast start over peak speed: the card's work per APDU is small.
 JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss4m")
@@ -95,8 +94,8 @@ class Personalisation:
         for point in self.trust_anchors:
             if len(point) != 65 or point[0] != 0x04:
                 raise UsageError("a trust anchor is an uncompressed P-256 point (65 bytes, 04...)")
-        if not 16384 <= self.capacity < 1 << 32:
-            raise UsageError(f"store size {self.capacity}: at least 16384 bytes")
+        if not 16384 <= self.capacity < 1 << 23:
+            raise UsageError(f"store size {self.capacity}: 16384 bytes to 8 MiB for the Java card")
         if len(self.install_params()) > INSTALL_DATA_MAX:
             raise UsageError(f"{len(self.trust_anchors)} trust anchors do not fit the install parameters "
                              f"({INSTALL_DATA_MAX} bytes): install with at most 2, add the others with "
@@ -148,19 +147,17 @@ def _newest_source_mtime() -> float:
 
 
 def built_jar() -> Path | None:
-    """The applet + launcher jar of ``mvn package`` (None before the first build)."""
-    jars = [p for p in TARGET_DIR.glob("*.jar") if not p.name.endswith(("-sources.jar", "-tests.jar", "-javadoc.jar"))]
-    return max(jars, key=lambda p: p.stat().st_mtime) if jars else None
+    """The self-contained jar of ``mvn package`` (None before the first build)."""
+    return JAR if JAR.exists() else None
 
 
 def is_stale() -> bool:
-    jar = built_jar()
-    return jar is None or not CLASSPATH_FILE.exists() or jar.stat().st_mtime < _newest_source_mtime()
+    return not JAR.exists() or JAR.stat().st_mtime < _newest_source_mtime()
 
 
 def ensure_built(build: bool = True, log: Callable[[str], None] | None = None) -> str:
-    """The class path of the launcher (jar + jCardSim), building the jar first when it is
-    missing or older than its sources (under a lock: parallel test sessions build once)."""
+    """The class path of the launcher (one jar), building it first when it is missing or
+    older than its sources (under a lock: parallel test sessions build once)."""
     if shutil.which("java") is None:
         raise JavaCardUnavailable("no java on PATH: install a JDK 17 (Debian: default-jdk-headless; "
                                   "scripts/setup.sh does it)")
@@ -176,17 +173,14 @@ def ensure_built(build: bool = True, log: Callable[[str], None] | None = None) -
         with _build_lock():
             if is_stale():
                 if log is not None:
-                    log("building the Java card: " + " ".join(BUILD_COMMAND[:5]) + " (in javacard/)")
+                    log("building the Java card: " + " ".join(BUILD_COMMAND) + " (in javacard/)")
                 result = subprocess.run(BUILD_COMMAND, cwd=JAVACARD_DIR, capture_output=True, text=True,
                                         timeout=600)
                 if result.returncode != 0 or is_stale():
                     tail = (result.stdout + result.stderr).strip().splitlines()[-8:]
                     raise JavaCardUnavailable(f"the Java card did not build: run '{USER_BUILD_HINT}' "
                                               "(without -o when Maven lacks plugins offline): " + " | ".join(tail))
-    jar = built_jar()
-    assert jar is not None
-    deps = CLASSPATH_FILE.read_text().strip()
-    return os.pathsep.join([str(jar), deps] if deps else [str(jar)])
+    return str(JAR)
 
 
 @contextlib.contextmanager

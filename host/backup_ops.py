@@ -1,9 +1,10 @@
 """The library API behind `simvault backup/restore/...`, for the CLI, the DM agent and DS.
 
-    backup_tree(tree, identity, *, previous=None, scope=None, exclude_secrets=False) -> Archive
+    backup_tree(tree, identity, *, previous=None, scope=None, exclude_secrets=False,
+                policy=DEFAULT_POLICY, archive_format=3) -> Archive
     backup_to_card(card, archive, progress=None) -> UploadReport
     archive_from_card(card, backup_id, with_chunks=True) -> Archive
-    latest_archive_on_card(card, device_id) -> Archive | None   (manifest only: for incrementals)
+    latest_archive_on_card(card, device_id) -> Archive | None   (what an incremental needs)
     write_archive_file(path, archive, *, directory=None) / read_archive_file(path) -> Archive
     restore_tree_file(tree_path, archive, identity, *, dry_run=False, keep_secrets=False,
                       force_device=False, force_sequence=False, state=None, create=False) -> RestoreReport
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,142 +26,28 @@ from typing import Any
 
 from apdu_specs import constants as C
 from apdu_specs.manifest import verify_raw
-from host.archive import Archive, make_archive, verify_archive
+from host.archive import DEFAULT_POLICY, Archive, RebasePolicy, make_archive, make_layered_archive, verify_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
-from host.errors import ArchiveError, CardError, SimvaultError, TreeError, UsageError
+from host.archive.files import (  # files and host state, re-exported
+    ARCHIVE_SUFFIX,
+    HostState,
+    archives_in,
+    find_archive,
+    host_state,
+    is_directory_target,
+    read_archive_file,
+    read_tree_file,
+    write_archive_file,
+)
+from host.errors import ArchiveError, CardError, SimvaultError, UsageError
 from host.fsutil import atomic_write
 from host.keys import Identity
 from host.tree.model import DMTree
 from host.tree.ops import Change, apply_restore, render_diff
-from host.tree.tnds import read_tnds, write_tnds
+from host.tree.tnds import write_tnds
 
 Progress = Callable[[int, int], None]  # (done bytes, total bytes)
-ARCHIVE_SUFFIX = ".svarch"
-
-
-# ---- files -------------------------------------------------------------------------
-
-
-def is_directory_target(path: str | Path) -> bool:
-    """A destination meant as a directory: it ends in '/' or is one already."""
-    text = str(path) if not isinstance(path, str) else path
-    return text.endswith(("/", os.sep)) or Path(path).is_dir()
-
-
-def write_archive_file(path: str | Path, archive: Archive, *, directory: bool | None = None) -> Path:
-    """Write archive to path; a directory (``directory``, or a path ending in '/' or
-    an existing directory) gets <backup id>.svarch, created 0700 if missing.
-    Returns the file."""
-    if directory is None:
-        directory = is_directory_target(path)
-    path = Path(path)
-    if directory:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = path / f"{archive.backup_id.hex()}{ARCHIVE_SUFFIX}"
-    atomic_write(path, archive.to_bytes())
-    return path
-
-
-def _missing(path: Path) -> UsageError:
-    return UsageError(f"no such file or directory: {path}")
-
-
-def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
-    """The bytes of a file the user named: UsageError when it is missing, ``error`` otherwise."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def read_archive_file(path: Path) -> Archive:
-    """The archive in a file; errors name the file."""
-    data = _read_bytes(path, "archive", ArchiveError)
-    try:
-        return Archive.from_bytes(data)
-    except ArchiveError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
-
-
-def archives_in(directory: Path) -> list[tuple[Path, Archive]]:
-    """Archives of a directory, oldest sequence first (unreadable files skipped)."""
-    out = []
-    for p in sorted(Path(directory).glob(f"*{ARCHIVE_SUFFIX}")):
-        try:
-            out.append((p, read_archive_file(p)))
-        except ArchiveError:
-            continue
-    return sorted(out, key=lambda pa: pa[1].sequence)
-
-
-def find_archive(source: Path, backup_id: bytes | None) -> Archive:
-    source = Path(source)
-    if not source.exists():
-        raise _missing(source)
-    if source.is_file():
-        archive = read_archive_file(source)
-        if backup_id is not None and archive.backup_id != backup_id:
-            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}")
-        return archive
-    found = archives_in(source)
-    if backup_id is not None:
-        found = [pa for pa in found if pa[1].backup_id == backup_id]
-    if not found:
-        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}")
-    return found[-1][1]
-
-
-def read_tree_file(path: Path) -> DMTree:
-    data = _read_bytes(path, "tree", UsageError)
-    try:
-        return read_tnds(data)
-    except TreeError as exc:        # XmlError included: say which file
-        raise type(exc)(f"{path}: {exc}") from None
-
-
-# ---- host state --------------------------------------------------------------------
-
-
-class HostState:
-    """Small JSON state in the key directory: sequences seen and pending uploads."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            self.data = {}
-        except (OSError, ValueError, RecursionError):
-            raise UsageError(f"state file {self.path} is damaged; remove it") from None
-        if not isinstance(self.data, dict) or not isinstance(self.data.setdefault("devices", {}), dict):
-            raise UsageError(f"state file {self.path} is damaged; remove it")
-
-    def device(self, device_id: str) -> dict[str, Any]:
-        return self.data["devices"].setdefault(device_id, {})
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, json.dumps(self.data, sort_keys=True, indent=1).encode())
-
-    def last_restored(self, device_id: str) -> int | None:
-        return self.device(device_id).get("last_restored_sequence")
-
-    def note_restored(self, device_id: str, sequence: int) -> None:
-        dev = self.device(device_id)
-        dev["last_restored_sequence"] = max(sequence, dev.get("last_restored_sequence", 0))
-        self.save()
-
-    def pending_dir(self) -> Path:
-        d = self.path.parent / "pending"
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return d
-
-
-def host_state(identity: Identity) -> HostState:
-    return HostState(identity.directory / "state.json")
 
 
 # ---- backup ------------------------------------------------------------------------
@@ -171,23 +56,43 @@ def host_state(identity: Identity) -> HostState:
 def backup_tree(tree: DMTree, identity: Identity, *, previous: Archive | None = None,
                 scope: Iterable[str] | None = None, exclude_secrets: bool = False,
                 device_id: str | None = None, min_sequence: int = 0,
-                max_chunk_size: int = C.MAX_CHUNK_SIZE) -> Archive:
-    """An archive of tree signed by identity, wrapped for its recipients; incremental
-    on previous (same chain keys) when previous is ours (signed by identity, valid
-    signature), encrypted for identity, wrapped for no key that identity no longer
-    lists (a removed recipient must not read later backups), and fits."""
-    if previous is not None and (not _chain_continuable(previous, identity)
-                                 or previous.host.chunker.max_size + STORED_OVERHEAD + CODEC_BYTE > max_chunk_size
-                                 or tuple(scope or (".",)) != previous.host.scope):
+                max_chunk_size: int = C.MAX_CHUNK_SIZE, policy: RebasePolicy = DEFAULT_POLICY,
+                archive_format: int = 3) -> Archive:
+    """An archive of tree signed by identity, wrapped for its recipients.
+
+    Format 3 (the default): incremental on previous (a base plus one more delta
+    layer, or a re-base as policy says) when previous is a complete format-3
+    archive of ours (signed by identity, valid signature), encrypted for
+    identity, wrapped for no key that identity no longer lists (a removed
+    recipient must not read later backups), of the same scope, whose chunks fit
+    max_chunk_size; else a full backup. archive_format=1 writes the CDC format
+    of earlier releases (still read everywhere)."""
+    if archive_format not in (1, 3):
+        raise UsageError(f"archive format {archive_format} unknown; use 3 (or 1, the CDC format)")
+    if previous is not None and not _continuable(previous, identity, scope, max_chunk_size, archive_format):
         previous = None  # not ours, or not comparable: start a new chain
     created = int(time.time())
     # above the previous backup and what the destination has seen; the clock keeps it
     # rising across hosts and wiped state
     sequence = max(created, previous.sequence + 1 if previous is not None else 0, min_sequence)
-    return make_archive(tree, identity.signer, identity.recipients(), device_id=device_id,
-                        previous=previous, decryptor=identity.decryptor, scope=scope,
-                        exclude_secrets=exclude_secrets, max_chunk_size=max_chunk_size,
-                        sequence=sequence, created=created)
+    common = dict(device_id=device_id, previous=previous, decryptor=identity.decryptor, scope=scope,
+                  exclude_secrets=exclude_secrets, max_chunk_size=max_chunk_size, sequence=sequence,
+                  created=created)
+    if archive_format == 1:
+        return make_archive(tree, identity.signer, identity.recipients(), **common)  # type: ignore[arg-type]
+    return make_layered_archive(tree, identity.signer, identity.recipients(), policy=policy,
+                                **common)  # type: ignore[arg-type]
+
+
+def _continuable(previous: Archive, identity: Identity, scope: Iterable[str] | None,
+                 max_chunk_size: int, archive_format: int) -> bool:
+    if previous.format != archive_format or tuple(scope or (".",)) != previous.host.scope:
+        return False
+    if not _chain_continuable(previous, identity):
+        return False
+    if archive_format == 1:
+        return previous.host.chunker.max_size + STORED_OVERHEAD + CODEC_BYTE <= max_chunk_size
+    return not previous.missing_chunks()   # a format-3 incremental rebuilds the previous tree
 
 
 def _signed_by(archive: Archive, identity: Identity) -> bool:
@@ -227,14 +132,18 @@ class UploadReport:
     entry: dict = field(default_factory=dict)
 
 
-def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None) -> UploadReport:
+def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None, *,
+                   known_on_card: Iterable[bytes] = ()) -> UploadReport:
     """Upload archive to a selected, PIN-verified BackupCard: BEGIN (resumes an
     interrupted upload of the same id), QUERY CHUNKS, PUT CHUNK for the missing ones
-    only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence."""
+    only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence.
+    known_on_card: chunk ids the caller knows the card holds (those of a committed
+    backup it lists), not queried again: 32 bytes each on the wire. Should one be
+    gone after all, COMMIT refuses the backup and nothing changes."""
     m = archive.manifest
     plan = {"needed": sum(c.size for c in m.chunks) + len(archive.manifest_bytes), "sent": 0}
     try:
-        return _upload(card, archive, progress, plan)
+        return _upload(card, archive, progress, plan, frozenset(known_on_card))
     except CardError as err:
         if err.sw != CARD_FULL_SW:
             raise
@@ -256,13 +165,15 @@ def card_full_message(free: int | str, needed: int) -> str:
             "(or resumes when the same backup runs again)")
 
 
-def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict) -> UploadReport:
+def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict,
+            known: frozenset[bytes]) -> UploadReport:
     m = archive.manifest
     begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
     resumed = bool(_field(begin, "resumed", False))
     ids = [c.chunk_id for c in m.chunks]
-    present = card.query_chunks(ids)
-    todo = [c for c, here in zip(m.chunks, present) if not here]
+    unknown = [c for c in m.chunks if c.chunk_id not in known]
+    present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []
+    todo = [c for c, here in zip(unknown, present) if not here]
     missing = [c.chunk_id for c in todo if c.chunk_id not in archive.chunks]
     if missing:
         raise ArchiveError(f"{len(missing)} chunk(s) are neither on the card nor in the archive; "
@@ -324,12 +235,13 @@ def card_entries(card: Any, with_device: bool = False) -> list[dict]:
 
 def archive_from_card(card: Any, backup_id: bytes, with_chunks: bool = True,
                       progress: Progress | None = None, manifest_length: int | None = None) -> Archive:
-    """Read a backup's manifest, signature and chunks (or only its dictionary chunk)."""
+    """Read a backup's manifest, signature and chunks (without chunks: a format-1
+    archive's dictionary chunk only, what a format-1 incremental needs)."""
     manifest_bytes = card.read_manifest(backup_id, manifest_length)
     archive = Archive(manifest_bytes, card.read_signature(backup_id), {})
     if archive.backup_id != backup_id:
         raise ArchiveError("the card returned the manifest of another backup")
-    if not with_chunks and archive.host.dictionary is not None:
+    if not with_chunks and archive.format == 1 and archive.host.dictionary is not None:
         ref = archive.manifest.chunks[-1]   # the chain's dictionary: an incremental needs it
         archive.chunks[ref.chunk_id] = card.read_chunk(ref.chunk_id, ref.size)
     if with_chunks:
@@ -344,13 +256,24 @@ def archive_from_card(card: Any, backup_id: bytes, with_chunks: bool = True,
 
 
 def latest_archive_on_card(card: Any, device_id: str | None = None) -> Archive | None:
-    """The newest backup on the card (of device_id), manifest and signature only."""
+    """The newest backup on the card (of device_id), as an incremental needs it: a
+    format-3 backup complete (its chunks read back), a format-1 one manifest and
+    dictionary only."""
     for entry in sorted(card.list_backups(), key=lambda e: _field(e, "sequence"), reverse=True):
         archive = archive_from_card(card, _field(entry, "backup_id"), with_chunks=False,
                                     manifest_length=_field(entry, "manifest_length"))
         if device_id is None or archive.device_id == device_id:
-            return archive
+            return _complete(card, archive)
     return None
+
+
+def _complete(card: Any, archive: Archive) -> Archive:
+    """A format-3 archive with every chunk (read from the card); format 1 as it is."""
+    if archive.format == 3:
+        for ref in archive.manifest.chunks:
+            if ref.chunk_id not in archive.chunks:
+                archive.chunks[ref.chunk_id] = card.read_chunk(ref.chunk_id, ref.size)
+    return archive
 
 
 def plain_sha256(tree: DMTree, scope: Iterable[str] | None, exclude_secrets: bool) -> bytes:
@@ -371,8 +294,9 @@ def _device_file(directory: Path, device_id: str) -> Path:
 
 def _previous_for_card(card: Any, device_id: str, cache_dir: Path | None) -> Archive | None:
     """The card's newest backup of device_id as the base of an incremental: the host's
-    copy when it is that same backup (no manifest or dictionary read over the link),
-    else its manifest and dictionary read from the card."""
+    copy when it is that same backup (nothing read over the link), else read from the
+    card (format 3: every chunk, the delta needs the previous tree; format 1: manifest
+    and dictionary)."""
     mine = None
     if cache_dir is not None and _device_file(cache_dir, device_id).exists():
         try:
@@ -386,14 +310,15 @@ def _previous_for_card(card: Any, device_id: str, cache_dir: Path | None) -> Arc
         archive = archive_from_card(card, _field(entry, "backup_id"), with_chunks=False,
                                     manifest_length=_field(entry, "manifest_length"))
         if archive.device_id == device_id:
-            return archive
+            return _complete(card, archive)
     return None
 
 
 def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
                         scope: Iterable[str] | None = None, exclude_secrets: bool = False,
                         incremental: bool = True, pending_dir: Path | None = None,
-                        progress: Progress | None = None) -> tuple[Archive, UploadReport]:
+                        progress: Progress | None = None, policy: RebasePolicy = DEFAULT_POLICY,
+                        archive_format: int = 3) -> tuple[Archive, UploadReport]:
     """The whole card backup: incremental on the card's newest backup of this device,
     sequence above the card's highest, chunks no larger than its FCI allows.
 
@@ -401,7 +326,9 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
     COMMIT; when an earlier run was interrupted and the tree is unchanged, that
     same archive (same backup id) is uploaded again and the card resumes its
     session. After COMMIT it stays there as <device>.last copy, so the next
-    incremental need not read the manifest and dictionary back from the card."""
+    incremental reads nothing back from the card (without it, a format-3
+    incremental reads the previous backup's chunks back: its tree is the delta's
+    starting point)."""
     scope_t = tuple(scope) if scope else (".",)
     device_id = device_id_of(tree)
     highest = card.status().highest_sequence
@@ -409,12 +336,12 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
     if pending_dir is not None:
         pending = _device_file(pending_dir, device_id)
         last_dir = Path(pending_dir) / "last"
-    archive = None
+    archive = previous = None
     resumed_from_file = False
     if pending is not None and pending.exists():
         try:
             old = read_archive_file(pending)
-            if (old.host.scope == scope_t and old.sequence > highest
+            if (old.host.scope == scope_t and old.sequence > highest and old.format == archive_format
                     and old.host.secrets == ("excluded" if exclude_secrets else "included")
                     and _archive_holds(old, identity, tree, scope, exclude_secrets)):
                 archive, resumed_from_file = old, True
@@ -425,7 +352,7 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
         max_chunk = card.fci.max_chunk_size if getattr(card, "fci", None) else C.MAX_CHUNK_SIZE
         archive = backup_tree(tree, identity, previous=previous, scope=scope,
                               exclude_secrets=exclude_secrets, min_sequence=highest + 1,
-                              max_chunk_size=max_chunk)
+                              max_chunk_size=max_chunk, policy=policy, archive_format=archive_format)
         if previous is not None and archive.host.chain_id == previous.host.chain_id:
             for cid in archive.missing_chunks():          # reused chunks: keep a complete copy
                 if cid in previous.chunks:
@@ -434,7 +361,10 @@ def backup_tree_to_card(card: Any, tree: DMTree, identity: Identity, *,
             pending.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not archive.missing_chunks():
                 write_archive_file(pending, archive)
-    report = backup_to_card(card, archive, progress)
+    known: set[bytes] = set()
+    if previous is not None and not resumed_from_file:   # committed on this card: its chunks are there
+        known = {c.chunk_id for c in previous.manifest.chunks}
+    report = backup_to_card(card, archive, progress, known_on_card=known)
     report.resumed = report.resumed or resumed_from_file
     if pending is not None and last_dir is not None:
         if not archive.missing_chunks():
@@ -560,6 +490,7 @@ __all__ = [
     "card_entries",
     "find_archive",
     "host_state",
+    "is_directory_target",
     "latest_archive_on_card",
     "plain_sha256",
     "read_archive_file",

@@ -121,29 +121,86 @@ def open_card(args: argparse.Namespace, pin: bool = True):  # -> host.client.Bac
     return card
 
 
-def _read_admin_key(path: Path | None, create: bool = False) -> bytes:
+KEY_FILE_FORMAT = "simvault SCP03 key set"
+ADMIN_KEY_FILE_HELP = (f"the card's admin key set (default ${ADMIN_KEY_ENV}): JSON {{\"format\": \"{KEY_FILE_FORMAT}\", "
+                       "\"key_version\": 1, \"enc\", \"mac\", \"dek\": 32 hex digits each}; an old file of one "
+                       "16-byte key (32 hex digits) is used as K-ENC, K-MAC and K-DEK alike, key version any")
+
+
+def _admin_key_path(path: Path | None) -> Path:
     if path is None:
         env = os.environ.get(ADMIN_KEY_ENV)
         if not env:
-            raise UsageError(f"no admin key: pass --admin-key-file FILE (or set ${ADMIN_KEY_ENV})")
+            raise UsageError(f"no admin key set: pass --admin-key-file FILE (or set ${ADMIN_KEY_ENV})")
         path = Path(env)
+    return path
+
+
+def write_admin_keys(path: Path, keys) -> None:  # keys: apdu_specs.scp.KeySet
+    """A new key file (mode 0600; an existing file is never overwritten)."""
+    doc = {"format": KEY_FILE_FORMAT, "key_version": keys.version, "enc": keys.enc.hex().upper(),
+           "mac": keys.mac.hex().upper(), "dek": keys.dek.hex().upper()}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(doc, indent=1) + "\n")
+
+
+def read_admin_keys(path: Path | None, create: bool = False, single_key: bool = False):  # -> KeySet
+    """The admin key set in ``path`` (or $SIMVAULT_ADMIN_KEY_FILE). ``create``: a
+    missing file is generated with fresh random keys (K-ENC = K-MAC = K-DEK when
+    ``single_key``: the Python emulator's store keeps one key), key version 1."""
+    from apdu_specs.scp import KEY_LENGTH, KeySet
+    path = _admin_key_path(path)
     if not path.exists():
         if not create:
             raise UsageError(f"admin key file {path} does not exist")
-        key = os.urandom(16)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(key.hex() + "\n")
-        print(f"admin key generated in {path} (keep it safe: it administers the card)", file=sys.stderr)
-        return key
+        key = os.urandom(KEY_LENGTH)
+        keys = KeySet(key, key, key, 1) if single_key else KeySet(key, os.urandom(KEY_LENGTH),
+                                                                    os.urandom(KEY_LENGTH), 1)
+        write_admin_keys(path, keys)
+        print(f"admin key set generated in {path} (keep it safe: it administers the card)", file=sys.stderr)
+        return keys
     raw = path.read_bytes()
+    bad = (f"{path} is not an admin key file: expected JSON {{\"format\": \"{KEY_FILE_FORMAT}\", "
+           "\"key_version\", \"enc\", \"mac\", \"dek\"} or one 16-byte key (32 hex digits)")
+    text = raw.decode("ascii", errors="replace").strip()
+    if not text.startswith("{") or len(raw) == KEY_LENGTH:     # the old form: one AES key, hex or raw
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = raw
+        if len(key) != KEY_LENGTH:
+            raise UsageError(bad)
+        return KeySet(key, key, key, 0)
     try:
-        key = bytes.fromhex(raw.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        key = raw
-    if len(key) != 16:
-        raise UsageError(f"{path} must hold a 16-byte AES key (32 hex digits)")
-    return key
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != KEY_FILE_FORMAT:
+            raise ValueError("format")
+        version = doc.get("key_version", 0)
+        if not isinstance(version, int) or not 0 <= version <= 0x7F:
+            raise UsageError(f"{path}: key_version must be 0 (any) to 127")
+        return KeySet(*(bytes.fromhex(str(doc[k])) for k in ("enc", "mac", "dek")), version)
+    except UsageError:
+        raise
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(bad + "; enc, mac and dek are 32 hex digits each") from None
+
+
+def _emulator_admin_key(keys) -> bytes:  # keys: KeySet
+    """What card.emulator.personalise stores: its store keeps one 16-byte key."""
+    return keys.enc if keys.single_key else keys.to_bytes()
+
+
+def _open_admin(card, args: argparse.Namespace) -> None:
+    level = getattr(args, "scp_level", None)
+    card.open_admin(read_admin_keys(args.admin_key_file), None if level is None else int(level, 16))
+
+
+def add_admin_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE", help=ADMIN_KEY_FILE_HELP)
+    parser.add_argument("--scp-level", choices=("01", "03", "11", "13", "33"), default=None,
+                        help="SCP03 security level: 01 C-MAC, 03 +C-DECRYPTION, 11/13 +R-MAC, 33 +R-ENCRYPTION "
+                             "(default: the strongest the card offers)")
 
 
 # ---- handlers -------------------------------------------------------------------------
@@ -203,10 +260,54 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     host, _, port = (args.vpcd or f"{DEFAULT_HOST}:{DEFAULT_PORT}").rpartition(":")
     if not port.isdigit():
         raise UsageError(f"--vpcd {args.vpcd!r}: expected HOST:PORT")
+    if args.impl == "javacard":
+        return _serve_javacard(args, host or DEFAULT_HOST, int(port))
+    if args.image is None:
+        raise UsageError("--image IMAGE is needed: a card image made by 'simvault card init' "
+                         "(or serve the Java card: --impl javacard)")
     with VirtualCard.open(args.image, _limits(args), exclusive=True) as card:
         bridge = VpcdBridge(card, host or DEFAULT_HOST, int(port), notify=_stderr_line)
         print(f"serving {args.image} on vpcd {bridge.address} (ctrl-C to stop)", file=sys.stderr, flush=True)
         bridge.serve_forever()      # reconnects when pcscd restarts; SIGINT/SIGTERM stop it
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _serve_javacard(args: argparse.Namespace, host: str, port: int) -> int:
+    """The Java Card applet in jCardSim on vpcd, personalised as 'card init' would; it
+    lives in RAM only: its backups are gone when it stops."""
+    import signal
+    import threading
+
+    from card.emulator import MIN_CAPACITY
+    from card.jcardsim import JavaCard, Personalisation
+    from host.keys import load_public_point
+    if args.image is not None or args.t0 or args.short:
+        raise UsageError("--image, --t0 and --short are for the Python emulator: the Java card keeps no image "
+                         "and always offers T=1 with extended length")
+    if args.capacity < MIN_CAPACITY:
+        raise UsageError(f"--capacity {args.capacity}: too small: at least {MIN_CAPACITY} bytes (default 1048576)")
+    points = [load_public_point(Path(p)) for p in args.trust]
+    pin = args.pin or read_secret(args.pin_env, "new PIN", confirm=True)
+    puk = args.puk or read_secret(args.puk_env, "new PUK (8 digits)", confirm=True)
+    keys = read_admin_keys(args.admin_key_file, create=True)
+    card = JavaCard(Personalisation(pin=pin, puk=puk, admin_key=keys.to_bytes(), trust_anchors=tuple(points),
+                                    capacity=args.capacity, admin_key_version=keys.version or 1), host, port,
+                    notify=_stderr_line)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        card.start()
+        print(f"serving the Java Card applet in jCardSim on vpcd {card.address} (ctrl-C to stop); its memory is "
+              "RAM only: every backup on it is lost when it stops", file=sys.stderr, flush=True)
+        card.wait_connected()
+        while not stop.wait(0.2):
+            if not card.running:
+                raise TransportError("the Java card stopped: " + (card.error_text() or "no message"))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        card.stop()
     print("stopped", file=sys.stderr)
     return 0
 
@@ -221,8 +322,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
     points = [load_public_point(Path(p)) for p in args.trust]
     pin = args.pin or read_secret(args.pin_env, "new PIN", confirm=True)
     puk = args.puk or read_secret(args.puk_env, "new PUK (8 digits)", confirm=True)
-    key = _read_admin_key(args.admin_key_file, create=True)
-    personalise(args.image, args.capacity, pin, puk, key, points, force=args.force)
+    keys = read_admin_keys(args.admin_key_file, create=True, single_key=True)
+    try:
+        personalise(args.image, args.capacity, pin, puk, _emulator_admin_key(keys), points, force=args.force,
+                    admin_key_version=keys.version or 1)
+    except UsageError as exc:
+        if keys.single_key or "admin key" not in str(exc):
+            raise
+        raise UsageError(f"{exc}: this card image keeps one admin key, used as K-ENC, K-MAC and K-DEK: give a key "
+                         "file whose enc, mac and dek are equal (or one 16-byte key); the Java card "
+                         "('card serve --impl javacard') takes three") from None
     print(f"card image {args.image} personalised: NVM {args.capacity} bytes (image file "
           f"{args.image.stat().st_size} bytes with header and journal), {len(points)} trust anchor(s)")
     return 0
@@ -296,7 +405,7 @@ def _cmd_trust(args: argparse.Namespace) -> int:
         for kid in card.list_anchors():
             print(kid.hex())
         return 0
-    card.open_admin(_read_admin_key(args.admin_key_file))
+    _open_admin(card, args)
     if args.trust_action == "add":
         print(f"trust anchor {card.put_trust_anchor(load_public_point(Path(args.keyfile))).hex()} added")
     else:
@@ -316,7 +425,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     if not args.yes:
         raise UsageError("this deletes every backup on the card: add --yes to confirm")
     card = open_card(args, pin=False)
-    card.open_admin(_read_admin_key(args.admin_key_file))
+    _open_admin(card, args)
     card.erase_backups()
     print("every backup on the card erased (PIN, keys, trust anchors and the sequence kept)")
     return 0
@@ -370,10 +479,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "vsmartcard-vpcd): the card then sits in reader 'Virtual PCD 00 00' for every "
                                    "PC/SC program. Reconnects when pcscd restarts; SIGINT/SIGTERM stop it. The "
                                    "image is locked: a second emulator on it is refused.")
-    p.add_argument("--image", type=Path, required=True, help="card image made by 'simvault card init'")
+    p.add_argument("--image", type=Path, default=None, help="card image made by 'simvault card init' (--impl python)")
     p.add_argument("--vpcd", metavar="HOST:PORT", default=None, help="default 127.0.0.1:35963 (reader 'Virtual PCD 00 00')")
     p.add_argument("--t0", action="store_true", help="behave as a T=0 card (61xx / 6Cxx)")
     p.add_argument("--short", action="store_true", help="short APDUs only (chunks through chaining)")
+    p.add_argument("--impl", choices=("python", "javacard"), default="python",
+                   help="python: the emulator on IMAGE (default); javacard: the Java Card applet (javacard/) in "
+                        "jCardSim, personalised from the options below like 'card init', in RAM only (its backups "
+                        "are lost when it stops); its jar is built on first use (cd javacard && mvn -q package)")
+    g = p.add_argument_group("personalisation of the Java card (--impl javacard)")
+    g.add_argument("--capacity", type=int, default=1 << 20, help="store size in bytes (default 1 MiB)")
+    g.add_argument("--pin", default=None, help=f"PIN (prefer ${PIN_ENV} or the prompt)")
+    g.add_argument("--puk", default=None, help=f"PUK (prefer ${PUK_ENV} or the prompt)")
+    g.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")
+    g.add_argument("--puk-env", default=PUK_ENV, metavar="VAR", help=f"variable holding the PUK (default {PUK_ENV})")
+    g.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
+                   help="the admin key set (SCP03 K-ENC, K-MAC, K-DEK; see 'card trust add --help'); generated "
+                        "there (three random keys) when the file does not exist")
+    g.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE",
+                   help="PEM public keys whose signatures the card accepts")
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("init", help="create and personalise a new card image",
@@ -389,7 +513,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")
     p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR", help=f"variable holding the PUK (default {PUK_ENV})")
     p.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
-                   help="16-byte admin key (hex); generated there when the file does not exist")
+                   help="the admin key set (SCP03; see 'card trust add --help'); generated there when the file "
+                        "does not exist (one random key as K-ENC, K-MAC and K-DEK: the emulator's store keeps one)")
     p.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE",
                    help="PEM public keys whose signatures the card accepts (more: 'card trust add')")
     p.add_argument("--force", action="store_true", help="overwrite an existing image")
@@ -427,14 +552,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         elif name == "remove":
             t.add_argument("key_id", help="16 hex digits (see 'simvault card trust list')")
         add_card_options(t)
-        t.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
-                       help=f"the card's admin key (default ${ADMIN_KEY_ENV})")
+        if name != "list":
+            add_admin_options(t)
         t.set_defaults(func=_cmd_trust)
 
     p = sub.add_parser("erase", help="erase every backup (admin channel)")
     add_card_options(p)
-    p.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE",
-                   help=f"the card's admin key (default ${ADMIN_KEY_ENV})")
+    add_admin_options(p)
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=_cmd_erase)
 

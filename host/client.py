@@ -21,7 +21,8 @@ from apdu_specs import constants as C
 from apdu_specs.codec import CodecError
 from apdu_specs.fci import FCI, Fci
 from apdu_specs.manifest import key_id as point_key_id
-from apdu_specs.scp import SecureChannel
+from apdu_specs import scp as S
+from apdu_specs.scp import KeySet, SecureChannel
 from apdu_specs.sw import SW, describe, pin_tries
 from host.errors import CardError, PinError, UsageError
 from host.link.apdu import Apdu, Response
@@ -396,42 +397,80 @@ class BackupCard:
 
     # -- administration (secure channel) ---------------------------------------
 
-    def open_admin(self, admin_key: bytes, key_version: int = 0) -> None:
-        """SCP03-style handshake: checks the card cryptogram (constant time), then
-        EXTERNAL AUTHENTICATE. Admin commands are then C-MACed."""
+    def open_admin(self, keys: KeySet | bytes, security_level: int | None = None) -> int:
+        """GlobalPlatform SCP03 handshake (INITIALIZE UPDATE, EXTERNAL AUTHENTICATE)
+        with the admin key set; returns the security level opened. ``keys``: a
+        KeySet (version 0: whatever version the card has), or bytes: 48 (K-ENC|
+        K-MAC|K-DEK) or 16 (one key used as all three). The card cryptogram (and,
+        in i=1x mode, the pseudo-random card challenge) is checked in constant
+        time before the host proves itself. ``security_level`` None: the strongest
+        the card announces (33 with R-ENC, 13 with R-MAC, else 03)."""
         self._scp = None
-        if len(admin_key) != C.SCP_KEY_LENGTH:
-            raise UsageError("the admin key is 16 bytes (AES-128): check the key file")
-        host_challenge = os.urandom(C.SCP_CHALLENGE_LENGTH)
-        body = K.INITIALIZE_UPDATE_DATA.encode({"host_challenge": host_challenge})
+        if not isinstance(keys, KeySet):
+            try:
+                keys = KeySet.from_bytes(bytes(keys))
+            except ValueError as exc:
+                raise UsageError(f"admin key set: {exc}: check the key file") from None
+        host_challenge = os.urandom(S.CHALLENGE_LENGTH)
         try:
-            answer = self._send("INITIALIZE UPDATE", Apdu(C.CLA_PROPRIETARY, C.Ins.INITIALIZE_UPDATE, key_version,
-                                                           0, body, le=0))
+            answer = self._send("INITIALIZE UPDATE", Apdu(C.CLA_PROPRIETARY, C.Ins.INITIALIZE_UPDATE, keys.version,
+                                                           0, host_challenge, le=0))
         except PinBlockedError as exc:
             raise _admin_locked("INITIALIZE UPDATE") from exc
-        init = self._parse("INITIALIZE UPDATE", K.INITIALIZE_UPDATE_RESPONSE, answer)
-        channel = SecureChannel(admin_key, host_challenge, init["card_challenge"])
+        except NotFoundOnCardError as exc:
+            raise AdminAuthError(f"INITIALIZE UPDATE: the card has no admin key set of version {keys.version:02X}: "
+                                 "check the key file's key version (0 accepts any)", exc.sw) from exc
+        init = self._parse("INITIALIZE UPDATE", S.INITIALIZE_UPDATE_RESPONSE_SCP03, answer)
+        scp_i = init["scp_i"]
+        if init["scp_id"] != S.SCP_ID or scp_i & ~S.I_KNOWN:
+            raise CardProtocolError(f"INITIALIZE UPDATE: the card offers SCP{init['scp_id']:02X} i={scp_i:02X}, "
+                                    "not SCP03 as simvault speaks it")
+        wrong_key = AdminAuthError("INITIALIZE UPDATE: the card cryptogram is wrong: wrong admin key set "
+                                   "(or not this card); check the key file")
+        if init["sequence_counter"] is not None:
+            expected = S.pseudo_random_challenge(keys.enc, init["sequence_counter"], C.AID)
+            if not hmac.compare_digest(expected, init["card_challenge"]):
+                raise wrong_key
+        channel = SecureChannel(keys, host_challenge, init["card_challenge"])
         if not hmac.compare_digest(channel.card_cryptogram, init["card_cryptogram"]):
-            raise AdminAuthError("INITIALIZE UPDATE: the card cryptogram is wrong: wrong admin key "
-                                 "(or not this card); check the key file")
-        data = channel.wrap(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE, C.SCP_SECURITY_LEVEL_CMAC, 0,
-                            K.EXTERNAL_AUTHENTICATE_DATA.encode({"host_cryptogram": channel.host_cryptogram}))
+            raise wrong_key
+        level = S.strongest_level(scp_i) if security_level is None else security_level
+        if not S.level_supported(level, scp_i):
+            raise UsageError(f"security level {level:02X}: the card (i={scp_i:02X}) supports "
+                             + ", ".join(f"{v:02X}" for v in S.LEVELS if S.level_supported(v, scp_i)))
+        data = channel.external_authenticate(level)
         try:
-            self._send("EXTERNAL AUTHENTICATE", Apdu(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE,
-                                                     C.SCP_SECURITY_LEVEL_CMAC, 0, data, secret=True))
+            self._send("EXTERNAL AUTHENTICATE", Apdu(C.CLA_SECURE, C.Ins.EXTERNAL_AUTHENTICATE, level, 0, data,
+                                                     secret=True))
         except PinBlockedError as exc:
             raise _admin_locked("EXTERNAL AUTHENTICATE") from exc
         self._scp = channel
+        return level
+
+    @property
+    def admin_level(self) -> int | None:
+        """The security level of the open admin channel (None: not open)."""
+        return self._scp.level if self._scp is not None else None
 
     def _admin(self, operation: str, ins: int, payload: bytes) -> bytes:
-        if self._scp is None:
-            raise UsageError(f"{operation} needs the admin channel: call open_admin(admin_key) first")
-        data = self._scp.wrap(C.CLA_SECURE, ins, 0, 0, payload)
+        channel = self._scp
+        if channel is None:
+            raise UsageError(f"{operation} needs the admin channel: call open_admin(keys) first")
+        data = channel.wrap_command(C.CLA_SECURE, ins, 0, 0, payload)
+        rmac = bool(channel.level and channel.level & S.SL_RMAC)
         try:
-            return self._send(operation, Apdu(C.CLA_SECURE, ins, 0, 0, data))
-        except AdminAuthError:
-            self._scp = None
+            answer = self._send(operation, Apdu(C.CLA_SECURE, ins, 0, 0, data, le=0 if rmac else None))
+        except CardError as exc:
+            if exc.sw in (SW.INCORRECT_SM_DATA, SW.SECURITY_STATUS_NOT_SATISFIED):
+                self._scp = None        # the card closed the channel
             raise
+        try:
+            return channel.unwrap_response(answer, SW.OK)
+        except S.ScpError as exc:
+            self._scp = None
+            raise AdminAuthError(f"{operation}: the card's answer fails its secure-channel check ({exc}): "
+                                 "not the card the channel was opened with, or tampered on the way; "
+                                 "open the channel again", SW.INCORRECT_SM_DATA) from None
 
     def put_trust_anchor(self, point: bytes) -> bytes:
         """Provision a P-256 public key (uncompressed point); returns its key id."""

@@ -1,6 +1,6 @@
 """`simvault demo`: the whole system on its embedded defaults, in one command.
 
-    simvault demo [--workdir DIR] [--keep] [--slot 0|1] [--no-pcsc] [--json]
+    simvault demo [--workdir DIR] [--keep] [--slot 0|1] [--no-pcsc] [--card python|javacard] [--json]
 
 Builds, in a fresh work directory: the device's keys, a personalised card
 image (the emulator behind pcscd through vpcd, or in-process with --no-pcsc),
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from host.errors import SimvaultError
+from host.errors import SimvaultError, UsageError
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("use_case_1", "Use case 1: backup initiated by the DM server (remote, then local on the card)"),
@@ -48,6 +49,9 @@ def register(subparsers: Any) -> None:
                    help="vpcd slot: 0 = 'Virtual PCD 00 00', 1 = 'Virtual PCD 00 01' (default 0)")
     p.add_argument("--no-pcsc", action="store_true",
                    help="use the card emulator in-process instead of through pcscd + vpcd")
+    p.add_argument("--card", choices=("python", "javacard"), default=os.environ.get("SIMVAULT_DEMO_CARD") or "python",
+                   help="the card behind pcscd: the Python emulator (default, or $SIMVAULT_DEMO_CARD) or the Java "
+                        "Card applet in jCardSim (javacard/, built on first use)")
     p.add_argument("--json", action="store_true", help="narrative on stderr, a JSON report on stdout")
     p.set_defaults(func=run_demo)
 
@@ -93,12 +97,17 @@ def run_demo(args: argparse.Namespace) -> int:
     quiet = _quiet_logs(getattr(args, "verbose", 0))
     started = time.monotonic()
     mode = "in-process emulator" if args.no_pcsc else f"pcscd + vpcd slot {args.slot}"
+    card_impl = getattr(args, "card", "python")
+    if card_impl == "javacard" and args.no_pcsc:
+        raise UsageError("--card javacard runs behind pcscd: drop --no-pcsc")
     steps: Steps | None = None
     passed = 0
     failure = ""
     try:
-        narrative.title(0, f"Set-up in {workdir} (card: {mode})")
-        with DemoRig.build(workdir, narrative.say, use_pcsc=not args.no_pcsc, slot=args.slot) as rig:
+        narrative.title(0, f"Set-up in {workdir} (card: {mode}"
+                           + (", the Java Card applet in jCardSim)" if card_impl == "javacard" else ")"))
+        with DemoRig.build(workdir, narrative.say, use_pcsc=not args.no_pcsc, slot=args.slot,
+                           card_impl=card_impl) as rig:
             steps = Steps(rig, narrative.say, narrative.ok)
             for number, (name, title) in enumerate(STEPS, start=1):
                 narrative.title(number, title)
@@ -143,7 +152,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        json.dump({"ok": ok, "seconds": round(elapsed, 2), "card": mode, "steps_verified": passed,
+        json.dump({"ok": ok, "seconds": round(elapsed, 2), "card": mode, "card_impl": card_impl, "steps_verified": passed,
                    "steps": len(STEPS), "failure": failure or None, "workdir": str(workdir) if kept else None,
                    "summary": [r.as_dict() for r in rows], "events": narrative.events},
                   sys.stdout, indent=2)

@@ -77,6 +77,7 @@ class DemoRig:
     say: Say
     use_pcsc: bool
     slot: int
+    card_impl: str = "python"        # "javacard": the Java Card applet in jCardSim behind pcscd
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     device_id: str = ""
     tree_path: Path = Path()
@@ -89,13 +90,15 @@ class DemoRig:
     ds_password: str = ""
     agent: DMAgent | None = None
     bridge: Any = None
+    _java_perso: Any = None
     reader: str = ""
 
     # ------------------------------------------------------------ life cycle
     @classmethod
     @contextlib.contextmanager
-    def build(cls, workdir: Path, say: Say, *, use_pcsc: bool, slot: int) -> Iterator[DemoRig]:
-        rig = cls(workdir, say, use_pcsc, slot)
+    def build(cls, workdir: Path, say: Say, *, use_pcsc: bool, slot: int,
+              card_impl: str = "python") -> Iterator[DemoRig]:
+        rig = cls(workdir, say, use_pcsc, slot, card_impl)
         with rig.stack:
             rig._setup()
             yield rig
@@ -125,9 +128,15 @@ class DemoRig:
         from card.emulator import personalise
         self.card_image = wd / "card" / "card.img"
         self.card_image.parent.mkdir()
-        personalise(self.card_image, capacity=1 << 20, pin=pin, puk=f"{secrets.randbelow(10 ** 8):08d}",
-                    admin_key=secrets.token_bytes(16), trust_anchors=[self.identity.signer.public_point])
-        say("card personalised: 1 MiB image, trust anchor = device signing key, PIN set (not shown)")
+        puk, admin_key = f"{secrets.randbelow(10 ** 8):08d}", secrets.token_bytes(16)
+        if self.card_impl == "javacard":
+            from card.jcardsim import Personalisation
+            self._java_perso = Personalisation(pin=pin, puk=puk, admin_key=admin_key, capacity=1 << 20,
+                                               trust_anchors=(self.identity.signer.public_point,))
+        else:
+            personalise(self.card_image, capacity=1 << 20, pin=pin, puk=puk, admin_key=admin_key,
+                        trust_anchors=[self.identity.signer.public_point])
+            say("card personalised: 1 MiB image, trust anchor = device signing key, PIN set (not shown)")
         card = self._card_access()
 
         dm_password, srv_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
@@ -190,15 +199,26 @@ class DemoRig:
                 raise TransportError(f"{exc}: try --slot {1 - self.slot}") from None
         if not wait_for_card(reader, False, CARD_WAIT_SECONDS):
             raise TransportError(f"{reader} already shows a card (a stray 'card serve' or vicc on port {port}?)")
-        virtual = VirtualCard.open(self.card_image, exclusive=True)
-        self.stack.callback(virtual.close)
-        self.bridge = VpcdBridge(virtual, VPCD_HOST, port)
-        self.bridge.run_in_thread()
-        self.stack.callback(_stop_bridge, self.bridge, reader)
+        if self.card_impl == "javacard":
+            from card.jcardsim import JavaCard
+            java = JavaCard(self._java_perso, VPCD_HOST, port, notify=lambda line: None)
+            self.stack.callback(_stop_bridge, java, reader)
+            java.start()
+            java.wait_connected()           # JavaCardUnavailable (a SimvaultError) says why not
+            self.bridge = java
+            what = ("Java Card applet in jCardSim (1 MiB store, trust anchor = device signing key, PIN set, "
+                    "not shown; RAM only)")
+        else:
+            virtual = VirtualCard.open(self.card_image, exclusive=True)
+            self.stack.callback(virtual.close)
+            self.bridge = VpcdBridge(virtual, VPCD_HOST, port)
+            self.bridge.run_in_thread()
+            self.stack.callback(_stop_bridge, self.bridge, reader)
+            what = "emulator"
         if not wait_for_card(reader, True, CARD_WAIT_SECONDS):
             raise TransportError(f"pcscd did not see the card in {reader}: check scripts/pcscd.sh status")
         self.reader = reader
-        self.say(f"card: emulator bridged into pcscd via vpcd, the agent uses PC/SC reader {reader!r}")
+        self.say(f"card: {what} bridged into pcscd via vpcd, the agent uses PC/SC reader {reader!r}")
         return CardAccess(reader=reader, pin_env=PIN_ENV)
 
     # ------------------------------------------------------------ helpers for the steps

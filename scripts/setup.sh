@@ -16,6 +16,8 @@ APT_PACKAGES=(
     postgresql                        # the DM/DS servers' second database (tests start throwaway clusters)
     syncevolution syncevolution-http python3-twisted dbus   # a real SyncML DS peer (scripts/syncevolution.sh)
     python3-venv python3-dev
+    openjdk-17-jdk-headless maven     # the Java Card applet (javacard/): build, JUnit, jCardSim behind vpcd
+    zstd restic                       # bench/bench_backup.py: zstd -19 and restic columns
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +54,22 @@ install_python() {
     echo "setup: $VENV ready"
 }
 
+build_javacard() {
+    # javacard/target/simvault-applet.jar: applet + jCardSim launcher (card/jcardsim.py runs it);
+    # online here, so that later builds (card/jcardsim.py: mvn -o) find every plugin offline.
+    if [ ! -f "$here/javacard/pom.xml" ]; then
+        echo "setup: no javacard/pom.xml: the Java card is not built"
+        return
+    fi
+    if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+        echo "setup: java or mvn missing (apt: openjdk-17-jdk-headless maven): the Java card is not built" >&2
+        return
+    fi
+    echo "setup: building the Java card (mvn -q package in javacard/)"
+    (cd "$here/javacard" && mvn -q -DskipTests package)
+}
+
 [ "${SKIP_APT:-0}" = 1 ] || install_apt
 install_python
+build_javacard
 echo "setup: done. Start pcscd for the tests with scripts/pcscd.sh"

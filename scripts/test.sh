@@ -2,9 +2,20 @@
 # Runs the whole test suite on a fresh Debian 12 machine: installs what is
 # missing (Debian packages, the venv), starts the services the tests need
 # (pcscd; PostgreSQL and SyncEvolution are started by their fixtures through
-# scripts/*.sh), then pytest. Extra arguments go to pytest.
+# scripts/*.sh), then pytest. Extra arguments go to pytest. Then the Java Card
+# applet: its JUnit tests (the shared vectors included) and the pcsc tests again,
+# with the applet in jCardSim behind pcscd instead of the emulator (--card javacard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/pcscd.sh start
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"
+if [ ! -f javacard/pom.xml ]; then
+    echo "test: no javacard/pom.xml: the Java card is not tested"
+    exit 0
+fi
+(cd javacard && mvn -q test)
+status=0
+.venv/bin/python -m pytest -p no:cacheprovider --card javacard -m pcsc "$@" || status=$?
+[ "$status" -eq 5 ] && status=0     # the arguments selected no pcsc test
+exit "$status"

@@ -7,6 +7,7 @@ are for tests only.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from apdu_specs.manifest import (
     public_point,
     sign_raw,
 )
-from card.emulator import VirtualCard, personalise
+from card import emulator
+from card.emulator import VirtualCard
 from card.runtime import CardLimits
 
 TEST_PIN = "1234"
@@ -40,9 +42,56 @@ def build_test_card(path: str | os.PathLike[str], *, capacity: int = TEST_CAPACI
                     journal_capacity: int | None = None, force: bool = False) -> VirtualCard:
     """A personalised card image at ``path`` (PIN 1234, PUK 12345678,
     TEST_ADMIN_KEY, trust anchor TEST_POINT) opened as a VirtualCard, powered off."""
-    personalise(Path(path), capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY,
-                [TEST_POINT] if anchors is None else anchors, force=force, journal_capacity=journal_capacity)
+    emulator.personalise(Path(path), capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY,
+                         [TEST_POINT] if anchors is None else anchors, force=force,
+                         journal_capacity=journal_capacity)
     return VirtualCard.open(path, limits)
+
+
+# ---- the same personalisation for the Java card (pytest --card javacard) ---------------
+
+PERSONALISED: dict[Path, object] = {}     # image path -> card.jcardsim.Personalisation
+
+
+def record_personalisations() -> None:
+    """Make card.emulator.personalise remember what it wrote into each image (test keys
+    only), so a test that serves an image on vpcd can serve the Java card personalised
+    alike instead. Called once by conftest under --card javacard, before the test modules
+    import personalise."""
+    from card.jcardsim import Personalisation
+    original = emulator.personalise
+    if getattr(original, "records_personalisation", False):
+        return
+
+    signature = inspect.signature(original)
+
+    def personalise(*args, **kwargs):
+        original(*args, **kwargs)
+        a = signature.bind(*args, **kwargs)
+        a.apply_defaults()
+        p = a.arguments
+        PERSONALISED[Path(p["image_path"]).resolve()] = Personalisation(
+            pin=p["pin"], puk=p["puk"], admin_key=bytes(p["admin_key"]), trust_anchors=tuple(p["trust_anchors"]),
+            capacity=p["capacity"], admin_key_version=p.get("admin_key_version", 1))
+
+    personalise.records_personalisation = True          # type: ignore[attr-defined]
+    emulator.personalise = personalise
+
+
+def personalisation_of(card: VirtualCard):
+    """The Personalisation of a freshly personalised emulator card (for the Java card that
+    replaces it); ValueError when it is unknown, holds data already, or is configured in
+    a way the applet is not (T=0, short APDUs only)."""
+    path = Path(card.nvm.path).resolve()
+    perso = PERSONALISED.get(path)
+    if perso is None:
+        raise ValueError(f"{path} was not personalised through card.emulator.personalise in this session")
+    store = card.store
+    if store.list_backups() or store.session() is not None or store.high_water_mark:
+        raise ValueError(f"{path} already holds backups or an upload: the Java card would start empty")
+    if card.limits != CardLimits():
+        raise ValueError(f"{card.limits} is an emulator configuration the applet does not have")
+    return perso
 
 
 @dataclass

@@ -36,14 +36,62 @@ VPCD_PORTS = (35963, 35964)
 VPCD_READERS = ("Virtual PCD 00 00", "Virtual PCD 00 01")
 CARD_WAIT_SECONDS = 10.0
 SLOT_LOCK_SECONDS = float(os.environ.get("SIMVAULT_SLOT_LOCK_SECONDS", "180"))
+CARD_IMPL = "python"            # --card; set by pytest_configure
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--hardware", action="store_true", default=False,
                      help="run tests marked 'hardware' (a physical reader and card)")
+    parser.addoption("--card", choices=("python", "javacard"), default="python",
+                     help="the card behind vpcd in pcsc tests: the Python emulator (default) or the Java Card "
+                          "applet in jCardSim (javacard/, built on first use)")
+
+
+# Under --card javacard these tests are deselected, each for its reason (keep this short and true).
+PYTHON_CARD_ONLY = {
+    # what only the emulator has
+    "test_backup_pcsc.py::test_card_serve_killed_mid_backup":
+        "kill -9 of `card serve` and its NVM image surviving it: jCardSim keeps the card in RAM",
+    "test_card_pcsc.py::test_whole_cycle_through_pcscd[short-T0]":
+        "a T=0, short-APDU-only card is an emulator configuration (CardLimits); the applet offers T=1 + extended",
+    "test_card_pcsc_cli.py::test_serve_readers_status_apdu":
+        "`card serve --image` of an emulator image (the Java card: tests/test_jcardsim.py)",
+    "test_card_pcsc_cli.py::test_second_serve_of_one_image_is_refused": "the image lock of `card serve --image`",
+    # no simvault card in them: a second run proves nothing new
+    "test_vpcd_bridge.py": "card/vpcd.py, the Python bridge, with an echo card",
+    "test_pcsc_transport.py": "the host's PC/SC transport with an echo card",
+    "test_card_pcsc_cli.py::test_card_without_the_applet_is_one_clear_line": "a foreign card, not simvault's",
+    "test_card_pcsc_cli.py::test_empty_reader_is_one_clear_line": "an empty reader",
+    "test_jcardsim.py": "serves the Java card whatever --card says: the default run covers it",
+}
+
+
+def _python_only_reason(item: pytest.Item) -> str | None:
+    name = item.nodeid.split("/")[-1]
+    return PYTHON_CARD_ONLY.get(name) or PYTHON_CARD_ONLY.get(name.split("::")[0])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CARD_IMPL
+    CARD_IMPL = config.getoption("--card")
+    if CARD_IMPL == "javacard":
+        from cards import record_personalisations
+        record_personalisations()                    # before the test modules import personalise
+        os.environ["SIMVAULT_DEMO_CARD"] = "javacard"  # `simvault demo` run by tests/test_demo.py
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"card behind vpcd: {config.getoption('--card')}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--card") == "javacard":
+        kept, dropped = [], []
+        for item in items:
+            (dropped if _python_only_reason(item) else kept).append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
     if config.getoption("--hardware"):
         return
     skip = pytest.mark.skip(reason="needs a physical reader and card: run with --hardware")
@@ -113,7 +161,9 @@ class VpcdSlots:
 
     def __call__(self, card: object, slot: int = 0) -> str:
         """Serve ``card`` on vpcd slot 0/1 (or port 35963/35964); return the
-        reader name once pcscd sees the card present."""
+        reader name once pcscd sees the card present. Under --card javacard a
+        freshly personalised emulator card is replaced by the Java Card applet in
+        jCardSim with the same personalisation (other card objects are served as given)."""
         index = _slot_index(slot)
         reader = VPCD_READERS[index]
         if reader in self._bridges:
@@ -121,6 +171,12 @@ class VpcdSlots:
         self._locks.enter_context(vpcd_slot_lock(index))
         if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
             pytest.fail(f"{reader} still shows a card: another bridge or vicc holds port {VPCD_PORTS[index]}")
+        from card.emulator import VirtualCard
+        if CARD_IMPL == "javacard" and isinstance(card, VirtualCard):
+            self._bridges[reader] = _java_card(card, VPCD_PORTS[index])  # type: ignore[assignment]
+            if not _wait_presence(reader, True, CARD_WAIT_SECONDS):
+                pytest.fail(f"pcscd did not see the Java card in {reader} within {CARD_WAIT_SECONDS}s")
+            return reader
         bridge = VpcdBridge(card, VPCD_HOST, VPCD_PORTS[index])  # type: ignore[arg-type]
         bridge.run_in_thread()
         self._bridges[reader] = bridge
@@ -134,9 +190,14 @@ class VpcdSlots:
     def remove(self, reader: str) -> None:
         """Stop the bridge ("pull the card") and wait until pcscd notices."""
         bridge = self._bridges.pop(reader)
+        uncaught = 0
+        if not isinstance(bridge, VpcdBridge) and bridge.running:     # the Java card
+            uncaught = bridge.counters()["sw6f00"]
         bridge.stop()
         if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
             pytest.fail(f"pcscd still sees a card in {reader} after the bridge stopped")
+        if uncaught:
+            pytest.fail(f"the Java card answered 6F00 {uncaught} time(s): exceptions the applet did not catch")
 
     def close(self) -> None:
         try:
@@ -144,6 +205,26 @@ class VpcdSlots:
                 self.remove(reader)
         finally:
             self._locks.close()
+
+
+def _java_card(card: object, port: int):
+    """The Java card (card/jcardsim.py) personalised like the emulator ``card``; the test
+    fails with the reason when that is impossible or the applet does not start."""
+    from cards import personalisation_of
+
+    from card.jcardsim import JavaCard, JavaCardUnavailable
+    try:
+        perso = personalisation_of(card)  # type: ignore[arg-type]
+    except ValueError as exc:
+        pytest.fail(f"--card javacard: {exc}: add the test to conftest.PYTHON_CARD_ONLY with the reason")
+    java = JavaCard(perso, VPCD_HOST, port)
+    try:
+        java.start()
+        java.wait_connected()
+    except JavaCardUnavailable as exc:
+        java.stop()
+        pytest.fail(f"--card javacard: {exc}")
+    return java
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import apdu_specs
 from apdu_specs import CODECS, CodecError, tlv
 from apdu_specs.constants import Ins
 from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest, key_id, public_point, sign_raw, verify_raw
-from apdu_specs.scp import SecureChannel
+from apdu_specs.scp import KeySet, ScpError, SecureChannel
 from apdu_specs.sw import SW, describe, is_documented, pin_tries
 
 README = (Path(apdu_specs.__file__).parent / "README.md").read_text()
@@ -107,13 +107,12 @@ def test_manifest_refuses_duplicates_and_bad_sizes():
 
 
 def test_secure_channel_mac_chain():
-    key = bytes(range(16))
+    key = KeySet.from_bytes(bytes(range(16)))       # more: tests/test_scp03.py
     host, card = SecureChannel(key, b"H" * 8, b"C" * 8), SecureChannel(key, b"H" * 8, b"C" * 8)
     assert host.card_cryptogram == card.card_cryptogram and host.host_cryptogram != host.card_cryptogram
-    wrapped = host.wrap(0x84, 0x82, 1, 0, host.host_cryptogram)
-    assert card.unwrap(0x84, 0x82, 1, 0, wrapped) == host.host_cryptogram
-    wrapped = host.wrap(0x84, 0xE2, 0, 0, b"a" * 300)
-    assert card.unwrap(0x84, 0xE2, 0, 0, wrapped[:-1] + bytes([wrapped[-1] ^ 1])) is None
-    assert card.unwrap(0x84, 0xE2, 0, 0, wrapped) == b"a" * 300  # chain unchanged by the failed attempt
-    other = SecureChannel(bytes(16), b"H" * 8, b"C" * 8)
+    card.check_external_authenticate(0x84, 1, 0, host.external_authenticate(1))
+    wrapped = host.wrap_command(0x84, 0xE2, 0, 0, b"a" * 300)
+    with pytest.raises(ScpError):
+        card.unwrap_command(0x84, 0xE2, 0, 0, wrapped[:-1] + bytes([wrapped[-1] ^ 1]))
+    other = SecureChannel(KeySet.from_bytes(bytes(16)), b"H" * 8, b"C" * 8)
     assert other.card_cryptogram != card.card_cryptogram

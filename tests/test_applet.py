@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from apdu_specs import commands as K
 from apdu_specs import constants as C
 from apdu_specs.manifest import key_id, public_point
-from apdu_specs.scp import SecureChannel
+from apdu_specs.scp import INITIALIZE_UPDATE_RESPONSE_SCP03, KeySet, SecureChannel
 from card.runtime import CardLimits
 from host.client import (
     AdminAuthError,
@@ -375,20 +375,21 @@ def _init_update(vcard, key: bytes) -> SecureChannel:
     host_challenge = bytes(range(8))
     data, sw = tx(vcard, bytes.fromhex("8050000008") + host_challenge + b"\x00")
     assert sw == 0x9000
-    resp = K.INITIALIZE_UPDATE_RESPONSE.decode(data)
+    resp = INITIALIZE_UPDATE_RESPONSE_SCP03.decode(data)
     assert (resp["key_version"], resp["scp_id"]) == (1, 3)
-    return SecureChannel(key, host_challenge, resp["card_challenge"])
+    return SecureChannel(KeySet.from_bytes(key), host_challenge, resp["card_challenge"])
 
 
 def _ext_auth(vcard, channel: SecureChannel) -> int:
-    data = channel.wrap(0x84, 0x82, 0x01, 0x00, channel.host_cryptogram)
+    data = channel.external_authenticate(0x01)
     return tx(vcard, bytes.fromhex("84820100") + bytes([len(data)]) + data)[1]
 
 
 def test_admin_channel(client, vcard):
     other = public_point(OTHER_SIGNER.public_key())
     with pytest.raises(PinRequiredError):                  # admin without the channel: 6982
-        client._scp = SecureChannel(TEST_ADMIN_KEY, bytes(8), bytes(8))
+        client._scp = SecureChannel(KeySet.from_bytes(TEST_ADMIN_KEY), bytes(8), bytes(8))
+        client._scp.external_authenticate(0x01)
         client.put_trust_anchor(other)
     client.open_admin(TEST_ADMIN_KEY)
     assert client.status().admin_authenticated
@@ -429,7 +430,7 @@ def test_admin_wrong_mac_and_wrong_key(vcard):
     channel = _init_update(vcard, TEST_ADMIN_KEY)
     assert _ext_auth(vcard, channel) == 0x9000
     assert tx(vcard, "84EE000008" + "11" * 8)[1] == 0x6988
-    good = channel.wrap(0x84, 0xEE, 0, 0, b"")
+    good = channel.wrap_command(0x84, 0xEE, 0, 0, b"")
     assert tx(vcard, bytes.fromhex("84EE000008") + good)[1] == 0x6982
     # the client refuses a card whose cryptogram does not match its key
     client = emulator_client(vcard, pin=False)

@@ -219,12 +219,13 @@ def test_tear_unblock_never_gains_a_puk_try(tmp_path, puk, ok):
 
 def _admin_attempt(card: VirtualCard, key: bytes) -> bytes:
     """INITIALIZE UPDATE with ``key``'s view; the EXTERNAL AUTHENTICATE APDU."""
-    from apdu_specs.scp import SecureChannel
+    from apdu_specs.scp import INITIALIZE_UPDATE_RESPONSE_SCP03, KeySet, SecureChannel
     challenge = bytes(range(8))
     data, sw = tx(card, bytes.fromhex("8050000008") + challenge + b"\x00")
     assert sw == 0x9000
-    channel = SecureChannel(key, challenge, K.INITIALIZE_UPDATE_RESPONSE.decode(data)["card_challenge"])
-    body = channel.wrap(0x84, 0x82, 0x01, 0x00, channel.host_cryptogram)
+    channel = SecureChannel(KeySet.from_bytes(key), challenge,
+                            INITIALIZE_UPDATE_RESPONSE_SCP03.decode(data)["card_challenge"])
+    body = channel.external_authenticate(0x01)
     return bytes.fromhex("84820100") + bytes([len(body)]) + body
 
 

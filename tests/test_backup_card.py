@@ -81,14 +81,16 @@ def test_incremental_sends_only_changed_chunks(vcard, ident):
     tree = generate_tree(600_000, 11)   # large enough for a chain dictionary
     counter = InsCounter()
     card = open_card(vcard, counter)
-    full = ops.backup_tree(tree, ident, max_chunk_size=card.fci.max_chunk_size)
+    # format 1 (CDC chunks; format 3 is tests/test_incremental*.py)
+    full = ops.backup_tree(tree, ident, max_chunk_size=card.fci.max_chunk_size, archive_format=1)
     ops.backup_to_card(card, full)
     full_puts = counter.by_ins[C.Ins.PUT_CHUNK]
     mutate_leaves(tree, 0.01, seed=1)
     counter.by_ins.clear()
     previous = ops.latest_archive_on_card(card, full.device_id)
     assert previous is not None and previous.backup_id == full.backup_id
-    inc = ops.backup_tree(tree, ident, previous=previous, max_chunk_size=card.fci.max_chunk_size)
+    inc = ops.backup_tree(tree, ident, previous=previous, max_chunk_size=card.fci.max_chunk_size,
+                          archive_format=1)
     report = ops.backup_to_card(card, inc)
     new_ids = {c.chunk_id for c in inc.manifest.chunks} - {c.chunk_id for c in full.manifest.chunks}
     assert report.chunks_sent == len(new_ids) < len(inc.manifest.chunks)
@@ -152,10 +154,11 @@ def test_full_card_is_a_clear_error_and_keeps_earlier_backups(tmp_path, ident):
 def test_power_loss_mid_upload_keeps_previous_and_rerun_finishes(vcard, ident):
     tree = generate_tree(60_000, 5)
     card = open_card(vcard)
-    first = ops.backup_tree(tree, ident, max_chunk_size=card.fci.max_chunk_size)
+    first = ops.backup_tree(tree, ident, max_chunk_size=card.fci.max_chunk_size, archive_format=1)
     ops.backup_to_card(card, first)
     mutate_leaves(tree, 0.2, seed=2)
-    second = ops.backup_tree(tree, ident, previous=first, max_chunk_size=card.fci.max_chunk_size)
+    second = ops.backup_tree(tree, ident, previous=first, max_chunk_size=card.fci.max_chunk_size,
+                             archive_format=1)   # format 1: enough NVM writes to cut at 40
     vcard.arm_fault(cut_after=40)
     with pytest.raises((SimvaultError, PowerLoss)):
         ops.backup_to_card(card, second)

@@ -29,7 +29,9 @@ def test_init_status_and_refusal(image, capsys):
     out = capsys.readouterr()
     assert "personalised" in out.out and "0 trust anchor" in out.out and "generated" in out.err
     assert "2468" not in out.out + out.err and "13572468" not in out.out + out.err
-    assert len(bytes.fromhex((image.parent / "admin.key").read_text().strip())) == 16
+    keyset = json.loads((image.parent / "admin.key").read_text())     # an SCP03 key set (host/cli_card.py)
+    assert keyset["format"] == "simvault SCP03 key set" and keyset["key_version"] == 1
+    assert [len(bytes.fromhex(keyset[k])) for k in ("enc", "mac", "dek")] == [16, 16, 16]
     assert main(["card", "init", "--image", str(image), "--pin", "1111", "--puk", "11111111",
                  "--admin-key-file", "admin.key"]) == 2
     assert "--force" in capsys.readouterr().err

@@ -21,12 +21,13 @@ from apdu_specs.manifest import MANIFEST, OnCardManifest
 from host.errors import ArchiveError
 
 from .host_section import HostSection
+from .layered_host import LayeredHost, is_layered
 
 MAGIC = b"SVARCH1\n"
 MAX_ARCHIVE_BYTES = 512 << 20
 
 
-def parse_manifest(manifest_bytes: bytes) -> tuple[OnCardManifest, HostSection]:
+def parse_manifest(manifest_bytes: bytes) -> tuple[OnCardManifest, HostSection | LayeredHost]:
     if len(manifest_bytes) > C.MAX_MANIFEST_SIZE:
         raise ArchiveError("manifest larger than 1 MiB: not a simvault archive")
     try:
@@ -35,10 +36,15 @@ def parse_manifest(manifest_bytes: bytes) -> tuple[OnCardManifest, HostSection]:
         raise ArchiveError(f"manifest malformed ({exc}): damaged archive") from None
     if MANIFEST.build(manifest) != manifest_bytes:
         raise ArchiveError("manifest is not in its canonical encoding: damaged archive")
-    host = HostSection.decode(manifest.host_section)
     n = len(manifest.chunks)
     if len({c.chunk_id for c in manifest.chunks}) != n:
         raise ArchiveError("archive chunk table lists a chunk twice: damaged archive")
+    if is_layered(manifest.host_section):       # format 3: base + layers (layered.py)
+        layered = LayeredHost.decode(manifest.host_section)
+        if sum(s.pieces for s in layered.segments) != n:
+            raise ArchiveError("archive segments do not cover the chunk table: damaged archive")
+        return manifest, layered
+    host = HostSection.decode(manifest.host_section)
     data_indices = list(range(n))
     if host.dictionary is not None:
         if not n or manifest.chunks[-1].chunk_id != host.dictionary:
@@ -63,7 +69,7 @@ class Archive:
     signature: bytes
     chunks: dict[bytes, bytes] = field(repr=False)
     manifest: OnCardManifest = field(init=False, repr=False)
-    host: HostSection = field(init=False, repr=False)
+    host: HostSection | LayeredHost = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.signature) != C.SIGNATURE_LENGTH:
@@ -84,6 +90,11 @@ class Archive:
         return self.manifest.device_id
 
     @property
+    def format(self) -> int:
+        """3 for a layered archive (base + deltas), 1 for the CDC format (host section v1/v2)."""
+        return 3 if isinstance(self.host, LayeredHost) else 1
+
+    @property
     def chunk_order(self) -> list[int]:
         if self.host.order is not None:
             return list(self.host.order)
@@ -102,7 +113,8 @@ class Archive:
                 "stored_bytes": m.total_size, "plain_size": h.plain_size, "codec": h.codec,
                 "scope": list(h.scope), "secrets": h.secrets,
                 "previous": h.previous.hex() if h.previous else None,
-                "recipients": sorted(k.hex() for k in h.recipients)}
+                "recipients": sorted(k.hex() for k in h.recipients), "format": self.format,
+                "layers": len(h.segments) - 1 if isinstance(h, LayeredHost) else None}
 
     # ---- file encoding ---------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -155,3 +155,14 @@ def _zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDi
     if params.content_size != zstandard.CONTENTSIZE_UNKNOWN and len(out) != params.content_size:
         raise ValueError("truncated zstd frame")
     return out
+
+
+def zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDict | None = None) -> bytes:
+    """One zstd frame decompressed, at most max_size bytes (IntegrityError beyond or if malformed)."""
+    try:
+        out = _zstd_bounded(body, max_size, zdict)
+    except (zstandard.ZstdError, ValueError) as exc:
+        raise IntegrityError(f"segment does not decompress ({exc}): damaged backup") from None
+    if len(out) > max_size:
+        raise IntegrityError("segment decompresses beyond its signed size: damaged backup")
+    return out

@@ -25,6 +25,8 @@ from host.tree.model import DMTree
 from .archive import Archive
 from .build import chain_keys_of, dictionary_of, tree_digest
 from .codec import ChunkCodec
+from .layered import verify_layered
+from .layered_host import LayeredHost
 
 
 class TrustAnchors(Protocol):
@@ -74,6 +76,9 @@ def verify_archive(archive: Archive, trust: TrustAnchors, decryptor: Decryptor, 
     if missing:
         raise IntegrityError(f"backup {m.backup_id.hex()} lacks {len(missing)} chunk(s): incomplete copy")
     keys = chain_keys_of(archive, decryptor)
+    if isinstance(host, LayeredHost):
+        tree, size = verify_layered(archive, keys)
+        return VerifiedBackup(archive, tree, size)
     codec = ChunkCodec(host.codec, dictionary_of(archive, keys))
     plain_chunks: list[bytes] = []
     unpacked = 0
