@@ -52,9 +52,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import zstandard
 
 from apdu_specs import constants as C
-from host import backup_ops as ops
+from host.backup import ops
 from host.client import BackupCard
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.link import EmulatorTransport
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves

@@ -10,7 +10,7 @@ each device backs up, reports (Generic Alert) and uploads its archive (large
 object over several messages). Measured: wall time until every job finished,
 DM sessions per second, job latency (queued -> stored) p50/p99, and that every
 archive is stored and verifies against its device's key. PostgreSQL is a
-throwaway cluster (host.dm.pgcluster); skipped with a note if not installed.
+throwaway cluster (host.dm.server.pgcluster); skipped with a note if not installed.
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from host.dm.agent import AgentConfig, DMAgent  # noqa: E402
-from host.dm.backup_plugin import verify_uploaded_archive  # noqa: E402
-from host.dm.registry import register_device  # noqa: E402
-from host.dm.webapp import ServerThread, build_server, create_job_checked  # noqa: E402
-from host.keys import generate_identity  # noqa: E402
+from host.dm.agent.core import AgentConfig, DMAgent  # noqa: E402
+from host.dm.server.backup_plugin import verify_uploaded_archive  # noqa: E402
+from host.dm.server.registry import register_device  # noqa: E402
+from host.dm.server.webapp import ServerThread, build_server, create_job_checked  # noqa: E402
+from host.backup.keys import generate_identity  # noqa: E402
 from host.tree.tnds import read_tnds, write_tnds  # noqa: E402
 
 TREE = ROOT / "tests" / "data" / "phone_tree.tnds.xml"
@@ -121,7 +121,7 @@ def main() -> int:
     for db in args.db:
         pg = None
         if db == "postgres":
-            from host.dm.pgcluster import PostgresUnavailable, TempPostgres
+            from host.dm.server.pgcluster import PostgresUnavailable, TempPostgres
             try:
                 pg = TempPostgres().start()
             except PostgresUnavailable as exc:

@@ -4,7 +4,7 @@
                                        [--max-msg-size 65536] [--time-limit 600]
 
 For each generated DM tree (host.tree.generate.generate_tree) the archive is
-made once (host.backup_ops.backup_tree, timed separately), then backed up
+made once (host.backup.ops.backup_tree, timed separately), then backed up
 (refresh from client) and restored (refresh from server, then parsed and fully
 verified) against each peer; the median of --repeat runs is printed. Both
 peers run on 127.0.0.1 in the same run: simvault's server in-process (SQLite
@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from host.archive import verify_archive
-from host.backup_ops import backup_tree
+from host.backup.ops import backup_tree
 from host.ds.client import DsAccount, DsClient
 from host.ds.server import run_server_in_thread
 from host.ds.state import AnchorStore
 from host.ds.store import DsStore
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
 

@@ -27,7 +27,7 @@ from card.jcardsim import JavaCard, Personalisation  # noqa: E402
 from card.vpcd import VpcdBridge, slot_lock  # noqa: E402
 from host import backup_ops as ops  # noqa: E402
 from host.client import BackupCard  # noqa: E402
-from host.keys import generate_identity  # noqa: E402
+from host.backup.keys import generate_identity  # noqa: E402
 from host.link import Apdu, Link, PcscTransport, wait_for_card  # noqa: E402
 from host.tree.tnds import read_tnds  # noqa: E402
 

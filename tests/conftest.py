@@ -104,7 +104,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ident(tmp_path_factory):
     """A device identity (host/keys.py) per test module; modules that need a fresh one per
     test define their own ``ident``."""
-    from host.keys import generate_identity
+    from host.backup.keys import generate_identity
     return generate_identity(tmp_path_factory.mktemp("keys") / "k")
 
 
@@ -250,7 +250,7 @@ def served_image(image: Path, slot: int = 0, extra: tuple[str, ...] = (),
             stack.enter_context(vpcd_slot_lock(index))
         if not _wait_presence(reader, False, CARD_WAIT_SECONDS):
             pytest.fail(f"{reader} still shows a card: a stray `card serve` or vicc holds port {VPCD_PORTS[index]}")
-        proc = subprocess.Popen([sys.executable, "-m", "host.cli_card", "card", "serve",
+        proc = subprocess.Popen([sys.executable, "-m", "host.cli.card", "card", "serve",
                                  "--image", str(image), "--vpcd", f"{VPCD_HOST}:{VPCD_PORTS[index]}", *extra],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:

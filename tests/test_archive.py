@@ -13,7 +13,7 @@ from host.archive.cdc import cut_points, gear_table
 from host.archive.codec import CODECS, compress_chunk, decompress_chunk
 from host.archive.host_section import HostSection
 from host.errors import ArchiveError, IntegrityError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.tnds import read_tnds

@@ -15,11 +15,11 @@ from cards import TEST_PIN, build_test_card
 
 from apdu_specs import constants as C
 from card.nvm import PowerLoss
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import Archive, make_archive, verify_archive
 from host.client import BackupCard
 from host.errors import CardError, SimvaultError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.link import EmulatorTransport, Link
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.tnds import read_tnds

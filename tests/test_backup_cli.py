@@ -11,8 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from cards import TEST_PIN, build_test_card, run_cli
 
-from host import cli_backup, cli_card
-from host.keys import load_identity
+from host.cli import backup as cli_backup
+from host.cli import card as cli_card
+from host.backup.keys import load_identity
 from host.tree.generate import mutate_leaves
 from host.tree.secrets import secret_uris
 from host.tree.tnds import read_tnds, write_tnds

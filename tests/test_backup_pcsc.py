@@ -14,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cards import TEST_PIN, build_test_card
 from conftest import served_image, vpcd_slot_lock
 
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import verify_archive
 from host.client import BackupCard
 from host.errors import SimvaultError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.link import Link, PcscTransport, card_present
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.tnds import read_tnds

@@ -11,7 +11,7 @@ import pytest
 from cards import build_test_card
 from conftest import ROOT, VPCD_PORTS, VPCD_READERS, _wait_presence, vpcd_slot_lock
 
-from host.cli_card import main
+from host.cli.card import main
 
 pytestmark = pytest.mark.pcsc
 
@@ -21,7 +21,7 @@ def test_serve_readers_status_apdu(tmp_path, vpcd_card, capsys):   # vpcd_card: 
     with vpcd_slot_lock(0):
         reader = VPCD_READERS[0]
         assert _wait_presence(reader, False, 10), f"{reader} is busy"
-        proc = subprocess.Popen([sys.executable, "-m", "host.cli_card", "card", "serve", "--image",
+        proc = subprocess.Popen([sys.executable, "-m", "host.cli.card", "card", "serve", "--image",
                                  str(tmp_path / "card.img"), "--vpcd", f"127.0.0.1:{VPCD_PORTS[0]}"],
                                 cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
@@ -103,7 +103,7 @@ def test_second_serve_of_one_image_is_refused(tmp_path, pcscd):
     image = tmp_path / "card.img"
     build_test_card(image, capacity=256 * 1024).close()
     with served_image(image, slot=0) as (reader, proc):
-        second = subprocess.run([sys.executable, "-m", "host.cli_card", "card", "serve", "--image", str(image),
+        second = subprocess.run([sys.executable, "-m", "host.cli.card", "card", "serve", "--image", str(image),
                                  "--vpcd", "127.0.0.1:1"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=30)
         assert second.returncode == 2

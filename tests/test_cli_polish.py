@@ -16,9 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from cards import TEST_PIN, TEST_PUK, build_test_card, run_cli
 
-from host import cli_backup, cli_card
-from host.ds import cli as ds_cli
-from host.keys import load_identity
+from host.cli import backup as cli_backup
+from host.cli import card as cli_card
+from host.cli import ds as ds_cli
+from host.backup.keys import load_identity
 from host.tree.generate import generate_tree
 from host.tree.tnds import read_tnds, write_tnds
 
@@ -245,7 +246,7 @@ def test_serve_warns_without_vpcd_once_per_interval(tmp_path):
     import subprocess
     import time
     build_test_card(tmp_path / "card.img").close()
-    proc = subprocess.Popen([sys.executable, "-m", "host.cli_card", "card", "serve", "--image",
+    proc = subprocess.Popen([sys.executable, "-m", "host.cli.card", "card", "serve", "--image",
                              str(tmp_path / "card.img"), "--vpcd", "127.0.0.1:1"],
                             cwd=Path(__file__).parent.parent, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)         # five connection attempts (backoff 0.05 s doubling): one warning

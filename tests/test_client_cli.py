@@ -9,7 +9,7 @@ from cards import OTHER_SIGNER, TEST_SIGNER
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from apdu_specs.manifest import key_id, public_point
-from host.cli_card import main
+from host.cli.card import main
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from host.dm.agent_tree import BAR
+from host.dm.agent.tree import BAR
 from host.syncml import model as m
 from host.tree.tnds import TNDS_MIME_XML, read_tnds
 from test_dm_fixtures import db_url, pg_cluster, world  # noqa: F401

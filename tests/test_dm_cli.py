@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from test_dm_fixtures import PHONE_TREE, tree_with_id
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,7 +42,7 @@ def test_operator_flow_with_the_cli(tmp_path) -> None:
                SIMVAULT_DM_SERVER_PASSWORD="srv-password-1", PYTHONPATH=str(ROOT))
     port, agent_port = _port(), _port()
     api = f"http://127.0.0.1:{port}"
-    dm = [sys.executable, "-m", "host.dm.cli", "dm"]
+    dm = [sys.executable, "-m", "host.cli.dm", "dm"]
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(dm + list(args) + ["--api", api, "--json"], env=env, capture_output=True, text=True,

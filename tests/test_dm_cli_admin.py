@@ -111,7 +111,7 @@ def test_messages_name_only_options_that_exist() -> None:
     """Every '--option' a message in host/dm mentions is an option of some `simvault dm` command."""
     options = {o for p in _dm_parsers().values() for a in p._actions for o in a.option_strings}
     named: dict[str, str] = {}
-    for path in sorted((ROOT / "host" / "dm").glob("*.py")):
+    for path in sorted((ROOT / "host" / "dm").rglob("*.py")):
         if path.name == "pgcluster.py":  # the postgres tools' own options
             continue
         for node in ast.walk(ast.parse(path.read_text())):
@@ -135,8 +135,8 @@ def test_agent_without_passwords_names_real_ways_to_give_them(world, capsys, mon
     # the flags the message names work: the passwords from other variables, a session succeeds
     monkeypatch.setenv("MY_DEV_PW", DEV_PASSWORD)
     monkeypatch.setenv("MY_SRV_PW", SRV_PASSWORD)
-    from host.dm.agent import DMAgent
-    from host.dm.cli import agent_config  # the mapping `dm agent` runs
+    from host.dm.agent.core import DMAgent
+    from host.cli.dm import agent_config  # the mapping `dm agent` runs
     parsed = build_parser().parse_args(args + ["--password-env", "MY_DEV_PW", "--server-password-env", "MY_SRV_PW"])
     agent = DMAgent(agent_config(parsed), identity=dev.identity).start()
     try:

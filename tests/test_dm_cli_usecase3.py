@@ -17,7 +17,7 @@ import pytest
 
 from host.ds.server import run_server_in_thread
 from host.ds.store import DsStore
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from test_dm_cli import _port, _wait_http
 from test_dm_fixtures import PHONE_TREE, tree_with_id
 
@@ -40,7 +40,7 @@ def test_use_case_3_through_the_cli_then_prompt_shutdown(tmp_path) -> None:
     env.pop("SIMVAULT_DS_PASSWORD", None)
     port, agent_port = _port(), _port()
     api = f"http://127.0.0.1:{port}"
-    dm = [sys.executable, "-m", "host.dm.cli", "dm"]
+    dm = [sys.executable, "-m", "host.cli.dm", "dm"]
 
     def run(*args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(dm + list(args) + ["--api", api], env={**env, **(extra_env or {})},

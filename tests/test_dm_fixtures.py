@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from host.dm.agent import AgentConfig, DMAgent
-from host.dm.agent_bar import CardAccess
-from host.dm.agent_tree import DMACC
-from host.dm.pgcluster import TempPostgres
-from host.dm.registry import register_device
-from host.dm.webapp import DMWebServer, ServerThread, build_server, create_job_checked
-from host.keys import Identity, generate_identity
+from host.dm.agent.core import AgentConfig, DMAgent
+from host.dm.agent.bar import CardAccess
+from host.dm.agent.tree import DMACC
+from host.dm.server.pgcluster import TempPostgres
+from host.dm.server.registry import register_device
+from host.dm.server.webapp import DMWebServer, ServerThread, build_server, create_job_checked
+from host.backup.keys import Identity, generate_identity
 from host.tree.model import DMTree
 from host.tree.ops import diff
 from host.tree.tnds import read_tnds, write_tnds

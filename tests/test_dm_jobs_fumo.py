@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from host.dm.agent_tree import BAR
-from host.dm.db import BackupRow
+from host.dm.agent.tree import BAR
+from host.dm.server.db import BackupRow
 from host.dm.session import ALERT_NO_END_OF_DATA, Channel
 from host.errors import UsageError
 from host.syncml import model as m
@@ -76,20 +76,20 @@ def test_firmware_update_job_refuses_a_node_outside_fumo(world) -> None:
 def test_fumo_start_cli(world) -> None:
     dev = world.add_device("phone")
     fumo = next(u for u, n in dev.agent.tree.tree.walk("./FUMO") if u.count("/") == 2)
-    proc = subprocess.run([sys.executable, "-m", "host.dm.cli", "dm", "fumo-start", dev.device_id, "--node", fumo,
+    proc = subprocess.run([sys.executable, "-m", "host.cli.dm", "dm", "fumo-start", dev.device_id, "--node", fumo,
                            "--wait", "30", "--api", world.url],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
                           env={"SIMVAULT_DM_ADMIN_TOKEN": ADMIN_TOKEN, "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "succeeded" in proc.stdout and "firmware_update" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "host.dm.cli", "dm", "fumo-start", dev.device_id, "--node", "./X",
+    bad = subprocess.run([sys.executable, "-m", "host.cli.dm", "dm", "fumo-start", dev.device_id, "--node", "./X",
                           "--api", world.url], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          check=False, env={"SIMVAULT_DM_ADMIN_TOKEN": ADMIN_TOKEN, "PATH": "/usr/bin:/bin"})
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "FUMO node" in bad.stderr
 
 
 def test_ds_jobs_are_notified_when_created(world) -> None:
-    from host.dm.mo_ds import command_backup_via_ds
+    from host.dm.agent.mo_ds import command_backup_via_ds
     dev = world.add_device("phone")
     job = command_backup_via_ds(world.web.server, dev.device_id, "http://127.0.0.1:9/sync", "u", "pw")
     assert job["state"] == "notified"  # create_job_checked's path, not left for the ticker

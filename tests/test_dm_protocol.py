@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from host.dm.agent_cmds import AlertReport
-from host.dm.agent_tree import BAR, CLIENT_AUTH
+from host.dm.agent.commands import AlertReport
+from host.dm.agent.tree import BAR, CLIENT_AUTH
 from host.dm.session import Channel
 from host.syncml import codec
 from host.syncml import model as m

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from host.dm import dmauth
-from host.dm.agent_tree import BAR
+from host.dm.agent.tree import BAR
 from host.dm.session import Channel
 from host.syncml import codec
 from host.syncml import model as m
@@ -206,7 +206,7 @@ def test_server_restart_mid_job_finishes_the_job(world) -> None:
     while world.web.server.store.job(job["id"])["state"] != "running" and time.monotonic() < deadline:
         time.sleep(0.005)
     world.stop_server()
-    from host.dm.db import Store
+    from host.dm.server.db import Store
     store = Store(world.db_url)
     # stopped mid-job: still running (the Exec was answered 202, the report is pending on the device),
     # or queued again (the stop ended the session before the Exec was answered: it will be sent again)
@@ -220,7 +220,7 @@ def test_server_restart_mid_job_finishes_the_job(world) -> None:
     # a committed backup survives another restart, byte for byte, and still verifies
     world.stop_server()
     world.start_server()
-    from host.dm.backup_plugin import verify_uploaded_archive
+    from host.dm.server.backup_plugin import verify_uploaded_archive
     data = world.web.server.store.backup_archive(dev.device_id, stored["backup_id"])
     key = world.web.server.store.device(dev.device_id).public_key
     assert verify_uploaded_archive(data, dev.device_id, key).backup_id.hex() == stored["backup_id"]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from host.dm.agent_tree import BAR
+from host.dm.agent.tree import BAR
 from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
 from test_dm_fixtures import db_url, differences, pg_cluster, world  # noqa: F401 - fixtures
@@ -78,7 +78,7 @@ def test_server_initiated_backup_to_card_then_restore(world) -> None:
 @pytest.mark.timeout(400)  # the vpcd slot is shared (a cross-process lock): other suites may hold it a while
 def test_backup_and_restore_with_the_card_behind_pcscd(world, vpcd_card, db_url) -> None:  # noqa: F811
     from card.emulator import VirtualCard
-    from host.dm.agent_bar import CardAccess
+    from host.dm.agent.bar import CardAccess
     dev = world.add_device("phone", start=False, card="emulator")
     virtual = VirtualCard.open(dev.card_image)
     try:

@@ -11,22 +11,22 @@ from pathlib import Path
 import pytest
 
 from host.archive.build import device_id_of
-from host.dm.agent import AgentConfig, DMAgent
-from host.dm.agent_tree import PRESERVED_ON_RESTORE
-from host.dm.backup_plugin import BackupPlugin
-from host.dm.mo_ds import (
+from host.dm.agent.core import AgentConfig, DMAgent
+from host.dm.agent.tree import PRESERVED_ON_RESTORE
+from host.dm.server.backup_plugin import BackupPlugin
+from host.dm.agent.mo_ds import (
     DsBackupRecorder,
     command_backup_via_ds,
     command_restore_via_ds,
     ds_backups,
     register_agent_handlers,
 )
-from host.dm.registry import register_device
-from host.dm.webapp import ServerThread, build_server
+from host.dm.server.registry import register_device
+from host.dm.server.webapp import ServerThread, build_server
 from host.ds.client import DsAccount, DsClient
 from host.ds.server import run_server_in_thread
 from host.ds.store import DsStore
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
@@ -184,10 +184,10 @@ def test_failed_restore_via_ds_leaves_the_tree_untouched(rig):
 
 def test_backup_via_ds_waits_for_the_archive_lock(rig):
     """host.archive's zstd compressor is shared and not thread-safe: BackupViaDS makes its
-    archive under host.dm.agent_bar.ARCHIVE_LOCK, like the agent's other backups."""
+    archive under host.dm.agent.bar.ARCHIVE_LOCK, like the agent's other backups."""
     import threading
 
-    from host.dm.agent_bar import ARCHIVE_LOCK
+    from host.dm.agent.bar import ARCHIVE_LOCK
     store, device_id, ds = rig["store"], rig["device_id"], rig["ds"]
     job = command_backup_via_ds(store, device_id, ds.url, "phone", DS_PW)
     result: dict = {}

@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from host.dm.db import Store
-from host.dm.ds_accounts import (
+from host.dm.server.db import Store
+from host.dm.server.ds_accounts import (
     DsAccountError,
     ds_account_password,
     ds_accounts,
@@ -90,7 +90,7 @@ def test_ds_account_tampered_or_other_key_gives_a_clear_error(dm_store, tmp_path
 
 
 def test_api_refuses_ds_jobs_with_a_password(tmp_path):
-    from host.dm.webapp import build_server, create_job_checked
+    from host.dm.server.webapp import build_server, create_job_checked
     from host.errors import UsageError
     web = build_server(f"sqlite:///{tmp_path / 'dm.db'}")
     assert (tmp_path / "dm.db.secret.key").exists()  # created on first start

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from host.ds import cli as ds_cli
+from host.cli import ds as ds_cli
 from host.ds.backup import backup_tree_via_ds, restore_tree_via_ds
 from host.ds.client import DsAccount, DsClient, replace_anchor
 from host.ds.errors import DsAuthError, DsNoBackupError
@@ -17,7 +17,7 @@ from host.ds.payload import decode_item, encode_item
 from host.ds.server import run_server_in_thread
 from host.ds.state import AnchorStore
 from host.ds.store import DsStore
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.syncml.status import AlertCode
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
@@ -25,7 +25,7 @@ from host.tree.generate import generate_tree, mutate_leaves
 
 @pytest.fixture(scope="module")
 def postgres():
-    from host.dm.pgcluster import TempPostgres
+    from host.dm.server.pgcluster import TempPostgres
     with TempPostgres(database="simvault_ds") as pg:
         yield pg.url
 
@@ -188,7 +188,7 @@ def test_cli_server_push_pull(tmp_path, identity):
     import subprocess
     import sys
 
-    from host.backup_ops import backup_tree, write_archive_file
+    from host.backup.ops import backup_tree, write_archive_file
 
     db = f"sqlite:///{tmp_path / 'srv.db'}"
     env = {**os.environ, ds_cli.PASSWORD_ENV: "cli-pw", "PYTHONPATH": str(Path(__file__).parent.parent)}

@@ -21,7 +21,7 @@ from host.ds.errors import DsAuthError, DsTransportError
 from host.ds.proxy import run_proxy_in_thread
 from host.ds.state import AnchorStore
 from host.ds.transport import CONTENT_TYPE_WBXML, HttpTransport
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.syncml.status import AlertCode
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apdu_specs.manifest import MANIFEST, ChunkRef
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import Archive, LayeredHost, RebasePolicy, make_layered_archive, verify_archive
 from host.archive.delta import apply_delta, diff_trees
 from host.errors import ArchiveError, IntegrityError, UsageError
-from host.keys import load_identity
+from host.backup.keys import load_identity
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.model import DMNode, DMTree
@@ -193,7 +193,7 @@ def test_previous_must_be_complete_ours_and_format_3(ident, small_tree, tmp_path
     assert ops.backup_tree(small_tree, ident, previous=partial).host.previous is None   # a new chain
     v1 = ops.backup_tree(small_tree, ident, archive_format=1)
     assert v1.format == 1 and ops.backup_tree(small_tree, ident, previous=v1).host.previous is None
-    from host.keys import generate_identity
+    from host.backup.keys import generate_identity
     mallory = generate_identity(tmp_path / "m", "m")
     planted = make_layered_archive(small_tree, mallory.signer, [ident.recipient, mallory.recipient])
     with pytest.raises(IntegrityError, match="not signed by this device"):

@@ -120,7 +120,7 @@ def test_java_bridge_framing_and_reconnect() -> None:
 def test_card_serve_impl_javacard(pcscd, tmp_path, capsys) -> None:
     """`simvault card serve --impl javacard` on slot 1: pcscd sees the card, `card status`
     reads it, scriptor sends SELECT + GET STATUS, SIGTERM stops it (exit 0, reader empty)."""
-    from host.cli_card import main
+    from host.cli.card import main
     (tmp_path / "admin.key").write_text(TEST_ADMIN_KEY.hex() + "\n")
     pem = tmp_path / "anchor.pem"
     from cryptography.hazmat.primitives import serialization
@@ -130,7 +130,7 @@ def test_card_serve_impl_javacard(pcscd, tmp_path, capsys) -> None:
     env = dict(os.environ, SIMVAULT_PIN=TEST_PIN, SIMVAULT_PUK=TEST_PUK)
     with vpcd_slot_lock(1) as reader:
         assert _wait_presence(reader, False, 10), f"{reader} is busy"
-        proc = subprocess.Popen([sys.executable, "-m", "host.cli_card", "card", "serve", "--impl", "javacard",
+        proc = subprocess.Popen([sys.executable, "-m", "host.cli.card", "card", "serve", "--impl", "javacard",
                                  "--vpcd", f"127.0.0.1:{VPCD_PORTS[1]}", "--capacity", str(256 * 1024),
                                  "--admin-key-file", str(tmp_path / "admin.key"), "--trust", str(pem)],
                                 cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)

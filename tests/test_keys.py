@@ -7,7 +7,7 @@ import pytest
 
 from apdu_specs.manifest import key_id, verify_raw
 from host.errors import IntegrityError, KeyFileError, UsageError
-from host.keys import (
+from host.backup.keys import (
     FileDecryptor,
     Recipient,
     TrustStore,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from host import backup_ops as ops
+from host.backup import ops
 from host.errors import IntegrityError, TreeError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.tree.secrets import secret_uris
 from host.tree.tnds import read_tnds, write_tnds
 

@@ -218,7 +218,7 @@ def test_channel_closes_on_select_and_power(vcard):
 
 @pytest.fixture
 def cli_image(tmp_path, monkeypatch):
-    from host.cli_card import main
+    from host.cli.card import main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "signer.pem").write_bytes(OTHER_SIGNER.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))

@@ -59,7 +59,7 @@ def test_every_level_and_the_failure_rules_through_pcscd(tmp_path, vpcd_card):
 
 
 def test_cli_trust_and_erase_through_pcscd(tmp_path, vpcd_card, monkeypatch, capsys):
-    from host.cli_card import main
+    from host.cli.card import main
     monkeypatch.chdir(tmp_path)
     (tmp_path / "old.key").write_text(TEST_ADMIN_KEY.hex() + "\n")       # the 16-byte form
     (tmp_path / "other.pem").write_bytes(OTHER_SIGNER.public_key().public_bytes(

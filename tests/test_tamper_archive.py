@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apdu_specs.manifest import MANIFEST
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import Archive, make_archive, verify_archive
 from host.errors import ArchiveError, IntegrityError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
 

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 from cards import TEST_PIN, build_test_card
 
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import verify_archive
 from host.client import BackupCard
 from host.errors import CardError
-from host.keys import generate_identity
+from host.backup.keys import generate_identity
 from host.link import EmulatorTransport, Link
 from host.tree.generate import generate_tree
 

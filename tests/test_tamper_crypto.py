@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apdu_specs.manifest import MANIFEST
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import Archive, make_archive, verify_archive
 from host.archive.build import chain_keys_of
 from host.archive.codec import decompress_chunk
 from host.archive.crypto import ChainKeys
 from host.archive.host_section import HostSection
 from host.errors import ArchiveError, IntegrityError
-from host.keys import TrustStore, generate_identity
+from host.backup.keys import TrustStore, generate_identity
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree
 from host.tree.secrets import secret_uris

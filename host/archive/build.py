@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from apdu_specs import constants as C
 from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest, verify_raw
 from host.errors import ArchiveError, IntegrityError, UsageError
-from host.keys import Decryptor, Recipient, Signer
+from host.backup.keys import Decryptor, Recipient, Signer
 from host.tree.canonical import canonical_bytes
 from host.tree.model import DMTree
 from host.tree.ops import select

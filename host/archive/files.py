@@ -12,7 +12,7 @@ from typing import Any
 
 from host.errors import ArchiveError, SimvaultError, TreeError, UsageError
 from host.fsutil import atomic_write
-from host.keys import Identity
+from host.backup.keys import Identity
 from host.tree.model import DMTree
 from host.tree.tnds import read_tnds
 

@@ -31,7 +31,7 @@ import zstandard
 from apdu_specs import constants as C
 from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest
 from host.errors import ArchiveError, IntegrityError, TreeError, UsageError
-from host.keys import Decryptor, Recipient, Signer
+from host.backup.keys import Decryptor, Recipient, Signer
 from host.tree.canonical import canonical_bytes, from_canonical
 from host.tree.model import DMTree
 from host.tree.ops import select

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from apdu_specs.manifest import verify_raw
 from host.errors import IntegrityError, TreeError
-from host.keys import Decryptor
+from host.backup.keys import Decryptor
 from host.tree.canonical import from_canonical
 from host.tree.model import DMTree
 

@@ -3,7 +3,7 @@
     outcome = backup_tree_via_ds(tree, identity, account, anchors)      # archive made here, then DS 203
     report  = restore_tree_via_ds(live, identity, account, anchors, backup_id=None)  # DS 205, verify, apply
 
-The archive is opaque here: host.backup_ops makes it and, on restore, verifies
+The archive is opaque here: host.backup.ops makes it and, on restore, verifies
 signature, hashes and sequence before a single node of ``live`` changes.
 Nothing half-received is restored: the DS client returns an archive only
 after the session completed and the item decoded whole (size + SHA-256).
@@ -42,10 +42,10 @@ def backup_tree_via_ds(tree, identity, account: DsAccount, anchors: AnchorStore 
 
     ``archive_lock`` is held while the archive is made (not during the DS session):
     host.archive shares one zstd compressor, which is not thread-safe; the DM agent
-    passes host.dm.agent_bar.ARCHIVE_LOCK."""
+    passes host.dm.agent.bar.ARCHIVE_LOCK."""
     import hashlib
 
-    from host.backup_ops import backup_tree
+    from host.backup.ops import backup_tree
     with archive_lock if archive_lock is not None else nullcontext():
         archive = backup_tree(tree, identity, scope=scope, exclude_secrets=exclude_secrets, device_id=device_id)
         data = archive.to_bytes()
@@ -73,7 +73,7 @@ def restore_tree_via_ds(live, identity, account: DsAccount, anchors: AnchorStore
     """Fetch the archive over DS, verify it completely, then apply it to ``live`` (all or nothing).
 
     Returns (RestoreReport, DsResult)."""
-    from host.backup_ops import restore_tree
+    from host.backup.ops import restore_tree
     archive, result = fetch_archive_via_ds(account, anchors, backup_id, transport)
     report = restore_tree(live, archive, identity, keep_secrets=keep_secrets, force_device=force_device,
                           dry_run=dry_run)

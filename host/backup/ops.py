@@ -42,7 +42,7 @@ from host.archive.files import (  # files and host state, re-exported
 )
 from host.errors import ArchiveError, CardError, SimvaultError, UsageError
 from host.fsutil import atomic_write
-from host.keys import Identity
+from host.backup.keys import Identity
 from host.tree.model import DMTree
 from host.tree.ops import Change, apply_restore, render_diff
 from host.tree.tnds import write_tnds

@@ -16,10 +16,10 @@ from host.errors import SimvaultError
 
 # Modules that register sub-commands, in help order. A module missing here is a bug, not optional.
 COMMAND_MODULES = (
-    "host.cli_card",
-    "host.cli_backup",
-    "host.dm.cli",
-    "host.ds.cli",
+    "host.cli.card",
+    "host.cli.backup",
+    "host.cli.dm",
+    "host.cli.ds",
     "host.demo",
 )
 

@@ -4,7 +4,7 @@ Routes
     POST /dm                 application/vnd.syncml.dm+xml or +wbxml, answered in the same
                              (x-syncml-hmac honoured)
     GET  /api/devices        GET /api/backups[?device=ID][&location=all]   GET /api/jobs[?device=ID&state=S]
-                             (location=all: server, card and DS backups, host.dm.backup_index)
+                             (location=all: server, card and DS backups, host.dm.server.backup_index)
     DELETE /api/devices/<id>[?purge=1]   remove a device (its server backups kept unless purge)
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
@@ -39,9 +39,9 @@ from typing import Any
 
 from aiohttp import web
 
-from host.dm.db import Store
-from host.dm.registry import register_device
-from host.dm.server import CONTENT_TYPES, DMServer
+from host.dm.server.db import Store
+from host.dm.server.registry import register_device
+from host.dm.server.engine import CONTENT_TYPES, DMServer
 from host.errors import SimvaultError, TransportError, UsageError
 from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
 
@@ -222,12 +222,12 @@ class DMWebServer:
         return _json(out)
 
     async def api_ds_accounts(self, request: web.Request) -> web.Response:
-        from host.dm.ds_accounts import ds_accounts
+        from host.dm.server.ds_accounts import ds_accounts
         return self._authorised(request) or _json(await self._run(ds_accounts, self.server.store))
 
     async def api_set_ds_account(self, request: web.Request) -> web.Response:
         """{"name", "url", "user", "password", "datastore"?, "auth"?}: the password is stored encrypted."""
-        from host.dm.ds_accounts import set_ds_account
+        from host.dm.server.ds_accounts import set_ds_account
         denied = self._authorised(request)
         if denied:
             return denied
@@ -247,7 +247,7 @@ class DMWebServer:
         if denied:
             return denied
         if request.query.get("location") == "all":
-            from host.dm.backup_index import all_backups
+            from host.dm.server.backup_index import all_backups
             return _json(await self._run(all_backups, self.server.store, request.query.get("device")))
         return _json(await self._run(self.server.store.backups, request.query.get("device")))
 
@@ -308,15 +308,15 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
     """
     store = server.store
     if kind in ("backup_via_ds", "restore_via_ds") and (params or {}).get("account") and not (params or {}).get("data"):
-        from host.dm.mo_ds import ds_job_params  # a job that names a stored DS account
+        from host.dm.agent.mo_ds import ds_job_params  # a job that names a stored DS account
         params, backup_id = ds_job_params(store, kind, device_id, str(params["account"]), backup_id,
                                           mode=str(params.get("mode") or "two-way"))
         target = "ds"
     if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
         raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
-                         "is not for secrets (host.dm.mo_ds.command_backup_via_ds stores it encrypted)")
+                         "is not for secrets (host.dm.agent.mo_ds.command_backup_via_ds stores it encrypted)")
     if kind == "firmware_update":
-        from host.dm.backup_plugin import fumo_node
+        from host.dm.server.backup_plugin import fumo_node
         params = {**(params or {}), "node": fumo_node(params)}
         target = "device"
     if kind in ("restore", "delete") and not backup_id:
@@ -361,15 +361,15 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
                  plugins: list | None = None) -> DMWebServer:
     """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
-    from host.dm.backup_plugin import BackupPlugin
-    from host.dm.server import DEFAULT_MAX_MSG_SIZE
+    from host.dm.server.backup_plugin import BackupPlugin
+    from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
     store = Store(db_url)
     if plugins is None:
         plugins = [BackupPlugin()]
         try:
-            from host.dm.mo_ds import DsBackupRecorder
+            from host.dm.agent.mo_ds import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
-            from host.dm.ds_accounts import server_key
+            from host.dm.server.ds_accounts import server_key
             server_key(store)  # created 0600 on first start: it encrypts the DS account passwords
         except ImportError as exc:
             log.info("DS backup records unavailable: %s", exc)

@@ -34,7 +34,7 @@ from host.dm.session import format_kv, parse_kv
 from host.errors import SimvaultError, UsageError
 
 if TYPE_CHECKING:
-    from host.dm.db import Store
+    from host.dm.server.db import Store
 
 KEY_ENV = "SIMVAULT_DM_SECRET_KEY"
 KEY_FILE_ENV = "SIMVAULT_DM_SECRET_KEY_FILE"

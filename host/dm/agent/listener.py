@@ -24,7 +24,7 @@ from host.errors import SimvaultError, SyncMLError, UsageError
 from host.syncml.package0 import verify_package0
 
 if TYPE_CHECKING:
-    from host.dm.agent import DMAgent
+    from host.dm.agent.core import DMAgent
 
 log = logging.getLogger(__name__)
 MAX_NOTIFICATION = 4096

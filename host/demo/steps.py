@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from host.demo_rig import DS_USER, DemoFailure, DemoRig, comparable, without_preserved
-from host.dm.agent_tree import BAR
+from host.demo.rig import DS_USER, DemoFailure, DemoRig, comparable, without_preserved
+from host.dm.agent.tree import BAR
 from host.tree.model import DMTree
 from host.tree.ops import Change, diff
 from host.tree.tnds import read_tnds
@@ -236,7 +236,7 @@ class Steps:
 
     # ------------------------------------------------------------ use case 3
     def use_case_3(self) -> None:
-        from host.dm.mo_ds import (
+        from host.dm.agent.mo_ds import (
             command_backup_via_ds,
             command_restore_via_ds,
             ds_backups,
@@ -279,8 +279,8 @@ class Steps:
         from sqlalchemy import select
 
         from host.archive import Archive
-        from host.dm.backup_plugin import ARCHIVE_TYPE
-        from host.dm.db import BackupRow
+        from host.dm.server.backup_plugin import ARCHIVE_TYPE
+        from host.dm.server.db import BackupRow
         rig = self.rig
         agent = rig.agent
         assert agent is not None

@@ -3,7 +3,7 @@ and the firmware-update hook (FUMO), with card access.
 
 Every operation answers the Exec with 202 and runs after the session (in the
 agent's worker); its outcome goes back as a Generic Alert 1226 with the
-Exec's Correlator (docs/BACKUP_MO.md). Archives come from host.backup_ops:
+Exec's Correlator (docs/BACKUP_MO.md). Archives come from host.backup.ops:
 backup_tree (signed with the device identity), backup_tree_to_card /
 archive_from_card, restore_tree (verifies everything, then applies
 all-or-nothing on a copy that is swapped in, and the file is saved atomically).
@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from host.archive import Archive
-from host.backup_ops import archive_from_card, backup_tree, backup_tree_to_card, restore_tree
-from host.dm.agent_cmds import AlertReport, ExecOutcome, ExecRequest, FUMO_RE, register_exec_handler
-from host.dm.agent_tree import BAR, PRESERVED_ON_RESTORE
+from host.backup.ops import archive_from_card, backup_tree, backup_tree_to_card, restore_tree
+from host.dm.agent.commands import AlertReport, ExecOutcome, ExecRequest, FUMO_RE, register_exec_handler
+from host.dm.agent.tree import BAR, PRESERVED_ON_RESTORE
 from host.dm.session import format_kv, parse_kv
 from host.errors import CardError, SimvaultError, SyncMLError, UsageError
 from host.syncml.status import StatusCode
 from host.tree.model import DMTree
 
 if TYPE_CHECKING:
-    from host.dm.agent import DMAgent
+    from host.dm.agent.core import DMAgent
 
 log = logging.getLogger(__name__)
 

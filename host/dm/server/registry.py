@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from host.dm import dmauth
-from host.dm.db import NewDevice, Store
+from host.dm.server.db import NewDevice, Store
 from host.errors import KeyFileError, UsageError
 
 AUTH_TYPES = ("md5", "hmac")

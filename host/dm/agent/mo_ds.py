@@ -6,7 +6,7 @@ Device agent side (register with :func:`register_agent_handlers`):
          Data "url=<DS URL>;datastore=<name>;user=<u>;password=<p>[;auth=basic|md5][;device-id=<DevID>]
                [;mode=refresh|two-way][;scope=URI URI][;exclude-secrets=1]"
       -> 202; after the session the agent makes an archive of its live tree
-         (host.backup_ops, under ARCHIVE_LOCK), runs a DS session (host.ds; mode
+         (host.backup.ops, under ARCHIVE_LOCK), runs a DS session (host.ds; mode
          two-way by default: Replace new then Delete older; refresh = Alert 203),
          records Backups/<id> (Location "ds") and LastResult, and reports a
          Generic Alert 1226: code, id, location=ds, size, items, bytes, ds-status, message.
@@ -17,12 +17,12 @@ Device agent side (register with :func:`register_agent_handlers`):
     On any failure: the tree and the previous backups stay as they were, and the
     alert carries the failure (code 500, ds-status = the DS status, message).
 
-DM server side: :class:`DsBackupRecorder` (a host.dm.plugin ServerPlugin placed
+DM server side: :class:`DsBackupRecorder` (a host.dm.server.plugin ServerPlugin placed
 before BackupPlugin) keeps a record of where each DS backup lives (table
 ``ds_backup_records``: device, backup id, DS url, datastore, user, size, items,
 bytes, time) and returns None so BackupPlugin still records the result and the
 job state. :func:`command_backup_via_ds` / :func:`command_restore_via_ds` queue
-the jobs; the DS password goes to an encrypted DS account (host.dm.ds_accounts),
+the jobs; the DS password goes to an encrypted DS account (host.dm.server.ds_accounts),
 the job names the account, and the BackupPlugin puts the cleartext only into the
 Exec it sends in the authenticated session.
 """
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any, Callable
 from sqlalchemy import BigInteger, Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from host.dm.agent_bar import ARCHIVE_LOCK, _clean, _record_last, _result, apply_archive
-from host.dm.agent_cmds import (
+from host.dm.agent.bar import ARCHIVE_LOCK, _clean, _record_last, _result, apply_archive
+from host.dm.agent.commands import (
     AlertReport,
     ExecOutcome,
     ExecRequest,
     register_exec_handler,
 )
-from host.dm.agent_tree import BAR
-from host.dm.ds_accounts import default_account_name, ds_account, set_ds_account
+from host.dm.agent.tree import BAR
+from host.dm.server.ds_accounts import default_account_name, ds_account, set_ds_account
 from host.dm.session import format_kv, parse_kv
 from host.ds.backup import backup_tree_via_ds, fetch_archive_via_ds
 from host.ds.client import DsAccount
@@ -55,10 +55,10 @@ from host.syncml import model as m
 from host.syncml.status import StatusCode
 
 if TYPE_CHECKING:
-    from host.dm.agent import DMAgent
-    from host.dm.db import Store
-    from host.dm.server import DMServer
-    from host.dm.plugin import SessionContext
+    from host.dm.agent.core import DMAgent
+    from host.dm.server.db import Store
+    from host.dm.server.engine import DMServer
+    from host.dm.server.plugin import SessionContext
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class DsBackupRecorder:
 
 
 def _store_and_server(where: "Store | DMServer") -> tuple[Store, "DMServer | None"]:
-    from host.dm.server import DMServer
+    from host.dm.server.engine import DMServer
     return (where.store, where) if isinstance(where, DMServer) else (where, None)
 
 
@@ -319,7 +319,7 @@ def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, u
     device is notified at once like create_job_checked does (else the ticker notifies it).
 
     The password goes to the DS account ``account`` (default ``user@url#datastore``),
-    encrypted at rest (host.dm.ds_accounts); the job keeps only the account's name.
+    encrypted at rest (host.dm.server.ds_accounts); the job keeps only the account's name.
     ``password`` None reuses the stored account. mode "two-way" (default) keeps the
     previous archive until the new one is complete on every peer; "refresh" is Alert 203."""
     store, server = _store_and_server(where)

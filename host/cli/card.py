@@ -21,7 +21,7 @@ from pathlib import Path
 
 from apdu_specs.sw import describe
 from host.errors import SimvaultError, TransportError, UsageError
-from host.prompt import read_secret  # re-exported: part of this module's API
+from host.cli.prompt import read_secret  # re-exported: part of this module's API
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _serve_javacard(args: argparse.Namespace, host: str, port: int) -> int:
 
     from card.emulator import MIN_CAPACITY
     from card.jcardsim import JavaCard, Personalisation
-    from host.keys import load_public_point
+    from host.backup.keys import load_public_point
     if args.image is not None or args.t0 or args.short:
         raise UsageError("--image, --t0 and --short are for the Python emulator: the Java card keeps no image "
                          "and always offers T=1 with extended length")
@@ -314,7 +314,7 @@ def _serve_javacard(args: argparse.Namespace, host: str, port: int) -> int:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from card.emulator import MIN_CAPACITY, personalise
-    from host.keys import load_public_point
+    from host.backup.keys import load_public_point
     if args.capacity < MIN_CAPACITY:
         raise UsageError(f"--capacity {args.capacity}: too small: at least {MIN_CAPACITY} bytes (default 1048576)")
     if args.image.exists() and not args.force:
@@ -399,7 +399,7 @@ def _cmd_abort_upload(args: argparse.Namespace) -> int:
 
 @closes_links
 def _cmd_trust(args: argparse.Namespace) -> int:
-    from host.keys import load_public_point
+    from host.backup.keys import load_public_point
     card = open_card(args, pin=False)
     if args.trust_action == "list":
         for kid in card.list_anchors():
@@ -579,7 +579,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Only the card commands (``python -m host.cli_card card serve ...``), same
+    """Only the card commands (``python -m host.cli.card card serve ...``), same
     error handling as host.cli."""
     parser = argparse.ArgumentParser(prog="simvault")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")

@@ -10,10 +10,10 @@
 One worker thread runs everything that touches the server or the card, in
 order: sessions (after a Package 0, a user request, a policy, or to deliver
 pending reports) and the operations an Exec accepted with 202. A session is
-a loop of HTTP POSTs (host.dm.agent_session); reports that could not be
+a loop of HTTP POSTs (host.dm.agent.session); reports that could not be
 delivered stay queued (and in <tree>.reports.json) and are retried.
 
-The loopback listener (:class:`host.dm.agent_listener.AgentListener`) takes
+The loopback listener (:class:`host.dm.agent.listener.AgentListener`) takes
 Package 0 notifications (digest checked before anything else) and local
 control requests (backup-now, restore).
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from host.dm import agent_bar
-from host.dm.agent_cmds import AlertReport
-from host.dm.agent_tree import BAR, AgentTree, Credentials
+from host.dm.agent import bar as agent_bar
+from host.dm.agent.commands import AlertReport
+from host.dm.agent.tree import BAR, AgentTree, Credentials
 from host.errors import SimvaultError, UsageError
-from host.keys import Identity, load_identity
+from host.backup.keys import Identity, load_identity
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ _defaults_registered = False
 
 
 def _register_optional_handlers() -> None:
-    """Exec handlers of other features (BackupViaDS, RestoreViaDS from host.dm.mo_ds)."""
+    """Exec handlers of other features (BackupViaDS, RestoreViaDS from host.dm.agent.mo_ds)."""
     try:
-        from host.dm import mo_ds
+        from host.dm.agent import mo_ds
     except ImportError as exc:  # the DS feature is optional for the agent
         log.info("BackupViaDS unavailable: %s", exc)
         return
@@ -148,7 +148,7 @@ class DMAgent:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DMAgent":
-        from host.dm.agent_listener import AgentListener
+        from host.dm.agent.listener import AgentListener
         if self.config.listen is not None:
             self.listener = AgentListener(self, *self.config.listen)
             self.listener.start()
@@ -227,7 +227,7 @@ class DMAgent:
 
     # ------------------------------------------------------------ worker
     def _work_loop(self) -> None:
-        from host.dm.agent_session import run_session
+        from host.dm.agent.session import run_session
         next_retry = 0.0
         # consecutive failed sessions: the device calls in again (a Package 0 nonce is used once,
         # so a server-initiated session that failed is not triggered again), backing off to a minute

@@ -9,7 +9,7 @@ For every server message the agent first authenticates the *server* (its Cred
 in the first reply, or x-syncml-hmac on each one, computed with the nonce the
 agent gave it), then handles the server's Status for our header (401/407 +
 Chal: resend package 1 with the new nonce, at most twice), routes the Status
-of its own commands, executes the server's commands (host.dm.agent_cmds) and
+of its own commands, executes the server's commands (host.dm.agent.commands) and
 answers with a fresh NextNonce for the server in the Status for SyncHdr. The
 session ends when the server sends a final message with no command.
 """
@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 
 from host.dm import dmauth
-from host.dm.agent_cmds import CommandExecutor
+from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
                              ALERT_SESSION_ABORT, WIRE_WBXML, WIRE_XML, Channel, Wire, next_message_alert,
                              wire_for)
@@ -106,7 +106,7 @@ def _package1(agent, ch: Channel, initiator: str, request: tuple[str, str | None
 def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[no-untyped-def]
                 request: tuple[str, str | None] | None = None):
     """Run one session to its end; returns a SessionRecord (never raises for protocol trouble)."""
-    from host.dm.agent import SessionRecord
+    from host.dm.agent.core import SessionRecord
     cfg = agent.config
     creds = agent.tree.credentials()
     wire: Wire = WIRE_WBXML if getattr(cfg, "wbxml", False) else WIRE_XML

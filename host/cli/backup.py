@@ -1,6 +1,6 @@
 """`simvault keys|backup|restore|list|verify|delete|export|import`: the backup commands.
 
-Sources and destinations are "card" (through host.cli_card's reader options)
+Sources and destinations are "card" (through host.cli.card's reader options)
 or a PATH (a .svarch file, or a directory of them). The archive bytes are the
 same wherever they go. Output is one line per fact, or JSON with --json.
 """
@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from host import backup_ops as ops
+from host.backup import ops
 from host.archive import Archive, verify_archive
 from host.archive.build import device_id_of
 from host.errors import UsageError
-from host.keys import (
+from host.backup.keys import (
     Identity,
     TrustStore,
     default_key_dir,
@@ -40,12 +40,12 @@ def _key_options(p: argparse.ArgumentParser) -> None:
 
 
 def _card_options(p: argparse.ArgumentParser) -> None:
-    from host.cli_card import add_card_options
+    from host.cli.card import add_card_options
     add_card_options(p)
 
 
 def _open_card(args: argparse.Namespace) -> Any:
-    from host.cli_card import open_card
+    from host.cli.card import open_card
     return open_card(args)
 
 

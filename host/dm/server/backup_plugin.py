@@ -1,4 +1,4 @@
-"""The Backup MO on the server side: a :class:`~host.dm.plugin.ServerPlugin`.
+"""The Backup MO on the server side: a :class:`~host.dm.server.plugin.ServerPlugin`.
 
 It turns jobs (table ``jobs``) into DM commands on ./Vendor/simvault/BaR
 (docs/BACKUP_MO.md) and results back into job states:
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from host.archive import Archive, verify_integrity, verify_signature
-from host.dm.db import Store
-from host.dm.plugin import SessionContext
+from host.dm.server.db import Store
+from host.dm.server.plugin import SessionContext
 from host.dm.session import format_kv, parse_kv
 from host.errors import ArchiveError, IntegrityError, SimvaultError, SyncMLError, UsageError
 from host.syncml import model as m
@@ -196,7 +196,7 @@ class BackupPlugin:
         else:
             data = str(params.get("data", ""))
             if kind in ("backup_via_ds", "restore_via_ds"):  # account=<name> -> the decrypted password
-                from host.dm.ds_accounts import exec_data_for_job
+                from host.dm.server.ds_accounts import exec_data_for_job
                 try:
                     data = exec_data_for_job(store, data)
                 except SimvaultError as exc:

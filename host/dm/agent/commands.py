@@ -36,7 +36,7 @@ from host.tree.tnds import TNDS_MIME_XML, export_tnds, import_tnds, parse_list_q
 from host.tree.uri import InvalidUri, normalize_uri, parent_uri, split_query
 
 if TYPE_CHECKING:
-    from host.dm.agent import DMAgent
+    from host.dm.agent.core import DMAgent
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class CommandExecutor:
                                     StatusCode.PERMISSION_DENIED)
 
     def _note_change(self, uri: str) -> None:
-        from host.dm.agent_tree import BAR, DMACC
+        from host.dm.agent.tree import BAR, DMACC
         if not (uri.startswith(BAR) or uri.startswith(DMACC)):
             self.changed = True
 
@@ -220,7 +220,7 @@ class CommandExecutor:
         return StatusCode.CHUNKED_ITEM_ACCEPTED if pending else StatusCode.OK
 
     def _write_item(self, add: bool, item: m.Item, cmd_meta: m.Meta | None) -> None:
-        from host.dm.agent_tree import is_volatile
+        from host.dm.agent.tree import is_volatile
         assert item.target is not None
         path, query = split_query(item.target.loc_uri)
         uri = normalize_uri(path)

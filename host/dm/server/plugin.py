@@ -1,7 +1,7 @@
 """The DM server's plugin interface: how a feature (backup, DS, ...) drives devices.
 
 A plugin never sees HTTP, XML, authentication or MaxMsgSize. The session
-engine (host.dm.server) calls it with a :class:`SessionContext` at four
+engine (host.dm.server.engine) calls it with a :class:`SessionContext` at four
 points, and the plugin answers by queueing commands with ``ctx.send``:
 
 ``on_session(ctx)``
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from host.syncml import model as m
 
 if TYPE_CHECKING:
-    from host.dm.db import Store
+    from host.dm.server.db import Store
     from host.dm.session import Channel
 
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from host.dm import dmauth
-from host.dm.db import Device, Store
-from host.dm.plugin import Notifier, ServerPlugin, SessionContext
+from host.dm.server.db import Device, Store
+from host.dm.server.plugin import Notifier, ServerPlugin, SessionContext
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_NO_END_OF_DATA,
                              ALERT_SERVER_INITIATED, ALERT_SESSION_ABORT, DEFAULT_MAX_MSG_SIZE,
                              MIN_MAX_MSG_SIZE, WIRE_XML, Channel, Wire, next_message_alert, wire_for)

@@ -85,8 +85,8 @@ class Narrative:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from host.demo_rig import DemoFailure, DemoRig, check_workdir
-    from host.demo_steps import Steps
+    from host.demo.rig import DemoFailure, DemoRig, check_workdir
+    from host.demo.steps import Steps
     narrative = Narrative(sys.stderr if args.json else sys.stdout)
     if args.workdir is not None:
         check_workdir(args.workdir)

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.dm.agent import AgentConfig, DMAgent
-from host.dm.agent_bar import CardAccess
-from host.dm.agent_tree import BAR, PRESERVED_ON_RESTORE
-from host.dm.backup_plugin import BackupPlugin
-from host.dm.mo_ds import DsBackupRecorder
-from host.dm.registry import register_device
-from host.dm.webapp import DMWebServer, ServerThread, build_server, create_job_checked
+from host.dm.agent.core import AgentConfig, DMAgent
+from host.dm.agent.bar import CardAccess
+from host.dm.agent.tree import BAR, PRESERVED_ON_RESTORE
+from host.dm.server.backup_plugin import BackupPlugin
+from host.dm.agent.mo_ds import DsBackupRecorder
+from host.dm.server.registry import register_device
+from host.dm.server.webapp import DMWebServer, ServerThread, build_server, create_job_checked
 from host.errors import SimvaultError, TransportError, UsageError
-from host.keys import Identity, generate_identity
+from host.backup.keys import Identity, generate_identity
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import phone_tree
 from host.tree.model import DMTree

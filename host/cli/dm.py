@@ -35,12 +35,12 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from host.dm import cli_text
+from host.cli import dm_text as cli_text
 from host.errors import SimvaultError, TransportError, UsageError
-from host.prompt import read_secret
+from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
-    from host.dm.agent import AgentConfig
+    from host.dm.agent.core import AgentConfig
 
 TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
 PASSWORD_ENV = "SIMVAULT_DM_PASSWORD"
@@ -190,7 +190,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from host.dm.webapp import build_server
+    from host.dm.server.webapp import build_server
     host, port = args.listen
     web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
                        max_msg_size=args.max_msg_size, running_timeout=args.job_timeout)
@@ -339,7 +339,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                               ("--key", args.key)) if not v]
     if missing:
         raise UsageError(f"the agent needs {', '.join(missing)}")
-    from host.dm.agent import DMAgent
+    from host.dm.agent.core import DMAgent
     agent = DMAgent(agent_config(args))
     agent.start()
     print(f"simvault DM agent for {args.device_id}: notifications at {agent.notify_url}", flush=True)
@@ -356,8 +356,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
 
 def agent_config(args: argparse.Namespace) -> "AgentConfig":
     """The AgentConfig of `simvault dm agent` (passwords from --password-env / --server-password-env)."""
-    from host.dm.agent import AgentConfig
-    from host.dm.agent_bar import CardAccess
+    from host.dm.agent.core import AgentConfig
+    from host.dm.agent.bar import CardAccess
     card = None
     if args.card_emulator or args.card_reader:
         card = CardAccess(emulator=args.card_emulator, reader=args.card_reader, pin_env=args.pin_env)
@@ -392,7 +392,7 @@ def _agent_control(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m host.dm.cli dm ...`: the dm commands alone (same handlers as `simvault dm`)."""
+    """`python -m host.cli.dm dm ...`: the dm commands alone (same handlers as `simvault dm`)."""
     from host.cli import run  # at call time: host.cli imports this module
     parser = argparse.ArgumentParser(prog="simvault")
     register(parser.add_subparsers(dest="command"))

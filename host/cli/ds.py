@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from host.errors import UsageError
-from host.prompt import read_secret
+from host.cli.prompt import read_secret
 
 DB_ENV = "SIMVAULT_DS_DB"
 PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
@@ -120,7 +120,7 @@ def sync_mode_name(alert: int) -> str:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     from host.archive import Archive
-    from host.backup_ops import atomic_write
+    from host.backup.ops import atomic_write
     from host.ds.client import DsClient
     from host.ds.state import AnchorStore
     result = DsClient(_account(args), AnchorStore(args.state)).restore(args.id)
