@@ -12,78 +12,22 @@ The admin commands (secure channel) are in card/applet_admin.py.
 """
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from apdu_specs import commands as K
 from apdu_specs import constants as C
 from apdu_specs import fci as F
 from apdu_specs.codec import CodecError
 from apdu_specs.manifest import MANIFEST, verify_raw
-from apdu_specs.scp import SecureChannel
 from apdu_specs.sw import SW
 from card import store as S
-from card.nvm import JournalFull, NvmError
+from card.applet_admin import AdminCommands
+from card.applet_base import AppletSession, Upload, _guard, decode, require_p1p2  # noqa: F401 - Upload: API
 from card.runtime import CardLimits, Command, Handler, SwError
 
 log = logging.getLogger(__name__)
 
 ENTRY_SIZE = K.BACKUP_ENTRY.sizeof()
-
-
-@dataclass
-class Upload:
-    """What BEGIN BACKUP announced in this card session."""
-
-    backup_id: bytes
-    sequence: int
-    manifest_length: int
-
-
-@dataclass
-class AppletSession:
-    """Volatile (RAM) state: cleared by SELECT, reset and power loss."""
-
-    pin_verified: bool = False
-    scp: SecureChannel | None = None      # after INITIALIZE UPDATE
-    admin: bool = False                   # after EXTERNAL AUTHENTICATE
-    upload: Upload | None = None
-
-
-def _guard(fn: Callable[[BackupApplet, Command], bytes]) -> Callable[[BackupApplet, Command], bytes]:
-    """Map store and codec errors to their status words."""
-
-    @functools.wraps(fn)
-    def wrapper(self: BackupApplet, cmd: Command) -> bytes:
-        try:
-            return fn(self, cmd)
-        except SwError:
-            raise
-        except S.SequenceRollback as exc:
-            raise SwError(SW.SEQUENCE_ROLLBACK, str(exc)) from exc
-        except (S.StoreError, JournalFull) as exc:
-            raise SwError(exc.sw, str(exc)) from exc
-        except CodecError as exc:
-            raise SwError(SW.WRONG_DATA, str(exc)) from exc
-        except NvmError as exc:
-            log.error("NVM error: %s", exc)
-            raise SwError(SW.MEMORY_FAILURE) from exc
-
-    return wrapper
-
-
-def decode(codec, data: bytes) -> dict:
-    try:
-        return codec.decode(data)
-    except CodecError as exc:
-        raise SwError(SW.WRONG_DATA, str(exc)) from exc
-
-
-def require_p1p2(cmd: Command, p1: int = 0, p2: int = 0) -> None:
-    if cmd.p1 != p1 or cmd.p2 != p2:
-        raise SwError(SW.INCORRECT_P1P2)
 
 
 class BackupApplet:
@@ -93,10 +37,7 @@ class BackupApplet:
         self.store = store
         self.limits = limits or CardLimits()
         self.session = AppletSession()
-        from card.applet_admin import (
-            AdminCommands,  # the admin half shares this object's state
-        )
-        self.admin = AdminCommands(self)
+        self.admin = AdminCommands(self)  # the admin half shares this object's state
 
     # ---- runtime interface --------------------------------------------------
 

@@ -32,7 +32,7 @@ from apdu_specs.sw import SW
 from card.runtime import Command, Handler, SwError
 
 if TYPE_CHECKING:
-    from card.applet import BackupApplet
+    from card.applet_base import AppletCore as BackupApplet
 
 SCP_I = S.I_RMAC | S.I_RENC         # random card challenge, R-MAC and R-ENC
 
@@ -42,7 +42,7 @@ class AdminCommands:
         self.applet = applet
 
     def handlers(self) -> dict[tuple[int, int], Handler]:
-        from card.applet import _guard
+        from card.applet_base import _guard
         I, P, SEC = C.Ins, C.CLA_PROPRIETARY, C.CLA_SECURE
         bound = {name: _guard(getattr(type(self), name)).__get__(self)
                  for name in ("initialize_update", "external_authenticate", "put_trust_anchor",

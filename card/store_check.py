@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from card.alloc import FAT_END, FAT_FREE, NO_BLOCK
 from card.store_layout import (
@@ -42,7 +42,30 @@ from card.store_layout import (
 )
 
 if TYPE_CHECKING:
-    from card.store import BackupStore
+    from card.alloc import BlockAllocator
+    from card.nvm import PersistentMemory
+    from card.store_layout import BackupInfo, ChunkInfo, LifeCycle
+
+
+class BackupStore(Protocol):
+    """What check() reads of card.store.BackupStore (its one implementation), so that this
+    module does not import the store that calls it."""
+
+    nvm: PersistentMemory
+    alloc: BlockAllocator
+    block_size: int
+    nblocks: int
+    max_chunks: int
+    off_fat: int
+    off_dir: int
+    off_chunks: int
+    off_anchors: int
+    off_config: int
+    _chunks: dict[bytes, tuple[int, ChunkInfo, int]]
+    _backups: dict[bytes, tuple[int, BackupInfo, int, int]]
+    _session: tuple[bytes, int, int] | None
+    _hwm: int
+    _lifecycle: LifeCycle
 
 
 def check(store: BackupStore, deep: bool = False) -> None:

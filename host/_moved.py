@@ -41,7 +41,7 @@ MOVED: dict[str, str] = {
     "host.dm.agent_listener": "host.dm.agent.listener",
     "host.dm.agent_session": "host.dm.agent.session",
     "host.dm.agent_tree": "host.dm.agent.tree",
-    "host.dm.mo_ds": "host.dm.agent.mo_ds",
+    "host.dm.mo_ds": "host.dm.server.ds_jobs",
 }
 
 

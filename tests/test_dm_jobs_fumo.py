@@ -89,7 +89,7 @@ def test_fumo_start_cli(world) -> None:
 
 
 def test_ds_jobs_are_notified_when_created(world) -> None:
-    from host.dm.agent.mo_ds import command_backup_via_ds
+    from host.dm.server.ds_jobs import command_backup_via_ds
     dev = world.add_device("phone")
     job = command_backup_via_ds(world.web.server, dev.device_id, "http://127.0.0.1:9/sync", "u", "pw")
     assert job["state"] == "notified"  # create_job_checked's path, not left for the ticker

@@ -14,12 +14,12 @@ from host.archive.build import device_id_of
 from host.dm.agent.core import AgentConfig, DMAgent
 from host.dm.agent.tree import PRESERVED_ON_RESTORE
 from host.dm.server.backup_plugin import BackupPlugin
-from host.dm.agent.mo_ds import (
+from host.dm.agent.handlers import register_defaults
+from host.dm.server.ds_jobs import (
     DsBackupRecorder,
     command_backup_via_ds,
     command_restore_via_ds,
     ds_backups,
-    register_agent_handlers,
 )
 from host.dm.server.registry import register_device
 from host.dm.server.webapp import ServerThread, build_server
@@ -45,7 +45,7 @@ def comparable(tree) -> bytes:
 
 @pytest.fixture
 def rig(tmp_path: Path):
-    register_agent_handlers()
+    register_defaults()
     ds_store = DsStore(f"sqlite:///{tmp_path / 'ds.db'}")
     ds_store.add_user("phone", DS_PW)
     with run_server_in_thread(ds_store) as ds:

@@ -25,7 +25,7 @@ from host.dm.agent.core import AgentConfig, DMAgent
 from host.dm.agent.bar import CardAccess
 from host.dm.agent.tree import BAR, PRESERVED_ON_RESTORE
 from host.dm.server.backup_plugin import BackupPlugin
-from host.dm.agent.mo_ds import DsBackupRecorder
+from host.dm.server.ds_jobs import DsBackupRecorder
 from host.dm.server.registry import register_device
 from host.dm.server.webapp import DMWebServer, ServerThread, build_server, create_job_checked
 from host.errors import SimvaultError, TransportError, UsageError

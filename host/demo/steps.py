@@ -236,7 +236,7 @@ class Steps:
 
     # ------------------------------------------------------------ use case 3
     def use_case_3(self) -> None:
-        from host.dm.agent.mo_ds import (
+        from host.dm.server.ds_jobs import (
             command_backup_via_ds,
             command_restore_via_ds,
             ds_backups,

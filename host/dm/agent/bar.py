@@ -1,5 +1,5 @@
-"""The Backup MO on the device: Exec handlers for Operations/Backup, Restore, Delete,
-and the firmware-update hook (FUMO), with card access.
+"""The Backup MO on the device: Exec handlers for Operations/Backup, Restore, Delete
+(registered by host.dm.agent.handlers; the card is reached through host.dm.agent.card).
 
 Every operation answers the Exec with 202 and runs after the session (in the
 agent's worker); its outcome goes back as a Generic Alert 1226 with the
@@ -11,67 +11,24 @@ all-or-nothing on a copy that is swapped in, and the file is saved atomically).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
 
 from host.archive import Archive
 from host.backup.ops import archive_from_card, backup_tree, backup_tree_to_card, restore_tree
-from host.dm.agent.commands import AlertReport, ExecOutcome, ExecRequest, FUMO_RE, register_exec_handler
+from host.dm.agent.api import Agent, AlertReport, ExecOutcome, ExecRequest
+from host.dm.agent.card import CardAccess  # noqa: F401 - its old home (plugin API: host.dm.agent_bar.CardAccess)
 from host.dm.agent.tree import BAR, PRESERVED_ON_RESTORE
 from host.dm.session import format_kv, parse_kv
 from host.errors import CardError, SimvaultError, SyncMLError, UsageError
 from host.syncml.status import StatusCode
 from host.tree.model import DMTree
 
-if TYPE_CHECKING:
-    from host.dm.agent.core import DMAgent
-
 log = logging.getLogger(__name__)
 
 # host.archive.codec shares one ZstdCompressor, which python-zstandard says is not thread-safe:
 # several agents in one process (the benchmark) segfaulted. Serialise archive making until it is fixed.
 ARCHIVE_LOCK = threading.Lock()
-
-
-@dataclass
-class CardAccess:
-    """How the agent reaches its card: an emulator image in-process, or a PC/SC reader.
-
-    The PIN comes from the environment variable ``pin_env`` (never from the
-    command line, never logged).
-    """
-
-    emulator: Path | None = None
-    reader: str | None = None
-    pin_env: str = "SIMVAULT_PIN"
-
-    @contextmanager
-    def open(self) -> Iterator[object]:
-        from host.client import BackupCard
-        from host.link import EmulatorTransport, PcscTransport
-        pin = os.environ.get(self.pin_env)
-        if not pin:
-            raise UsageError(f"no card PIN: set ${self.pin_env} for the agent")
-        virtual = None
-        if self.emulator is not None:
-            from card.emulator import VirtualCard
-            virtual = VirtualCard.open(self.emulator)
-            transport = EmulatorTransport(virtual, name=f"emulator {self.emulator}")
-        else:
-            transport = PcscTransport(self.reader)
-        try:
-            yield BackupCard.connect(transport, pin)
-        finally:
-            try:
-                transport.disconnect()  # idempotent: also when connect/select/verify failed
-            finally:
-                if virtual is not None:
-                    virtual.close()
 
 
 def _opts(req: ExecRequest) -> dict[str, str]:
@@ -85,7 +42,7 @@ def _result(code: int, **kv: object) -> AlertReport:
     return AlertReport(code=code, data=format_kv({"code": code, **kv}))
 
 
-def _record_last(agent: "DMAgent", operation: str, code: int, message: str, backup_id: str = "") -> None:
+def _record_last(agent: Agent, operation: str, code: int, message: str, backup_id: str = "") -> None:
     t = agent.tree
     t.set_leaf(f"{BAR}/LastResult/Operation", operation)
     t.set_leaf(f"{BAR}/LastResult/Code", str(code), "int")
@@ -95,7 +52,7 @@ def _record_last(agent: "DMAgent", operation: str, code: int, message: str, back
 
 
 # ------------------------------------------------------------------ backup
-def run_backup(agent: "DMAgent", destination: str, scope: list[str] | None, exclude_secrets: bool) -> AlertReport:
+def run_backup(agent: Agent, destination: str, scope: list[str] | None, exclude_secrets: bool) -> AlertReport:
     """Make an archive of the tree (minus the Backup MO) and put it where asked."""
     if destination not in ("server", "card"):
         return _result(StatusCode.BAD_REQUEST, message=f"unknown destination {destination}")
@@ -164,7 +121,7 @@ def exec_backup(req: ExecRequest) -> ExecOutcome:
 
 
 # ------------------------------------------------------------------ restore
-def run_restore(agent: "DMAgent", backup_id: str, source: str, keep_secrets: bool,
+def run_restore(agent: Agent, backup_id: str, source: str, keep_secrets: bool,
                 force_device: bool) -> AlertReport:
     """Fetch the archive, verify everything, apply all-or-nothing, save atomically."""
     try:
@@ -196,7 +153,7 @@ def run_restore(agent: "DMAgent", backup_id: str, source: str, keep_secrets: boo
         return _result(StatusCode.COMMAND_FAILED, id=backup_id, location=source, message=_clean(str(exc)))
 
 
-def apply_archive(agent: "DMAgent", archive: Archive, *, keep_secrets: bool, force_device: bool) -> None:
+def apply_archive(agent: Agent, archive: Archive, *, keep_secrets: bool, force_device: bool) -> None:
     """restore_tree on a copy of the live tree; the Backup MO and our own DM account
     (credentials, nonces) are carried over from the live tree; then one swap."""
     holder = agent.tree
@@ -239,7 +196,7 @@ def exec_restore(req: ExecRequest) -> ExecOutcome:
 
 
 # ------------------------------------------------------------------ delete
-def run_delete(agent: "DMAgent", backup_id: str, location: str) -> AlertReport:
+def run_delete(agent: Agent, backup_id: str, location: str) -> AlertReport:
     try:
         if location == "card":
             if agent.card is None:
@@ -272,52 +229,3 @@ def exec_delete(req: ExecRequest) -> ExecOutcome:
 
 
 # ------------------------------------------------------------------ firmware update (FUMO)
-FUMO_TYPES = {"Update": "org.openmobilealliance.dm.firmwareupdate.update",
-              "DownloadAndUpdate": "org.openmobilealliance.dm.firmwareupdate.downloadandupdate"}
-FUMO_OK, FUMO_UPDATE_FAILED = 200, 410  # OMA FUMO 1.0 result codes (Successful, Firmware Update Failed)
-FIRMWARE_POLICY_CORRELATOR = "device:firmware"  # the server records the policy backup with this origin
-
-
-def fumo_report(operation: str, code: int) -> AlertReport:
-    """The FUMO Generic Alert 1226 payload: Meta Type per operation, Format int, Data the result code."""
-    return AlertReport(code=code, data=str(code), type=FUMO_TYPES[operation], format="int",
-                       mark=None if 200 <= code < 300 else "critical")
-
-
-def exec_fumo_update(req: ExecRequest) -> ExecOutcome:
-    """./FUMO/<x>/Update: with Policy/BeforeFirmwareUpdate, back up first (to the card
-    when the agent has one, else to the server) and report that backup as the device's
-    own (Correlator device:firmware), then 'install' and move the FUMO State
-    (60 update progressing -> 100 successful, or 80 failed); the FUMO result goes
-    back with the Exec's Correlator."""
-    match = FUMO_RE.match(req.uri)
-    if not match:
-        return ExecOutcome(StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)
-    agent = req.agent
-    fumo, operation = req.uri.rsplit("/", 1)[0], match.group(1)
-
-    def work() -> AlertReport:
-        before = (agent.tree.value(f"{BAR}/Policy/BeforeFirmwareUpdate", "false") or "false").lower() == "true"
-        if before:
-            destination = "card" if agent.card is not None else "server"
-            report = run_backup(agent, destination, None, False)
-            agent.queue_report(f"{BAR}/Operations/Backup", FIRMWARE_POLICY_CORRELATOR, report)
-            if report.code != 200:
-                agent.tree.set_leaf(f"{fumo}/State", "80", "int")
-                agent.tree.save()
-                return fumo_report(operation, FUMO_UPDATE_FAILED)
-        agent.tree.set_leaf(f"{fumo}/State", "60", "int")
-        agent.firmware_updates += 1
-        agent.tree.set_leaf(f"{fumo}/State", "100", "int")
-        agent.tree.save()
-        return fumo_report(operation, FUMO_OK)
-
-    return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, work)
-
-
-def register_defaults() -> None:
-    register_exec_handler("BaR/Operations/Backup", exec_backup)
-    register_exec_handler("BaR/Operations/Restore", exec_restore)
-    register_exec_handler("BaR/Operations/Delete", exec_delete)
-    register_exec_handler("/Update", exec_fumo_update)
-    register_exec_handler("/DownloadAndUpdate", exec_fumo_update)

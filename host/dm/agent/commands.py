@@ -18,15 +18,25 @@ session only if the Atomic committed; a rollback discards it (216). So no
 Exec effect ever needs undoing (OMA DM 1.2 lets Atomic hold Exec; a device
 that could not roll it back would have to refuse the Atomic).
 
-Exec goes to a handler registered with :func:`register_exec_handler`.
+Exec goes to a handler registered with host.dm.agent.api.register_exec_handler
+(the agent's own: host.dm.agent.handlers).
 """
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+from host.dm.agent.api import (  # noqa: F401 - the Exec handler API, also importable from here
+    RESULT_TYPE,
+    Agent,
+    AlertReport,
+    ExecHandler,
+    ExecOutcome,
+    ExecRequest,
+    exec_handler_for,
+    register_exec_handler,
+)
 from host.dm.session import Channel, item_format, item_type
 from host.errors import SimvaultError, TreeError
 from host.syncml import model as m
@@ -35,60 +45,7 @@ from host.tree.model import DMTree, NodeExists, NodeNotFound, NotAllowed
 from host.tree.tnds import TNDS_MIME_XML, export_tnds, import_tnds, parse_list_query
 from host.tree.uri import InvalidUri, normalize_uri, parent_uri, split_query
 
-if TYPE_CHECKING:
-    from host.dm.agent.core import DMAgent
-
 log = logging.getLogger(__name__)
-
-RESULT_TYPE = "urn:simvault:bar:result:1.0"
-
-
-@dataclass
-class AlertReport:
-    """What an asynchronous Exec reports in its Generic Alert 1226."""
-
-    code: int
-    data: str
-    type: str = RESULT_TYPE
-    format: str = "chr"        # FUMO results: "int", Data = the result code (OMA FUMO 1.0)
-    mark: str | None = None    # FUMO: "critical" on failure
-
-
-@dataclass
-class ExecRequest:
-    agent: "DMAgent"
-    uri: str
-    data: str
-    correlator: str | None
-    server_id: str
-
-
-@dataclass
-class ExecOutcome:
-    """status: 200 done, 202 accepted (``work`` runs after the session), 4xx/5xx refused."""
-
-    status: int
-    work: Callable[[], AlertReport] | None = None
-
-
-ExecHandler = Callable[[ExecRequest], ExecOutcome]
-_EXEC_HANDLERS: list[tuple[str, ExecHandler]] = []
-
-
-def register_exec_handler(uri_suffix: str, handler: ExecHandler) -> None:
-    """Route Exec on any node whose URI ends with ``uri_suffix`` (e.g.
-    "BaR/Operations/BackupViaDS") to ``handler``. The last registration wins.
-
-    The handler only validates and answers; every effect goes in ``ExecOutcome.work``
-    (run after the session, and only if an enclosing Atomic committed)."""
-    _EXEC_HANDLERS.insert(0, (uri_suffix, handler))
-
-
-def exec_handler_for(uri: str) -> ExecHandler | None:
-    for suffix, handler in _EXEC_HANDLERS:
-        if uri.endswith(suffix):
-            return handler
-    return None
 
 
 class _Rollback(Exception):
@@ -97,7 +54,7 @@ class _Rollback(Exception):
 
 @dataclass
 class CommandExecutor:
-    agent: "DMAgent"
+    agent: Agent
     channel: Channel
     server_id: str
     deferred: list[tuple[str, str | None, Callable[[], AlertReport]]] = field(default_factory=list)
@@ -324,5 +281,3 @@ class CommandExecutor:
             self.deferred.append((uri, cmd.correlator, outcome.work))
         return outcome.status
 
-
-FUMO_RE = re.compile(r"^\./FUMO/[^/]+/(Update|DownloadAndUpdate)$")

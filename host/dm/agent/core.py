@@ -24,84 +24,28 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
+from host.backup.keys import Identity, load_identity
 from host.dm.agent import bar as agent_bar
-from host.dm.agent.commands import AlertReport
+from host.dm.agent import handlers
+from host.dm.agent.api import AgentConfig, AlertReport, PendingReport, SessionRecord
+from host.dm.agent.listener import AgentListener
+from host.dm.agent.session import run_session
 from host.dm.agent.tree import BAR, AgentTree, Credentials
 from host.errors import SimvaultError, UsageError
-from host.backup.keys import Identity, load_identity
 
 log = logging.getLogger(__name__)
 
 REQUEST_TYPE = "urn:simvault:bar:request:1.0"
-_defaults_registered = False
-
-
-def _register_optional_handlers() -> None:
-    """Exec handlers of other features (BackupViaDS, RestoreViaDS from host.dm.agent.mo_ds)."""
-    try:
-        from host.dm.agent import mo_ds
-    except ImportError as exc:  # the DS feature is optional for the agent
-        log.info("BackupViaDS unavailable: %s", exc)
-        return
-    mo_ds.register_agent_handlers()
-
-
-@dataclass
-class AgentConfig:
-    tree: Path
-    server_url: str
-    device_id: str
-    key_dir: Path
-    key_name: str = "device"
-    username: str | None = None
-    password: str | None = None
-    server_id: str = "simvault-dms"
-    server_password: str | None = None
-    auth_type: str = "md5"  # upgraded to hmac when the server's challenge asks for it
-    card: agent_bar.CardAccess | None = None
-    listen: tuple[str, int] | None = ("127.0.0.1", 0)
-    max_msg_size: int = 16 * 1024
-    http_timeout: float = 30.0
-    retry_interval: float = 2.0
-    policy_poll: float = 1.0
-    change_debounce: float = 2.0
-    report_notify_url: bool = True
-    wbxml: bool = False  # send application/vnd.syncml.dm+wbxml (the server answers in kind)
-
-
-@dataclass
-class PendingReport:
-    source_uri: str
-    correlator: str | None
-    code: int
-    data: str
-    type: str
-    attempts: int = 0
-    format: str = "chr"
-    mark: str | None = None
-
-
-@dataclass
-class SessionRecord:
-    ok: bool
-    reason: str = ""
-    messages: int = 0
-    at: float = field(default_factory=time.time)
+__all__ = ["AgentConfig", "DMAgent", "PendingReport", "SessionRecord", "REQUEST_TYPE"]  # the first three: api
 
 
 class DMAgent:
     """See module doc."""
 
     def __init__(self, config: AgentConfig, identity: Identity | None = None) -> None:
-        global _defaults_registered
-        if not _defaults_registered:
-            agent_bar.register_defaults()
-            _register_optional_handlers()
-            _defaults_registered = True
+        handlers.register_defaults()  # the BaR, FUMO and DS Exec handlers (once per process)
         self.config = config
         self.device_id = config.device_id
         self.tree = AgentTree(config.tree)
@@ -132,7 +76,7 @@ class DMAgent:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._policy: threading.Thread | None = None
-        self.listener = None
+        self.listener: AgentListener | None = None
         self._last_interval_backup = time.monotonic()
         self._seen_generation = self.tree.generation
         self._change_at: float | None = None
@@ -148,7 +92,6 @@ class DMAgent:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "DMAgent":
-        from host.dm.agent.listener import AgentListener
         if self.config.listen is not None:
             self.listener = AgentListener(self, *self.config.listen)
             self.listener.start()
@@ -227,7 +170,6 @@ class DMAgent:
 
     # ------------------------------------------------------------ worker
     def _work_loop(self) -> None:
-        from host.dm.agent.session import run_session
         next_retry = 0.0
         # consecutive failed sessions: the device calls in again (a Package 0 nonce is used once,
         # so a server-initiated session that failed is not triggered again), backing off to a minute

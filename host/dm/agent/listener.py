@@ -24,14 +24,14 @@ from host.errors import SimvaultError, SyncMLError, UsageError
 from host.syncml.package0 import verify_package0
 
 if TYPE_CHECKING:
-    from host.dm.agent.core import DMAgent
+    from host.dm.agent.api import Agent
 
 log = logging.getLogger(__name__)
 MAX_NOTIFICATION = 4096
 
 
 class AgentListener:
-    def __init__(self, agent: "DMAgent", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, agent: "Agent", host: str = "127.0.0.1", port: int = 0) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise UsageError("the agent listener binds to loopback only (127.0.0.1)")
         self.agent = agent
@@ -60,7 +60,7 @@ class AgentListener:
         self._thread.join(timeout=5)
 
 
-def _make_handler(agent: "DMAgent") -> type[BaseHTTPRequestHandler]:
+def _make_handler(agent: "Agent") -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: object) -> None:  # quiet: debug log only
             log.debug("listener: " + fmt, *args)

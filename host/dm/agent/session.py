@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 
 from host.dm import dmauth
+from host.dm.agent.api import SessionRecord
 from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
                              ALERT_SESSION_ABORT, WIRE_WBXML, WIRE_XML, Channel, Wire, next_message_alert,
@@ -106,7 +107,6 @@ def _package1(agent, ch: Channel, initiator: str, request: tuple[str, str | None
 def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[no-untyped-def]
                 request: tuple[str, str | None] | None = None):
     """Run one session to its end; returns a SessionRecord (never raises for protocol trouble)."""
-    from host.dm.agent.core import SessionRecord
     cfg = agent.config
     creds = agent.tree.credentials()
     wire: Wire = WIRE_WBXML if getattr(cfg, "wbxml", False) else WIRE_XML

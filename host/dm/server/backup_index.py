@@ -4,7 +4,7 @@ server  archives stored in the database (table ``backups``), plus those kept fro
         device (``retired_backups``, location ``server (removed device)``)
 card    from the results of succeeded card backups (Generic Alert ``location=card;id=..;size=..``),
         minus those a succeeded card delete removed since
-ds      from ``ds_backup_records`` (host.dm.agent.mo_ds.DsBackupRecorder)
+ds      from ``ds_backup_records`` (host.dm.server.ds_jobs.DsBackupRecorder)
 
 The card and DS rows are what the devices reported: the DM server does not hold those archives.
 """
@@ -51,7 +51,7 @@ def all_backups(store: Store, device_id: str | None = None) -> list[dict[str, An
     rows += [{"location": "server (removed device)", **b} for b in store.retired_backups(device_id)]
     rows += card_backups(store, device_id)
     try:
-        from host.dm.agent.mo_ds import ds_backups
+        from host.dm.server.ds_jobs import ds_backups
     except ImportError:  # the DS part is optional
         ds_rows: list[dict[str, Any]] = []
     else:

@@ -308,13 +308,13 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
     """
     store = server.store
     if kind in ("backup_via_ds", "restore_via_ds") and (params or {}).get("account") and not (params or {}).get("data"):
-        from host.dm.agent.mo_ds import ds_job_params  # a job that names a stored DS account
+        from host.dm.server.ds_jobs import ds_job_params  # a job that names a stored DS account
         params, backup_id = ds_job_params(store, kind, device_id, str(params["account"]), backup_id,
                                           mode=str(params.get("mode") or "two-way"))
         target = "ds"
     if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
         raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
-                         "is not for secrets (host.dm.agent.mo_ds.command_backup_via_ds stores it encrypted)")
+                         "is not for secrets (host.dm.server.ds_jobs.command_backup_via_ds stores it encrypted)")
     if kind == "firmware_update":
         from host.dm.server.backup_plugin import fumo_node
         params = {**(params or {}), "node": fumo_node(params)}
@@ -367,7 +367,7 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
     if plugins is None:
         plugins = [BackupPlugin()]
         try:
-            from host.dm.agent.mo_ds import DsBackupRecorder
+            from host.dm.server.ds_jobs import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
             from host.dm.server.ds_accounts import server_key
             server_key(store)  # created 0600 on first start: it encrypts the DS account passwords
