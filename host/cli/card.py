@@ -10,221 +10,39 @@ getpass prompts; they are never printed.
 from __future__ import annotations
 
 import argparse
-import atexit
-import functools
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from apdu_specs.sw import describe
 from host.errors import SimvaultError, TransportError, UsageError
+from host.cli.card_link import (  # noqa: F401 - the shared card options, importable from here as before
+    ADMIN_KEY_ENV,
+    PIN_ENV,
+    closes_links,
+    add_card_options,
+    close_link,
+    open_card,
+    open_link,
+)
+from host.cli.admin_keys import (  # noqa: F401 - importable from here as before
+    ADMIN_KEY_FILE_HELP,
+    add_admin_options,
+    open_admin as _open_admin,
+    read_admin_keys,
+    emulator_admin_key as _emulator_admin_key,
+    write_admin_keys,
+)
 from host.cli.prompt import read_secret  # re-exported: part of this module's API
 
 log = logging.getLogger(__name__)
 
-PIN_ENV = "SIMVAULT_PIN"
 NEW_PIN_ENV = "SIMVAULT_NEW_PIN"
 PUK_ENV = "SIMVAULT_PUK"
-ADMIN_KEY_ENV = "SIMVAULT_ADMIN_KEY_FILE"
-
-
-# ---- shared connection options ------------------------------------------------------
-
-
-def add_card_options(parser: argparse.ArgumentParser) -> None:
-    """The options of every command that talks to a card."""
-    group = parser.add_argument_group("card connection")
-    where = group.add_mutually_exclusive_group()
-    where.add_argument("--reader", "-r", metavar="R", default=None,
-                       help="PC/SC reader: index, exact name or pattern (default: the only reader with a card)")
-    where.add_argument("--emulator", metavar="IMAGE", type=Path, default=None,
-                       help="use the virtual card in IMAGE in-process (no pcscd)")
-    group.add_argument("--trace", action="store_true", help="print every APDU to stderr (secrets redacted)")
-    group.add_argument("--no-t0-get-response", action="store_true",
-                       help="do not fetch 61xx answers with GET RESPONSE nor re-issue on 6Cxx")
-    group.add_argument("--pin-env", metavar="VAR", default=PIN_ENV,
-                       help=f"environment variable holding the PIN (default {PIN_ENV}); else a prompt")
-
-
-def open_link(args: argparse.Namespace):  # -> host.link.Link
-    """A connected Link to the card the options name (closed at exit)."""
-    from host.link import ApduTracer, EmulatorTransport, Link, PcscTransport
-
-    emulator = getattr(args, "emulator", None)
-    if emulator is not None:
-        from card.emulator import VirtualCard
-        if not Path(emulator).exists():
-            raise UsageError(f"no card image {emulator}: create one with 'simvault card init --image {emulator}'")
-        key = Path(emulator).resolve()
-        previous = _EMULATOR_LINKS.pop(key, None)
-        if previous is not None:        # one handle per image in a process: the older one is closed
-            close_link(previous)
-        transport = EmulatorTransport(VirtualCard.open(emulator, exclusive=True), name=f"emulator {emulator}")
-    else:
-        transport = PcscTransport(_default_reader(getattr(args, "reader", None)))
-    tracer = ApduTracer(sys.stderr, sw_namer=lambda sw: describe(sw).name) if getattr(args, "trace", False) else None
-    auto = not getattr(args, "no_t0_get_response", False)
-    link = Link(transport, tracer=tracer, t0_auto_get_response=auto, t0_auto_reissue=auto)
-    if emulator is not None:
-        _EMULATOR_LINKS[Path(emulator).resolve()] = link
-    atexit.register(close_link, link)       # a fallback: commands close it when done
-    if _OPENED is not None:
-        _OPENED.append(link)
-    link.connect()
-    return link
-
-
-_EMULATOR_LINKS: dict[Path, object] = {}
-
-
-def _default_reader(spec: str | None) -> str | None:
-    """Without --reader: the only reader, or else the only reader with a card in it."""
-    if spec is not None:
-        return spec
-    from host.errors import ReaderNotFound
-    from host.link.pcsc import card_present, list_readers
-    names = list_readers()
-    if len(names) <= 1:
-        return None                 # PcscTransport names the one reader, or says there is none
-    listing = "; ".join(f"{i}: {n}" for i, n in enumerate(names))
-    with_card = [n for n in names if card_present(n)]
-    if len(with_card) == 1:
-        return with_card[0]
-    if not with_card:
-        raise ReaderNotFound(f"no card in any reader ({listing}): insert one, or start 'simvault card serve', "
-                             "then retry")
-    raise ReaderNotFound(f"{len(with_card)} readers hold a card, choose one with --reader: "
-                         + "; ".join(f"{names.index(n)}: {n}" for n in with_card))
-
-
-def close_link(link) -> None:  # link: host.link.Link
-    """Disconnect (PC/SC: the card is reset, the PIN forgotten); close an
-    emulator's image. Idempotent."""
-    link.disconnect()
-    card = getattr(link.transport, "card", None)
-    if card is not None and hasattr(card, "close"):
-        card.close()
-
-
-def open_card(args: argparse.Namespace, pin: bool = True):  # -> host.client.BackupCard
-    """The simvault applet, selected; the PIN verified when ``pin`` (from
-    --pin-env's variable or a prompt)."""
-    from host.client import BackupCard
-
-    card = BackupCard(open_link(args))
-    card.select()
-    if pin:
-        card.verify_pin(read_secret(getattr(args, "pin_env", PIN_ENV), "PIN"))
-    return card
-
-
-KEY_FILE_FORMAT = "simvault SCP03 key set"
-ADMIN_KEY_FILE_HELP = (f"the card's admin key set (default ${ADMIN_KEY_ENV}): JSON {{\"format\": \"{KEY_FILE_FORMAT}\", "
-                       "\"key_version\": 1, \"enc\", \"mac\", \"dek\": 32 hex digits each}; an old file of one "
-                       "16-byte key (32 hex digits) is used as K-ENC, K-MAC and K-DEK alike, key version any")
-
-
-def _admin_key_path(path: Path | None) -> Path:
-    if path is None:
-        env = os.environ.get(ADMIN_KEY_ENV)
-        if not env:
-            raise UsageError(f"no admin key set: pass --admin-key-file FILE (or set ${ADMIN_KEY_ENV})")
-        path = Path(env)
-    return path
-
-
-def write_admin_keys(path: Path, keys) -> None:  # keys: apdu_specs.scp.KeySet
-    """A new key file (mode 0600; an existing file is never overwritten)."""
-    doc = {"format": KEY_FILE_FORMAT, "key_version": keys.version, "enc": keys.enc.hex().upper(),
-           "mac": keys.mac.hex().upper(), "dek": keys.dek.hex().upper()}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(doc, indent=1) + "\n")
-
-
-def read_admin_keys(path: Path | None, create: bool = False, single_key: bool = False):  # -> KeySet
-    """The admin key set in ``path`` (or $SIMVAULT_ADMIN_KEY_FILE). ``create``: a
-    missing file is generated with fresh random keys (K-ENC = K-MAC = K-DEK when
-    ``single_key``: the Python emulator's store keeps one key), key version 1."""
-    from apdu_specs.scp import KEY_LENGTH, KeySet
-    path = _admin_key_path(path)
-    if not path.exists():
-        if not create:
-            raise UsageError(f"admin key file {path} does not exist")
-        key = os.urandom(KEY_LENGTH)
-        keys = KeySet(key, key, key, 1) if single_key else KeySet(key, os.urandom(KEY_LENGTH),
-                                                                    os.urandom(KEY_LENGTH), 1)
-        write_admin_keys(path, keys)
-        print(f"admin key set generated in {path} (keep it safe: it administers the card)", file=sys.stderr)
-        return keys
-    raw = path.read_bytes()
-    bad = (f"{path} is not an admin key file: expected JSON {{\"format\": \"{KEY_FILE_FORMAT}\", "
-           "\"key_version\", \"enc\", \"mac\", \"dek\"} or one 16-byte key (32 hex digits)")
-    text = raw.decode("ascii", errors="replace").strip()
-    if not text.startswith("{") or len(raw) == KEY_LENGTH:     # the old form: one AES key, hex or raw
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = raw
-        if len(key) != KEY_LENGTH:
-            raise UsageError(bad)
-        return KeySet(key, key, key, 0)
-    try:
-        doc = json.loads(text)
-        if not isinstance(doc, dict) or doc.get("format") != KEY_FILE_FORMAT:
-            raise ValueError("format")
-        version = doc.get("key_version", 0)
-        if not isinstance(version, int) or not 0 <= version <= 0x7F:
-            raise UsageError(f"{path}: key_version must be 0 (any) to 127")
-        return KeySet(*(bytes.fromhex(str(doc[k])) for k in ("enc", "mac", "dek")), version)
-    except UsageError:
-        raise
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(bad + "; enc, mac and dek are 32 hex digits each") from None
-
-
-def _emulator_admin_key(keys) -> bytes:  # keys: KeySet
-    """What card.emulator.personalise stores: its store keeps one 16-byte key."""
-    return keys.enc if keys.single_key else keys.to_bytes()
-
-
-def _open_admin(card, args: argparse.Namespace) -> None:
-    level = getattr(args, "scp_level", None)
-    card.open_admin(read_admin_keys(args.admin_key_file), None if level is None else int(level, 16))
-
-
-def add_admin_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--admin-key-file", type=Path, default=None, metavar="FILE", help=ADMIN_KEY_FILE_HELP)
-    parser.add_argument("--scp-level", choices=("01", "03", "11", "13", "33"), default=None,
-                        help="SCP03 security level: 01 C-MAC, 03 +C-DECRYPTION, 11/13 +R-MAC, 33 +R-ENCRYPTION "
-                             "(default: the strongest the card offers)")
 
 
 # ---- handlers -------------------------------------------------------------------------
-
-_OPENED: list | None = None      # links opened by the running handler
-
-
-def closes_links(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Close every link the handler opened (PC/SC connections are exclusive)."""
-
-    @functools.wraps(handler)
-    def wrapper(args: argparse.Namespace) -> int:
-        global _OPENED
-        previous, _OPENED = _OPENED, []
-        opened = _OPENED
-        try:
-            return handler(args)
-        finally:
-            _OPENED = previous
-            for link in opened:
-                close_link(link)
-
-    return wrapper
-
 
 def _cmd_readers(args: argparse.Namespace) -> int:
     from host.link.pcsc import list_readers, reader_state

@@ -1,7 +1,6 @@
-"""Archive and tree files, and the host's small state file (the part of backup_ops that
-touches the file system; backup_ops re-exports every name).
+"""Archive and tree files, and the host's own state (host.backup.ops re-exports all of it).
 
-Archives are written atomically (temp file + fsync + os.replace); errors name the file.
+Files are replaced atomically (temp file + os.replace).
 """
 from __future__ import annotations
 
@@ -10,13 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from host.archive import Archive
 from host.errors import ArchiveError, SimvaultError, TreeError, UsageError
 from host.fsutil import atomic_write
 from host.backup.keys import Identity
 from host.tree.model import DMTree
 from host.tree.tnds import read_tnds
 
-from .archive import Archive
 
 ARCHIVE_SUFFIX = ".svarch"
 
