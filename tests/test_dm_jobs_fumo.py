@@ -92,7 +92,8 @@ def test_ds_jobs_are_notified_when_created(world) -> None:
     from host.dm.server.ds_jobs import command_backup_via_ds
     dev = world.add_device("phone")
     job = command_backup_via_ds(world.web.server, dev.device_id, "http://127.0.0.1:9/sync", "u", "pw")
-    assert job["state"] == "notified"  # create_job_checked's path, not left for the ticker
+    # create_job_checked's path, not left queued for the ticker (a quick device may already be running it)
+    assert job["state"] in ("notified", "running")
     done = world.wait_job(job["id"])
     assert done["state"] == "failed"  # nothing listens on port 9: the device reports the failure
 
