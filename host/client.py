@@ -24,118 +24,29 @@ from apdu_specs.manifest import key_id as point_key_id
 from apdu_specs import scp as S
 from apdu_specs.scp import KeySet, SecureChannel
 from apdu_specs.sw import SW, describe, pin_tries
-from host.errors import CardError, PinError, UsageError
+from host.errors import CardError, UsageError
+from host.client_errors import (  # noqa: F401 - the client's errors, importable from here as before
+    AdminAuthError,
+    AlreadyOnCardError,
+    BackupRejectedError,
+    CardFullError,
+    CardProtocolError,
+    CardStateError,
+    NoAppletError,
+    NotFoundOnCardError,
+    PUK_BLOCKED_HINT,
+    PinBlockedError,
+    PinRequiredError,
+    UNBLOCK_HINT,
+    WrongPinError,
+    _admin_locked,
+    _blocked_message,
+    card_error,
+    tries_left,
+)
 from host.link.apdu import Apdu, Response
 from host.link.link import Link
 from host.link.transport import Transport
-
-# ---- errors -----------------------------------------------------------------------
-
-
-class WrongPinError(PinError):
-    """Wrong PIN or PUK; ``tries_left`` tries remain."""
-
-    def __init__(self, message: str, sw: int, tries_left: int) -> None:
-        super().__init__(message, sw)
-        self.tries_left = tries_left
-
-
-class PinBlockedError(PinError):
-    """PIN (or PUK) blocked (6983)."""
-
-
-class PinRequiredError(PinError):
-    """The command needs the PIN (or the admin channel) first (6982)."""
-
-
-class AdminAuthError(CardError):
-    """Secure channel refused: wrong admin key, wrong cryptogram or C-MAC."""
-
-
-class CardStateError(CardError):
-    """Conditions not satisfied (no session, manifest incomplete) or applet not selected."""
-
-
-class NotFoundOnCardError(CardError):
-    """No such backup, chunk or trust anchor (6A88) or the applet is missing (6A82)."""
-
-
-class NoAppletError(NotFoundOnCardError):
-    """The card has no simvault applet (SELECT refused, or not a simvault FCI)."""
-
-
-class AlreadyOnCardError(CardError):
-    """The chunk (or backup id) is already on the card (6A89)."""
-
-
-class CardFullError(CardError):
-    """Not enough memory on the card (6A84)."""
-
-
-class BackupRejectedError(CardError):
-    """COMMIT refused: signature, untrusted signer, rollback, chunk hash (6688/6984/668A/6689)."""
-
-
-class CardProtocolError(CardError):
-    """Malformed command or answer: a bug in the client, the link or the card."""
-
-
-_ERRORS: dict[int, type[CardError]] = {
-    SW.AUTH_METHOD_BLOCKED: PinBlockedError,
-    SW.SECURITY_STATUS_NOT_SATISFIED: PinRequiredError,
-    SW.VERIFICATION_FAILED: AdminAuthError,
-    SW.INCORRECT_SM_DATA: AdminAuthError,
-    SW.CONDITIONS_NOT_SATISFIED: CardStateError,
-    SW.COMMAND_NOT_ALLOWED: CardStateError,
-    SW.REFERENCED_DATA_NOT_FOUND: NotFoundOnCardError,
-    SW.FILE_NOT_FOUND: NotFoundOnCardError,
-    SW.DATA_ALREADY_EXISTS: AlreadyOnCardError,
-    SW.NOT_ENOUGH_MEMORY: CardFullError,
-    SW.SIGNATURE_INVALID: BackupRejectedError,
-    SW.REFERENCE_DATA_NOT_USABLE: BackupRejectedError,
-    SW.SEQUENCE_ROLLBACK: BackupRejectedError,
-    SW.CHUNK_HASH_MISMATCH: BackupRejectedError,
-}
-
-
-def tries_left(n: int) -> str:
-    """"1 try left", "2 tries left"."""
-    return f"{n} {'try' if n == 1 else 'tries'} left"
-
-
-UNBLOCK_HINT = ("unblock it with 'simvault card pin unblock' "
-                "(PUK from $SIMVAULT_PUK, new PIN from $SIMVAULT_NEW_PIN)")
-PUK_BLOCKED_HINT = "the PIN can no longer be unblocked"
-
-
-def _blocked_message(operation: str, sw: int) -> str:
-    if operation == "RESET RETRY COUNTER":
-        return f"{operation}: card answered {sw:04X}: the PUK is blocked; {PUK_BLOCKED_HINT}"
-    return f"{operation}: card answered {sw:04X}: the PIN is blocked: {UNBLOCK_HINT}"
-
-
-def card_error(operation: str, sw: int) -> CardError:
-    """The typed error for an error status word, with a one-line message."""
-    info = describe(sw)
-    message = f"{operation}: card answered {sw:04X} {info.name}: {info.meaning}"
-    tries = pin_tries(sw)
-    if tries is not None:
-        puk = operation == "RESET RETRY COUNTER"
-        what = "wrong PUK" if puk else "wrong PIN"
-        if tries == 0:
-            return PinBlockedError(f"{operation}: {what}, no tries left: the "
-                                   + ("PUK is now blocked" if puk else f"PIN is now blocked: {UNBLOCK_HINT}"), sw)
-        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}", sw, tries)
-    if sw == SW.AUTH_METHOD_BLOCKED:
-        return PinBlockedError(_blocked_message(operation, sw), sw)
-    return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)
-
-
-def _admin_locked(operation: str) -> AdminAuthError:
-    return AdminAuthError(f"{operation}: card answered 6983: the admin key is locked after too many failed "
-                          "authentications; the card can no longer be administered (backups stay readable)",
-                          SW.AUTH_METHOD_BLOCKED)
-
 
 # ---- results ----------------------------------------------------------------------
 
