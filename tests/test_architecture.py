@@ -30,7 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "link": ("host.link",),
     "card": ("card",),
     "formats": ("host.tree", "host.syncml"),
-    "client": ("host.client",),
+    "client": ("host.client", "host.client_errors"),
     "backup": ("host.archive", "host.backup"),
     "ds": ("host.ds",),
     "dm": ("host.dm",),

@@ -92,7 +92,7 @@ def check_conformance(exchanges) -> dict[str, int]:  # type: ignore[no-untyped-d
 def test_a_backup_and_restore_session_is_conformant(world) -> None:
     from host.tree.generate import generate_tree
     from host.tree.tnds import write_tnds
-    dev = world.add_device("phone", tree_bytes=write_tnds(generate_tree(120_000, seed=3)))
+    dev = world.add_device("phone", tree_bytes=write_tnds(generate_tree(400_000, seed=3)))
     seen = record_messages(world)
     job = world.wait_job(world.job(dev, "backup", "server")["id"])
     assert job["state"] == "succeeded", job["reason"]
