@@ -130,13 +130,13 @@ final class Perso {
                 chunkEntries = shortValue(v, vlen, (short) 1, MAX_CHUNK_ENTRIES);
                 break;
             case TAG_MAX_CHUNK:
-                maxChunk = shortValue(v, vlen, (short) 1, Short.MAX_VALUE);
+                maxChunk = shortValue(v, vlen, (short) 1, Sw.MAX_SHORT);
                 break;
             case TAG_MAX_MANIFEST:
-                maxManifest = shortValue(v, vlen, MIN_MANIFEST, Short.MAX_VALUE);
+                maxManifest = shortValue(v, vlen, MIN_MANIFEST, Sw.MAX_SHORT);
                 break;
             default:   // TAG_TXN_BUDGET
-                txnBudget = shortValue(v, vlen, Txn.MIN_BUDGET, Short.MAX_VALUE);
+                txnBudget = shortValue(v, vlen, Txn.MIN_BUDGET, Sw.MAX_SHORT);
                 break;
         }
     }

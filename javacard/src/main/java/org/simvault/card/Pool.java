@@ -49,8 +49,9 @@ final class Pool {
         scratch = JCSystem.makeTransientByteArray((short) 24, JCSystem.CLEAR_ON_DESELECT);
     }
 
+    /** Blocks for bytes (0..32767) without overflowing a short. */
     static short blocksFor(short bytes) {
-        return (short) ((short) (bytes + BLOCK - 1) >> 8);
+        return (short) ((short) (bytes >> 8) + ((bytes & 0xFF) != 0 ? 1 : 0));
     }
 
     boolean isFree(short b) {
@@ -106,7 +107,7 @@ final class Pool {
         short best = -1;
         short bestLen = 0;
         for (short b = 0; b < blocks; ) {
-            short len = runAt(b, Short.MAX_VALUE);
+            short len = runAt(b, Sw.MAX_SHORT);
             if (len == 0) {
                 b++;
                 continue;
@@ -127,7 +128,7 @@ final class Pool {
             short bigStart = -1;
             short bigLen = 0;
             for (short b = 0; b < blocks; ) {
-                short len = runAt(b, Short.MAX_VALUE);
+                short len = runAt(b, Sw.MAX_SHORT);
                 if (len == 0) {
                     b++;
                     continue;

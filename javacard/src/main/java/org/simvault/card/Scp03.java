@@ -153,11 +153,11 @@ public final class Scp03 {
         if (failures >= MAX_FAILURES) {
             ISOException.throwIt(SW_AUTH_BLOCKED);
         }
-        if (lc != CHALLENGE_LENGTH) {
-            ISOException.throwIt(ISO7816.SW_WRONG_LENGTH);
-        }
         if (p1 != 0 && p1 != keyVersion) {
             ISOException.throwIt(SW_REFERENCED_DATA_NOT_FOUND);
+        }
+        if (lc != CHALLENGE_LENGTH) {
+            ISOException.throwIt(ISO7816.SW_WRONG_LENGTH);
         }
         Util.arrayCopyNonAtomic(buf, cdataOff, work, W_CONTEXT, CHALLENGE_LENGTH);
         nextSequence();

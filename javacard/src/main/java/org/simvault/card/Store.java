@@ -5,12 +5,11 @@ import javacard.framework.JCSystem;
 import javacard.framework.Util;
 
 /**
- * The persistent backup store: the chunk table (content-addressed, refcounted),
- * the directory of committed backups, the upload session, the sequence
+ * The persistent backup store: the chunk table ({@link Chunks}, content-addressed,
+ * refcounted), the directory of committed backups, the upload session, the sequence
  * high-water mark, all over the block {@link Pool}. Allocated once at install.
  *
- * <p>Chunk table, per slot: meta (state, -, refcount, length: 8 bytes), id (32),
- * SHA-256 of the stored bytes (32), runs (32). Directory record (144 bytes): the
+ * <p>Directory record (144 bytes): the
  * BACKUP_ENTRY of LIST/COMMIT (44), the signature (64), the chunk table offset in
  * the manifest (2), state (1), -, the manifest's runs (32).
  *
@@ -33,11 +32,6 @@ final class Store {
     static final byte COMMITTED = 2;
     static final byte DELETING = 3;
 
-    // chunk meta
-    private static final short M_STATE = 0;
-    private static final short M_RC = 2;
-    private static final short M_LEN = 4;
-    private static final short META = 8;
     // directory record
     static final short D_ID = 0;
     static final short D_SEQ = 16;
@@ -58,17 +52,15 @@ final class Store {
     private static final byte OP_DELETE = 3;
     private static final byte OP_ERASE = 4;
 
-    private static final short COST_BYTE = (short) (1 + Txn.ENTRY_OVERHEAD);
-    private static final short COST_SHORT = (short) (2 + Txn.ENTRY_OVERHEAD);
+    static final short COST_BYTE = (short) (1 + Txn.ENTRY_OVERHEAD);
+    static final short COST_SHORT = (short) (2 + Txn.ENTRY_OVERHEAD);
 
     final Pool pool;
     final short maxChunks;
     final short maxManifest;
     private final Txn txn;
-    private final byte[] meta;
-    private final byte[] ids;
-    private final byte[] shas;
-    private final byte[] runs;
+    /** The content-addressed, refcounted chunk table. */
+    final Chunks chunks;
     private final byte[] dir;
     private final byte[] hwm;
     /** The session's manifest bytes (PUT MANIFEST writes here; COMMIT copies them to the pool). */
@@ -89,95 +81,12 @@ final class Store {
         if (txn.budget() < Txn.MIN_BUDGET) {
             ISOException.throwIt(Sw.NOT_ENOUGH_MEMORY);       // the card's commit buffer is too small
         }
-        meta = new byte[(short) (maxChunks * META)];
-        ids = new byte[(short) (maxChunks * ID_LENGTH)];
-        shas = new byte[(short) (maxChunks * ID_LENGTH)];
-        runs = new byte[(short) (maxChunks * Pool.RUNS_BYTES)];
+        chunks = new Chunks(pool, maxChunks);
         dir = new byte[(short) (MAX_BACKUPS * D_SIZE)];
         hwm = new byte[8];
         manifest = new byte[maxManifest];
         sessionId = new byte[BACKUP_ID_LENGTH];
         tmp = JCSystem.makeTransientByteArray(D_SIZE, JCSystem.CLEAR_ON_DESELECT);
-    }
-
-    // ---- chunk table --------------------------------------------------------------------
-
-    /** Slot of a stored (pending or committed) chunk, or -1. */
-    short findChunk(byte[] id, short off) {
-        for (short s = 0; s < maxChunks; s++) {
-            short at = (short) (s * ID_LENGTH);
-            if (meta[(short) (s * META)] != FREE && ids[at] == id[off]
-                    && Util.arrayCompare(ids, at, id, off, ID_LENGTH) == 0) {
-                return s;
-            }
-        }
-        return -1;
-    }
-
-    short freeChunkSlot() {
-        for (short s = 0; s < maxChunks; s++) {
-            if (meta[(short) (s * META)] == FREE) {
-                return s;
-            }
-        }
-        return -1;
-    }
-
-    byte chunkState(short slot) {
-        return meta[(short) (slot * META + M_STATE)];
-    }
-
-    short chunkLength(short slot) {
-        return Util.getShort(meta, (short) (slot * META + M_LEN));
-    }
-
-    /** Compare the stored SHA-256 of a chunk with h[off..off+32). */
-    boolean chunkHashIs(short slot, byte[] h, short off) {
-        return Util.arrayCompare(shas, (short) (slot * ID_LENGTH), h, off, ID_LENGTH) == 0;
-    }
-
-    byte[] chunkRuns() {
-        return runs;
-    }
-
-    static short runsOffset(short slot) {
-        return (short) (slot * Pool.RUNS_BYTES);
-    }
-
-    short countChunks(byte state) {
-        short n = 0;
-        for (short s = 0; s < maxChunks; s++) {
-            byte st = meta[(short) (s * META)];
-            if (state == FREE ? st != FREE : st == state) {
-                n++;
-            }
-        }
-        return n;
-    }
-
-    /** Record a received chunk as PENDING: its runs become used in the same transaction. */
-    void addPending(short slot, byte[] id, short idOff, byte[] sha, short shaOff, short length,
-                    byte[] newRuns, short runsOff) {
-        JCSystem.beginTransaction();
-        pool.mark(newRuns, runsOff, true);
-        Util.arrayCopy(id, idOff, ids, (short) (slot * ID_LENGTH), ID_LENGTH);
-        Util.arrayCopy(sha, shaOff, shas, (short) (slot * ID_LENGTH), ID_LENGTH);
-        Util.arrayCopy(newRuns, runsOff, runs, runsOffset(slot), Pool.RUNS_BYTES);
-        short m = (short) (slot * META);
-        Util.setShort(meta, (short) (m + M_RC), (short) 0);
-        Util.setShort(meta, (short) (m + M_LEN), length);
-        meta[(short) (m + M_STATE)] = PENDING;
-        JCSystem.commitTransaction();
-    }
-
-    private short freeCost(short slot) {
-        return (short) (Pool.runCount(runs, runsOffset(slot)) * Pool.RUN_MARK_COST + COST_BYTE);
-    }
-
-    /** Inside a transaction: give a chunk's blocks and slot back. */
-    private void freeChunk(short slot) {
-        pool.mark(runs, runsOffset(slot), false);
-        meta[(short) (slot * META + M_STATE)] = FREE;
     }
 
     // ---- session ------------------------------------------------------------------------
@@ -192,6 +101,11 @@ final class Store {
 
     short sessionLength() {
         return sessionLength;
+    }
+
+    /** The open session's backup id (16 bytes at 0). */
+    byte[] sessionIdBytes() {
+        return sessionId;
     }
 
     /** Non-atomic manifest bytes (as the emulator: re-send on failure), then the new length. */
@@ -298,9 +212,9 @@ final class Store {
     /**
      * COMMIT: the checked session manifest (len bytes; its table of count records at
      * table) becomes backup entry; signature sig[sigOff..+64). 6A84 without a free
-     * slot or the blocks for the manifest.
+     * slot or the blocks for the manifest. Returns the directory slot.
      */
-    void commit(Manifest mf, short len, byte[] sig, short sigOff) {
+    short commit(Manifest mf, short len, byte[] sig, short sigOff) {
         short slot = -1;
         for (short s = 0; s < MAX_BACKUPS && slot < 0; s++) {
             if (dirState(s) == FREE) {
@@ -335,6 +249,7 @@ final class Store {
         startOp(OP_COMMIT_REFS, slot);
         txn.commit();
         finishWork();
+        return slot;
     }
 
     /** DELETE: invisible at once, its chunks released afterwards. */
@@ -387,7 +302,7 @@ final class Store {
         short table = Util.getShort(dir, (short) (dirOffset(slot) + D_TABLE));
         pool.read(dir, (short) (dirOffset(slot) + D_RUNS), (short) (table + (short) (i * Manifest.RECORD)),
                   tmp, (short) 0, ID_LENGTH);
-        return findChunk(tmp, (short) 0);
+        return chunks.find(tmp, (short) 0);
     }
 
     private short countOf(short slot) {
@@ -399,9 +314,7 @@ final class Store {
         while (opCursor < count && txn.fits((short) (COST_SHORT + COST_BYTE))) {
             short c = chunkOfBackup(opArg, opCursor);
             if (c >= 0) {
-                short m = (short) (c * META);
-                Util.setShort(meta, (short) (m + M_RC), (short) (Util.getShort(meta, (short) (m + M_RC)) + 1));
-                meta[(short) (m + M_STATE)] = COMMITTED;
+                chunks.reference(c);
                 txn.charge((short) (COST_SHORT + COST_BYTE));
             }
             opCursor++;
@@ -413,12 +326,12 @@ final class Store {
 
     private void freePending() {
         while (opCursor < maxChunks) {
-            if (meta[(short) (opCursor * META)] == PENDING) {
-                short cost = freeCost(opCursor);
+            if (chunks.state(opCursor) == PENDING) {
+                short cost = chunks.freeCost(opCursor);
                 if (!txn.fits(cost)) {
                     return;
                 }
-                freeChunk(opCursor);
+                chunks.free(opCursor);
                 txn.charge(cost);
             }
             opCursor++;
@@ -431,16 +344,15 @@ final class Store {
         while (opCursor < count) {
             short c = chunkOfBackup(opArg, opCursor);
             if (c >= 0) {
-                short m = (short) (c * META);
-                short rc = Util.getShort(meta, (short) (m + M_RC));
-                short cost = rc <= 1 ? freeCost(c) : COST_SHORT;
+                short rc = chunks.refcount(c);
+                short cost = rc <= 1 ? chunks.freeCost(c) : COST_SHORT;
                 if (!txn.fits(cost)) {
                     return;
                 }
                 if (rc <= 1) {
-                    freeChunk(c);
+                    chunks.free(c);
                 } else {
-                    Util.setShort(meta, (short) (m + M_RC), (short) (rc - 1));
+                    chunks.release(c);
                 }
                 txn.charge(cost);
             }
@@ -460,9 +372,7 @@ final class Store {
         for (short s = 0; s < MAX_BACKUPS; s++) {
             dir[(short) (dirOffset(s) + D_STATE)] = FREE;
         }
-        for (short s = 0; s < maxChunks; s++) {
-            meta[(short) (s * META)] = FREE;
-        }
+        chunks.clearAll();
         pool.clearAll();
         sessionActive = false;
         sessionLength = 0;

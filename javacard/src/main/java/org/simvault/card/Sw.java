@@ -5,6 +5,9 @@ final class Sw {
     private Sw() {
     }
 
+    /** Short.MAX_VALUE without java.lang.Short (not in the Java Card API). */
+    static final short MAX_SHORT = 32767;
+
     static final short OK = (short) 0x9000;
     static final short BYTES_AVAILABLE = 0x6100;
     static final short VERIFICATION_FAILED = 0x6300;

@@ -14,7 +14,7 @@ import java.nio.file.Path;
  * The simvault applet in jCardSim, served on a vpcd slot of pcscd:
  *
  * <pre>
- *   java -cp simvault-javacard.jar:jcardsim.jar org.simvault.sim.VpcdCardMain \
+ *   java -cp target/simvault-applet.jar org.simvault.sim.VpcdCardMain \
  *        --vpcd 127.0.0.1:35963 --params-file perso.hex [--control-stdin]
  * </pre>
  *
@@ -29,7 +29,8 @@ import java.nio.file.Path;
  * every backup on it.
  */
 public final class VpcdCardMain {
-    static final String DEFAULT_APPLET = "org.simvault.card.SimvaultApplet";
+    /** The backup applet's class; the second name is the one earlier drafts used. */
+    static final String[] DEFAULT_APPLETS = {"org.simvault.card.BackupApplet", "org.simvault.card.SimvaultApplet"};
     static final String DEFAULT_AID = "F053494D5641554C5401";
     static final String PROGRAM = "simvault-jcardsim";
 
@@ -55,7 +56,7 @@ public final class VpcdCardMain {
 
     static int run(String[] args) throws UsageException {
         String vpcd = "127.0.0.1:35963";
-        String appletName = DEFAULT_APPLET;
+        String appletName = null;
         String aidHex = DEFAULT_AID;
         String atrHex = SimulatedCard.DEFAULT_ATR;
         String paramsFile = null;
@@ -110,6 +111,9 @@ public final class VpcdCardMain {
             throw new UsageException("install parameters are not hex: " + e.getMessage());
         }
 
+        if (appletName == null) {
+            appletName = defaultApplet();
+        }
         SimulatedCard card;
         try {
             card = new SimulatedCard(appletClass(appletName), hex(aidHex, "--aid"), params, hex(atrHex, "--atr"));
@@ -186,6 +190,19 @@ public final class VpcdCardMain {
         } catch (IllegalArgumentException e) {
             throw new UsageException(name + " " + text + ": " + e.getMessage());
         }
+    }
+
+    /** The first of DEFAULT_APPLETS on the class path (the first name when none is). */
+    private static String defaultApplet() {
+        for (String name : DEFAULT_APPLETS) {
+            try {
+                Class.forName(name, false, VpcdCardMain.class.getClassLoader());
+                return name;
+            } catch (ClassNotFoundException e) {
+                // try the next name
+            }
+        }
+        return DEFAULT_APPLETS[0];
     }
 
     @SuppressWarnings("unchecked")
