@@ -1,6 +1,6 @@
 """The Python emulator vs the Java Card applet in jCardSim, both behind pcscd + vpcd:
-APDUs/s for small commands, and a backup of tests/data/phone_tree.tnds.xml (upload,
-then read back) with APDUs, bytes and seconds side by side. A third column runs
+APDUs/s for small commands, and a backup of tests/data/phone_tree.tnds.xml and of a
+generated 3 MB tree (host.tree.generate) (upload, then read back) with APDUs, bytes and seconds side by side. A third column runs
 jCardSim with TCP_QUICKACK off, to show what it buys on vpcd's socket.
 
     .venv/bin/python bench/bench_javacard.py [--seconds 1.0] [--slot 1] [--no-quickack-column]
@@ -25,10 +25,11 @@ from apdu_specs import constants as C  # noqa: E402
 from card.emulator import VirtualCard, personalise  # noqa: E402
 from card.jcardsim import JavaCard, Personalisation  # noqa: E402
 from card.vpcd import VpcdBridge, slot_lock  # noqa: E402
-from host import backup_ops as ops  # noqa: E402
+from host.backup import ops  # noqa: E402
 from host.client import BackupCard  # noqa: E402
 from host.backup.keys import generate_identity  # noqa: E402
 from host.link import Apdu, Link, PcscTransport, wait_for_card  # noqa: E402
+from host.tree.generate import generate_tree  # noqa: E402
 from host.tree.tnds import read_tnds  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "phone_tree.tnds.xml"
@@ -85,24 +86,25 @@ def measure(col: Column, reader: str, signer_ident, budget: float) -> None:
         per_s, ms = rate(link, apdu, budget)
         col.cells[f"{label}: APDUs/s"] = f"{per_s:,.0f}"
         col.cells[f"{label}: ms/APDU"] = f"{ms:.3f}"
-    tree = read_tnds(SAMPLE.read_bytes())
-    for phase, action in (("backup", lambda: ops.backup_tree_to_card(card, tree, signer_ident)),):
+    trees = (("phone_tree", read_tnds(SAMPLE.read_bytes())), ("3 MB tree", generate_tree(3_000_000, seed=9)))
+    for name, tree in trees:
         a0, s0, r0 = transport.apdus, transport.sent, transport.received
         t0 = time.perf_counter()
-        archive, report = action()
+        archive, _report = ops.backup_tree_to_card(card, tree, signer_ident, incremental=False)
         seconds = time.perf_counter() - t0
-        col.cells[f"{phase} of phone_tree: APDUs"] = str(transport.apdus - a0)
-        col.cells[f"{phase} of phone_tree: bytes sent/received"] = f"{transport.sent - s0:,} / {transport.received - r0:,}"
-        col.cells[f"{phase} of phone_tree: seconds"] = f"{seconds:.3f}"
-    a0, s0, r0 = transport.apdus, transport.sent, transport.received
-    t0 = time.perf_counter()
-    back = ops.archive_from_card(card, archive.backup_id)
-    seconds = time.perf_counter() - t0
-    assert back.to_bytes() == archive.to_bytes(), "read-back differs"
-    col.cells["read back: APDUs"] = str(transport.apdus - a0)
-    col.cells["read back: bytes sent/received"] = f"{transport.sent - s0:,} / {transport.received - r0:,}"
-    col.cells["read back: seconds"] = f"{seconds:.3f}"
-    col.cells["archive bytes / chunks"] = f"{len(archive.to_bytes()):,} / {len(archive.manifest.chunks)}"
+        col.cells[f"backup of {name}: APDUs"] = str(transport.apdus - a0)
+        col.cells[f"backup of {name}: bytes sent/received"] = f"{transport.sent - s0:,} / {transport.received - r0:,}"
+        col.cells[f"backup of {name}: seconds"] = f"{seconds:.3f}"
+        a0, s0, r0 = transport.apdus, transport.sent, transport.received
+        t0 = time.perf_counter()
+        back = ops.archive_from_card(card, archive.backup_id)
+        seconds = time.perf_counter() - t0
+        assert back.to_bytes() == archive.to_bytes(), "read-back differs"
+        col.cells[f"read back {name}: APDUs"] = str(transport.apdus - a0)
+        col.cells[f"read back {name}: bytes sent/received"] = \
+            f"{transport.sent - s0:,} / {transport.received - r0:,}"
+        col.cells[f"read back {name}: seconds"] = f"{seconds:.3f}"
+        col.cells[f"{name} archive: bytes / chunks"] = f"{len(archive.to_bytes()):,} / {len(archive.manifest.chunks)}"
     link.disconnect()
 
 

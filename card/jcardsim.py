@@ -201,8 +201,10 @@ class JavaCard:
 
     def __init__(self, personalisation: Personalisation, host: str = "127.0.0.1", port: int = 35963, *,
                  notify: Callable[[str], None] | None = None, build: bool = True,
-                 java_options: Sequence[str] = (), applet_class: str | None = None) -> None:
-        """``applet_class``: another applet than org.simvault.card.SimvaultApplet (AID F0..01)."""
+                 java_options: Sequence[str] = (), applet_class: str | None = None,
+                 extra_classpath: Sequence[str] = ()) -> None:
+        """``applet_class``: another applet than org.simvault.card.BackupApplet (AID F0..01), found
+        in the jar or in ``extra_classpath`` (tests/test_jcardsim.py: a bridge test applet)."""
         self.personalisation = personalisation
         self.host = host
         self.port = port
@@ -210,6 +212,7 @@ class JavaCard:
         self.build = build
         self.java_options = tuple(java_options)
         self.applet_class = applet_class
+        self.extra_classpath = tuple(extra_classpath)
         self.proc: subprocess.Popen[str] | None = None
         self._stderr_lines: list[str] = []
         self._connected = threading.Event()
@@ -221,7 +224,7 @@ class JavaCard:
         return f"{self.host}:{self.port}"
 
     def start(self) -> JavaCard:
-        classpath = ensure_built(self.build, self.notify)
+        classpath = os.pathsep.join((ensure_built(self.build, self.notify), *self.extra_classpath))
         cmd = ["java", *JVM_OPTIONS, *self.java_options, "-cp", classpath, MAIN_CLASS,
                "--vpcd", self.address, "--params-stdin", "--control-stdin"]
         if self.applet_class:

@@ -55,18 +55,30 @@ install_python() {
 }
 
 build_javacard() {
-    # javacard/target/simvault-applet.jar: applet + jCardSim launcher (card/jcardsim.py runs it);
-    # online here, so that later builds (card/jcardsim.py: mvn -o) find every plugin offline.
-    if [ ! -f "$here/javacard/pom.xml" ]; then
+    # javacard/target/simvault-applet.jar: applet + jCardSim launcher (card/jcardsim.py runs it).
+    # Offline first (fast, no network when ~/.m2 has everything), online when Maven lacks a
+    # plugin or jCardSim (a fresh machine: Maven Central); nothing when the jar is newer than
+    # its sources.
+    local dir=$here/javacard jar=$here/javacard/target/simvault-applet.jar
+    if [ ! -f "$dir/pom.xml" ]; then
         echo "setup: no javacard/pom.xml: the Java card is not built"
         return
     fi
     if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
         echo "setup: java or mvn missing (apt: openjdk-17-jdk-headless maven): the Java card is not built" >&2
+        exit 1
+    fi
+    if [ -f "$jar" ] && [ -z "$(find "$dir/pom.xml" "$dir/src/main" -newer "$jar" -print -quit)" ]; then
+        echo "setup: the Java card is built (javacard/target/simvault-applet.jar)"
         return
     fi
     echo "setup: building the Java card (mvn -q package in javacard/)"
-    (cd "$here/javacard" && mvn -q -DskipTests package)
+    if ! (cd "$dir" && mvn -q -o -DskipTests package >/dev/null 2>&1); then
+        (cd "$dir" && mvn -q -DskipTests package) || {
+            echo "setup: the Java card did not build: see the Maven errors above (cd javacard && mvn package)" >&2
+            exit 1
+        }
+    fi
 }
 
 [ "${SKIP_APT:-0}" = 1 ] || install_apt

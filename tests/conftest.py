@@ -63,6 +63,7 @@ PYTHON_CARD_ONLY = {
     "test_card_pcsc_cli.py::test_card_without_the_applet_is_one_clear_line": "a foreign card, not simvault's",
     "test_card_pcsc_cli.py::test_empty_reader_is_one_clear_line": "an empty reader",
     "test_jcardsim.py": "serves the Java card whatever --card says: the default run covers it",
+    "test_demo.py::test_demo_in_process": "`simvault demo --no-pcsc`: the emulator in-process, no reader",
 }
 
 
@@ -73,6 +74,8 @@ def _python_only_reason(item: pytest.Item) -> str | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     global CARD_IMPL
+    config.addinivalue_line("markers", "emulator_only: under --card javacard deselected, the reason in "
+                                       "conftest.PYTHON_CARD_ONLY (listed at the end of the run)")
     CARD_IMPL = config.getoption("--card")
     if CARD_IMPL == "javacard":
         from cards import record_personalisations
@@ -80,11 +83,33 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["SIMVAULT_DEMO_CARD"] = "javacard"  # `simvault demo` run by tests/test_demo.py
 
 
+EMULATOR_ONLY_DROPPED: list[tuple[str, str]] = []     # (test, reason): pcsc tests not run on the Java card
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if EMULATOR_ONLY_DROPPED:
+        terminalreporter.section("pcsc tests for the emulator only, not run with --card javacard")
+        grouped: dict[tuple[str, str], int] = {}      # whole files listed once
+        for nodeid, reason in EMULATOR_ONLY_DROPPED:
+            path = nodeid.partition("::")[0]
+            key = path if path.split("/")[-1] in PYTHON_CARD_ONLY else nodeid
+            grouped[(key, reason)] = grouped.get((key, reason), 0) + 1
+        for (what, reason), n in grouped.items():
+            terminalreporter.line(f"{what}{f' ({n} tests)' if n > 1 else ''}: {reason}")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"card behind vpcd: {config.getoption('--card')}"
 
 
+@pytest.hookimpl(tryfirst=True)       # before `-m pcsc` selects on the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:                 # every test through pcscd is a pcsc test, marked or not
+        if "pcscd" in getattr(item, "fixturenames", ()) and "pcsc" not in item.keywords:
+            item.add_marker(pytest.mark.pcsc)
+    for item in items:
+        if _python_only_reason(item):
+            item.add_marker(pytest.mark.emulator_only)
     if config.getoption("--card") == "javacard":
         kept, dropped = [], []
         for item in items:
@@ -92,6 +117,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = kept
+        EMULATOR_ONLY_DROPPED[:] = [(i.nodeid, _python_only_reason(i) or "") for i in dropped
+                                    if "pcsc" in i.keywords]
     if config.getoption("--hardware"):
         return
     skip = pytest.mark.skip(reason="needs a physical reader and card: run with --hardware")
@@ -246,6 +273,9 @@ def served_image(image: Path, slot: int = 0, extra: tuple[str, ...] = (),
     index = _slot_index(slot)
     reader = VPCD_READERS[index]
     with contextlib.ExitStack() as stack:
+        if CARD_IMPL == "javacard":
+            pytest.fail("--card javacard: served_image serves an emulator image: add the test to "
+                        "conftest.PYTHON_CARD_ONLY with the reason, or serve the card through vpcd_card")
         if locked:
             stack.enter_context(vpcd_slot_lock(index))
         if not _wait_presence(reader, False, CARD_WAIT_SECONDS):

@@ -215,3 +215,68 @@ def test_malformed_apdus_get_a_status_word_never_6f00(pcscd) -> None:
         counters = card.counters()
     assert counters["sw6f00"] == 0, [a.hex() for a, sw in answers if sw == 0x6F00][:10]
     assert {sw >> 12 for _, sw in answers} <= {0x6, 0x9}
+
+
+# ---- the bridge alone: javacard/src/test/.../sim/BridgeTestApplet.java, not the backup applet ----
+
+BRIDGE_APPLET = "org.simvault.sim.BridgeTestApplet"
+BRIDGE_SOURCE = ROOT / "javacard" / "src" / "test" / "java" / "org" / "simvault" / "sim" / "BridgeTestApplet.java"
+
+
+@pytest.fixture(scope="module")
+def bridge_classes(tmp_path_factory) -> str:
+    """BridgeTestApplet compiled with javac against the launcher's jar (its class directory)."""
+    from card.jcardsim import ensure_built
+    out = tmp_path_factory.mktemp("bridge-classes")
+    result = subprocess.run(["javac", "-nowarn", "-cp", ensure_built(), "-d", str(out), str(BRIDGE_SOURCE)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return str(out)
+
+
+def _bridge_card(peer_port: int, classes: str, params: bytes = b"\x01\x02\x03") -> JavaCard:
+    return JavaCard(_Raw(params), "127.0.0.1", peer_port, applet_class=BRIDGE_APPLET,  # type: ignore[arg-type]
+                    extra_classpath=(classes,))
+
+
+def _tx(peer, conn, apdu: bytes) -> bytes:
+    conn.sendall(len(apdu).to_bytes(2, "big") + apdu)
+    return peer.read_frame(conn)
+
+
+def test_bridge_counts_uncaught_exceptions_and_fixes_card_os_answers(bridge_classes) -> None:
+    """The 6F00 counter behind every `--card javacard` test can fail: an applet exception is
+    counted; what jCardSim's card OS answers unlike a GP card is answered like one and not
+    counted (bad framing 6700, SELECT of an absent AID 6A82, a 261-byte short case 4)."""
+    select = bytes.fromhex("00A404000AF053494D5641554C5401")
+    with FakeVpcdPeer_() as peer, _bridge_card(peer.port, bridge_classes) as card:
+        conn = peer.accept()
+        assert _tx(peer, conn, bytes.fromhex("00A4040005A000000000")) == b"\x6a\x82"
+        assert _tx(peer, conn, select) == b"\x90\x00"
+        assert _tx(peer, conn, bytes.fromhex("0003000000")) == b"\x01\x02\x03\x90\x00"   # install params
+        assert _tx(peer, conn, bytes.fromhex("0002000000")) == b"\x6f\x00"               # NullPointerException
+        for bad in ("000100", "0001000010AA", "0001000000000000", "000100000001", "0001000002AA"):
+            assert _tx(peer, conn, bytes.fromhex(bad)) == b"\x67\x00", bad
+        data = random.Random(1).randbytes(255)
+        assert _tx(peer, conn, bytes.fromhex("00010000FF") + data + b"\x00") == data + b"\x90\x00"
+        big = random.Random(2).randbytes(4000)
+        assert _tx(peer, conn, bytes.fromhex("0001000000") + len(big).to_bytes(2, "big") + big + b"\x00\x00") \
+            == big + b"\x90\x00"
+        assert _tx(peer, conn, bytes.fromhex("0004000000")) == bytes.fromhex("000100019000")
+        conn.close()                                              # power loss: transient cleared
+        conn2 = peer.accept()
+        assert _tx(peer, conn2, select) == b"\x90\x00"
+        assert _tx(peer, conn2, bytes.fromhex("0004000000")) == bytes.fromhex("000100029000")
+        counters = card.counters()
+        conn2.close()
+    assert counters["sw6f00"] == 1 and counters["apdus"] == 14
+
+
+def test_bridge_applet_refusing_its_install_is_one_line(bridge_classes) -> None:
+    with FakeVpcdPeer_() as peer:
+        card = _bridge_card(peer.port, bridge_classes, b"\xee\x01")
+        card.start()
+        with pytest.raises(JavaCardUnavailable) as err:
+            card.wait_connected(20)
+        card.stop()
+    assert "exit 2" in str(err.value) and "refused its install parameters" in str(err.value)

@@ -71,24 +71,82 @@ public final class SimulatedCard {
         simulator.reset();
     }
 
-    /** One C-APDU to one R-APDU; never throws: an escaping exception answers 6F00. */
+    /** One C-APDU to one R-APDU; never throws: an escaping exception answers 6F00.
+     *
+     *  <p>Three answers are the card OS's, not the applet's, and jCardSim's differ from a GP
+     *  card's (and the Python emulator's, card/runtime.py): a TPDU whose lengths do not add up
+     *  (jCardSim throws before any applet runs) is 6700 here; a short case 4 APDU of 255 data
+     *  bytes and Le (261 bytes, over jCardSim's 260-byte buffer) goes to the applet in its
+     *  extended form, same meaning; a SELECT of an AID that is not installed is 6A82 (jCardSim:
+     *  6999). Only a 6F00 the applet answers is counted as an uncaught exception. */
     public synchronized byte[] transmit(byte[] command) {
         apdus.incrementAndGet();
         bytesIn.addAndGet(command.length);
         byte[] response;
-        try {
-            response = simulator.transmitCommand(command);
-        } catch (RuntimeException e) {
-            response = new byte[] {0x6F, 0x00};
-        }
-        if (response == null || response.length < 2) {
-            response = new byte[] {0x6F, 0x00};
-        }
-        if (response[response.length - 2] == 0x6F && response[response.length - 1] == 0x00) {
-            internalErrors.incrementAndGet();     // jCardSim's answer to an uncaught exception in the applet
+        if (!wellFramed(command)) {
+            response = new byte[] {0x67, 0x00};
+        } else {
+            try {
+                response = simulator.transmitCommand(asJcardsimTakesIt(command));
+            } catch (RuntimeException e) {
+                response = new byte[] {0x6F, 0x00};
+            }
+            if (response == null || response.length < 2) {
+                response = new byte[] {0x6F, 0x00};
+            }
+            int n = response.length;
+            if (response[n - 2] == 0x6F && response[n - 1] == 0x00) {
+                internalErrors.incrementAndGet(); // jCardSim's answer to an uncaught exception in the applet
+            } else if (n == 2 && response[0] == 0x69 && response[1] == (byte) 0x99
+                    && command[1] == (byte) 0xA4 && (command[0] & 0xFC) == 0) {
+                response = new byte[] {0x6A, (byte) 0x82};   // SELECT: file or application not found
+            }
         }
         bytesOut.addAndGet(response.length);
         return response;
+    }
+
+    /** ISO 7816-3 12.1.3 / 7816-4 5.1 cases 1-4, short and extended (card/runtime.py parse_command). */
+    static boolean wellFramed(byte[] c) {
+        int n = c.length - 4;
+        if (n < 0) {
+            return false;
+        }
+        if (n <= 1) {
+            return true;
+        }
+        int b0 = c[4] & 0xFF;
+        if (b0 != 0) {
+            return n == 1 + b0 || n == 2 + b0;
+        }
+        if (n < 3) {
+            return false;
+        }
+        if (n == 3) {
+            return true;
+        }
+        int lc = ((c[5] & 0xFF) << 8) | (c[6] & 0xFF);
+        return lc != 0 && (n == 3 + lc || n == 5 + lc);
+    }
+
+    /** A short case 4 APDU with Lc 255 in its extended form (jCardSim's short buffer is 260 bytes). */
+    static byte[] asJcardsimTakesIt(byte[] c) {
+        if (c.length != 4 + 1 + 255 + 1 || (c[4] & 0xFF) != 255) {
+            return c;
+        }
+        int le = c[c.length - 1] & 0xFF;
+        if (le == 0) {
+            le = 256;
+        }
+        byte[] out = new byte[4 + 3 + 255 + 2];
+        System.arraycopy(c, 0, out, 0, 4);
+        out[4] = 0;
+        out[5] = 0;
+        out[6] = (byte) 0xFF;
+        System.arraycopy(c, 5, out, 7, 255);
+        out[out.length - 2] = (byte) (le >> 8);
+        out[out.length - 1] = (byte) le;
+        return out;
     }
 
     /** "apdus N bytes_in N bytes_out N sw6f00 N": what the bridge has carried. */

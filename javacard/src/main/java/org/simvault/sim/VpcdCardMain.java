@@ -114,6 +114,10 @@ public final class VpcdCardMain {
         if (appletName == null) {
             appletName = defaultApplet();
         }
+        // jCardSim prints to System.out (Signature.getInstance: "getInstance of assymetric algo ..."):
+        // standard output is the control channel, so everything else goes to standard error.
+        PrintStream controlOut = System.out;
+        System.setOut(System.err);
         SimulatedCard card;
         try {
             card = new SimulatedCard(appletClass(appletName), hex(aidHex, "--aid"), params, hex(atrHex, "--atr"));
@@ -136,7 +140,7 @@ public final class VpcdCardMain {
             Thread io = new Thread(() -> link.serveForever(), "vpcd-" + port);
             io.setDaemon(true);
             io.start();
-            controlLoop(stdin, card);
+            controlLoop(stdin, card, controlOut);
             link.stop();
             return 0;
         }
@@ -144,8 +148,7 @@ public final class VpcdCardMain {
         return 0;
     }
 
-    private static void controlLoop(BufferedReader stdin, SimulatedCard card) {
-        PrintStream out = System.out;
+    private static void controlLoop(BufferedReader stdin, SimulatedCard card, PrintStream out) {
         try {
             String line;
             while ((line = stdin.readLine()) != null) {
