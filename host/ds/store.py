@@ -301,20 +301,25 @@ class DsStore:
                         row.content_type, row.data, row.size, row.updated = ctype, data, len(data.encode()), time.time()
                     upserted.add(maps[luid].guid)
                     stored += 1
+                freed: dict[str, DsMapping] = {}
                 for luid in c.deletes or []:
                     if luid in maps:
                         if maps[luid].guid not in upserted:  # two LUIDs for one item: the Replace wins
                             s.execute(delete(DsItem).where(DsItem.datastore_id == ds.id,
                                                            DsItem.guid == maps[luid].guid))
-                        s.delete(maps.pop(luid))
+                        freed[luid] = maps.pop(luid)
                 for guid, luid in c.maps or []:
                     for other in [k for k, r in maps.items() if r.guid == guid and k != luid]:
-                        s.delete(maps.pop(other))  # one LUID per item and device: the Map's is the current one
+                        freed[other] = maps.pop(other)  # one LUID per item and device: the Map's is the current one
+                    if luid in freed:  # LUID re-used in the same flush: update the row, no delete+insert
+                        maps[luid] = freed.pop(luid)
                     if luid in maps:
                         maps[luid].guid = guid
                     else:
                         maps[luid] = DsMapping(datastore_id=ds.id, device_id=c.device_id, luid=luid, guid=guid)
                         s.add(maps[luid])
+                for gone in freed.values():
+                    s.delete(gone)
                 row = s.scalar(select(DsAnchor).where(DsAnchor.datastore_id == ds.id,
                                                       DsAnchor.device_id == c.device_id))
                 if row is None:
