@@ -377,7 +377,11 @@ def main() -> int:
     p.add_argument("--sizes", default="10k,100k,1m,10m")
     p.add_argument("--no-pcsc", action="store_true", help="skip the pcscd column (--upload)")
     p.add_argument("--codecs", action="store_true", help="print the codec measurements instead")
+    p.add_argument("--quick", action="store_true",
+                   help="~1 min: --trees phone,1m --chain 50 --chain-tree 1m")
     args = p.parse_args()
+    if args.quick:
+        args.trees, args.chain, args.chain_tree = "phone,1m", 50, "1m"
     sizes = [s for s in args.sizes.split(",") if s]
     unknown = [s for s in sizes + [t for t in args.trees.split(",") if t != "phone"] if s not in SIZES]
     if unknown:

@@ -18,7 +18,7 @@ from host.ds.server import run_server_in_thread
 from host.ds.state import AnchorStore
 from host.ds.store import DsStore
 from host.backup.keys import generate_identity
-from host.syncml.status import AlertCode
+from host.syncml.status import AlertCode, StatusCode
 from host.tree.canonical import canonical_bytes
 from host.tree.generate import generate_tree, mutate_leaves
 
@@ -217,3 +217,14 @@ def test_cli_server_push_pull(tmp_path, identity):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_replace_of_a_held_item_is_200_and_of_a_new_one_201(server):
+    """SyncML DS 1.2 representation protocol (issue 11, point 2), over HTTP to the real server:
+    the client Replaces its archive item; the server holds it already the second time."""
+    acc = account(server.url, backup_mode="two-way", device_id="dev-replace")
+    anchors = AnchorStore(None)
+    assert DsClient(acc, anchors).backup(b"first", "01").item_statuses == (StatusCode.ITEM_ADDED,)
+    assert DsClient(acc, anchors).backup(b"again", "01").item_statuses == (StatusCode.OK,)
+    assert DsClient(acc, anchors).backup(b"other", "02").item_statuses == (StatusCode.ITEM_ADDED,)
+    assert DsClient(acc, anchors).restore().archive == b"other"

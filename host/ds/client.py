@@ -98,6 +98,7 @@ class DsResult:
     seconds: float
     server_anchor: str | None = None
     backup_id: str | None = None
+    item_statuses: tuple[int, ...] = ()  # backup: 201 item added, 200 an item the server held replaced
     archive: bytes | None = field(default=None, repr=False)  # restore only
 
 
@@ -138,6 +139,7 @@ class _Session(ReplyHandling):
         self.deletes: list[str] = []  # LUIDs of older archives to delete (two-way backup)
         self.map_items: list[m.MapItem] = []
         self.sent_items_ok = 0
+        self.item_statuses: list[int] = []  # the server's final Status per archive item sent
         self.bytes_sent = self.bytes_received = self.messages = 0
         self.slow_sync = False
         self.peer_no_end_of_data = False
@@ -348,7 +350,7 @@ class DsClient:
         return DsResult(mode=session.mode, slow_sync=session.slow_sync, items=1, bytes_sent=session.bytes_sent,
                         bytes_received=session.bytes_received, messages=session.messages, status=200,
                         seconds=time.monotonic() - started, server_anchor=session.server_anchor,
-                        backup_id=backup_id)
+                        backup_id=backup_id, item_statuses=tuple(session.item_statuses))
 
     def restore(self, backup_id: str | None = None) -> DsResult:
         """Refresh-from-server: fetch the datastore, return the archive (whole and checked) in ``archive``.

@@ -115,6 +115,7 @@ class ReplyHandling:
                 return
             if code in (StatusCode.OK, StatusCode.ITEM_ADDED, 202, 418):
                 self.sent_items_ok += 1
+                self.item_statuses.append(code)
                 return
             raise DsStatusError(f"DS server did not store the archive item: {code} {status_name(code)}", code)
         if sent.purpose == "delete" and not (200 <= code < 300 or code == StatusCode.NOT_FOUND):

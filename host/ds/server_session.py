@@ -50,6 +50,7 @@ class _DatastoreSync:
     maps: list[tuple[str, str]] = field(default_factory=list)  # (GUID, LUID)
     items_out: int = 0
     failed: int | None = None
+    known_luids: set[str] | None = None  # this device's mapped LUIDs, read once when first needed
 
 
 class ServerSession:
@@ -311,7 +312,15 @@ class ServerSession:
             st.failed = StatusCode.UNSUPPORTED_MEDIA_TYPE
             return self._status(hdr, op, StatusCode.UNSUPPORTED_MEDIA_TYPE, source=luid)
         st.items_in[luid] = (ctype, whole.data)
-        return self._status(hdr, op, StatusCode.ITEM_ADDED, source=luid)
+        # SyncML DS 1.2 representation protocol: 200 for a Replace of an item the server holds, 201 for new
+        replaced = isinstance(op, m.Replace) and st.mode != AlertCode.REFRESH_FROM_CLIENT and luid in self._known(st)
+        return self._status(hdr, op, StatusCode.OK if replaced else StatusCode.ITEM_ADDED, source=luid)
+
+    def _known(self, st: _DatastoreSync) -> set[str]:
+        if st.known_luids is None:
+            assert self.user is not None
+            st.known_luids = set(self.store.mapped_luids(self.user, st.name, self.device_id))
+        return st.known_luids
 
     def _map(self, hdr: m.SyncHdr, cmd: m.Map) -> list[m.Command]:
         st = self.stores.get(_norm(cmd.target.loc_uri))
