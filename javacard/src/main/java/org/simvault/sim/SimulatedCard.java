@@ -82,28 +82,40 @@ public final class SimulatedCard {
     public synchronized byte[] transmit(byte[] command) {
         apdus.incrementAndGet();
         bytesIn.addAndGet(command.length);
-        byte[] response;
-        if (!wellFramed(command)) {
-            response = new byte[] {0x67, 0x00};
-        } else {
-            try {
-                response = simulator.transmitCommand(asJcardsimTakesIt(command));
-            } catch (RuntimeException e) {
-                response = new byte[] {0x6F, 0x00};
-            }
-            if (response == null || response.length < 2) {
-                response = new byte[] {0x6F, 0x00};
-            }
-            int n = response.length;
-            if (response[n - 2] == 0x6F && response[n - 1] == 0x00) {
-                internalErrors.incrementAndGet(); // jCardSim's answer to an uncaught exception in the applet
-            } else if (n == 2 && response[0] == 0x69 && response[1] == (byte) 0x99
-                    && command[1] == (byte) 0xA4 && (command[0] & 0xFC) == 0) {
-                response = new byte[] {0x6A, (byte) 0x82};   // SELECT: file or application not found
-            }
+        byte[] response = exchange(simulator, command);
+        if (isInternalError(response)) {
+            internalErrors.incrementAndGet();
         }
         bytesOut.addAndGet(response.length);
         return response;
+    }
+
+    /** What {@link #transmit} answers, for any jCardSim simulator (the JUnit tests also drive
+     *  bare ones): the card OS's three answers corrected, an escaping exception as 6F00. */
+    public static byte[] exchange(CardSimulator simulator, byte[] command) {
+        if (!wellFramed(command)) {
+            return new byte[] {0x67, 0x00};
+        }
+        byte[] response;
+        try {
+            response = simulator.transmitCommand(asJcardsimTakesIt(command));
+        } catch (RuntimeException e) {
+            return new byte[] {0x6F, 0x00};
+        }
+        if (response == null || response.length < 2) {
+            return new byte[] {0x6F, 0x00};
+        }
+        if (response.length == 2 && response[0] == 0x69 && response[1] == (byte) 0x99
+                && command[1] == (byte) 0xA4 && (command[0] & 0xFC) == 0) {
+            return new byte[] {0x6A, (byte) 0x82};   // SELECT: file or application not found
+        }
+        return response;
+    }
+
+    /** 6F00: jCardSim's answer to an exception the applet did not catch. */
+    public static boolean isInternalError(byte[] response) {
+        int n = response.length;
+        return response[n - 2] == 0x6F && response[n - 1] == 0x00;
     }
 
     /** ISO 7816-3 12.1.3 / 7816-4 5.1 cases 1-4, short and extended (card/runtime.py parse_command). */

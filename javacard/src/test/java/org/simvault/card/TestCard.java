@@ -15,13 +15,10 @@ import java.util.Arrays;
 import java.util.HexFormat;
 
 /**
- * The backup applet in jCardSim (through org.simvault.sim.SimulatedCard, as the vpcd
- * bridge runs it) plus the two answers of a GlobalPlatform card OS that jCardSim's
- * runtime gives differently and the applet never sees: a malformed TPDU (Lc not
- * matching the body) is 6700 here, not an exception; SELECT of an AID that is not
- * installed is 6A82 (jCardSim: 6999); a short case 4 APDU with Lc 255 (261 bytes, one more
- * than jCardSim's short APDU buffer) goes in its extended form. Also the host-side helpers the tests share:
- * APDUs, PIN blocks, signed manifests.
+ * The backup applet in jCardSim, answering as org.simvault.sim.SimulatedCard (the vpcd
+ * bridge's card) does: the card OS's answers that jCardSim gives differently are corrected
+ * there (SimulatedCard.exchange), and 6F00s (exceptions the applet did not catch) are counted.
+ * Also the host-side helpers the tests share: APDUs, PIN blocks, signed manifests.
  */
 final class TestCard {
     static final HexFormat HEX = HexFormat.of().withUpperCase();
@@ -70,18 +67,8 @@ final class TestCard {
     }
 
     byte[] transmit(byte[] command) {
-        if (!wellFormed(command)) {
-            return new byte[] {0x67, 0x00};
-        }
-        if (command.length == 261 && command[4] == (byte) 0xFF) {
-            command = asExtended(command);
-        }
-        byte[] r = sim != null ? sim.transmitCommand(command) : card.transmit(command);
-        int sw = sw(r);
-        if (sw == 0x6999 && command[1] == (byte) 0xA4) {
-            return new byte[] {0x6A, (byte) 0x82};
-        }
-        if (sw == 0x6F00) {
+        byte[] r = sim != null ? SimulatedCard.exchange(sim, command) : card.transmit(command);
+        if (SimulatedCard.isInternalError(r)) {
             internalErrors++;
         }
         return r;
@@ -93,37 +80,6 @@ final class TestCard {
         } else {
             card.reset();
         }
-    }
-
-    /** A short case 4 APDU with Lc 255 is 261 bytes: jCardSim's short APDU buffer holds 260
-     *  (it answers 6F00 before any applet runs). The same command in extended form. */
-    static byte[] asExtended(byte[] c) {
-        int le = c[260] == 0 ? 256 : c[260] & 0xFF;
-        return concat(Arrays.copyOf(c, 4), new byte[] {0, 0, (byte) 0xFF}, Arrays.copyOfRange(c, 5, 260),
-                new byte[] {(byte) (le >> 8), (byte) le});
-    }
-
-    /** ISO 7816-3 12.1.3 cases 1-4, short and extended (card/runtime.py parse_command). */
-    static boolean wellFormed(byte[] c) {
-        int n = c.length - 4;
-        if (n < 0) {
-            return false;
-        }
-        if (n <= 1) {
-            return true;
-        }
-        int b0 = c[4] & 0xFF;
-        if (b0 != 0) {
-            return n == 1 + b0 || n == 2 + b0;
-        }
-        if (n < 3) {
-            return false;
-        }
-        if (n == 3) {
-            return true;
-        }
-        int lc = ((c[5] & 0xFF) << 8) | (c[6] & 0xFF);
-        return lc != 0 && (n == 3 + lc || n == 5 + lc);
     }
 
     // ---- APDUs ---------------------------------------------------------------------
