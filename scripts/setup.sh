@@ -15,6 +15,7 @@ APT_PACKAGES=(
     libwbxml2-utils                   # WBXML reference codec (xml2wbxml, wbxml2xml)
     postgresql                        # the DM/DS servers' second database (tests start throwaway clusters)
     syncevolution syncevolution-http python3-twisted dbus   # a real SyncML DS peer (scripts/syncevolution.sh)
+    g++                               # builds scripts/syncevolution-curl-shim.cpp (SyncEvolution as a DS client)
     python3-venv python3-dev
     openjdk-17-jdk-headless maven     # the Java Card applet (javacard/): build, JUnit, jCardSim behind vpcd
     zstd restic                       # bench/bench_backup.py: zstd -19 and restic columns

@@ -95,8 +95,11 @@ def test_get_forms_and_acl(world) -> None:
     assert script.status["bad-query"] in (406, 500)
 
 
-def test_add_replace_delete_and_tnds_import(world) -> None:
-    dev = world.add_device("phone")
+@pytest.mark.parametrize("wbxml", [False, True], ids=["xml", "wbxml"])
+def test_add_replace_delete_and_tnds_import(world, wbxml) -> None:
+    # In WBXML the TNDS travels as a nested WBXML document (xml2wbxml's form) and reaches the agent
+    # as an element: it must import exactly as the XML text does.
+    dev = world.add_device("phone", wbxml=wbxml)
     fragment = (b'<MgmtTree xmlns="syncml:dmddf1.2"><VerDTD>1.2</VerDTD><Node><NodeName>Extra</NodeName>'
                 b'<Node><NodeName>Note</NodeName><RTProperties><Format><chr/></Format></RTProperties>'
                 b'<Value>hello</Value></Node></Node></MgmtTree>').decode()

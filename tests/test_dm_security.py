@@ -330,3 +330,18 @@ def test_delete_jobs_on_server_and_card(world) -> None:
         assert card.list_backups() == []
     failed = world.wait_job(world.job(dev, "delete", "card", backup_id=card_id)["id"])  # already gone
     assert failed["state"] == "failed" and "500" in failed["reason"]
+
+
+def test_wbxml_in_a_charset_we_cannot_read_is_http_415_with_the_reason(world) -> None:
+    from host.syncml import wbxml
+    dev = world.add_device("phone", start=False)
+    url = f"{world.url}/dm"
+    ch = Channel("A1", m.Source(dev.device_id, dev.device_id), m.Target(url))
+    ch.send(m.Alert(cmd_id=1, data=1201))
+    wire = wbxml.encode_wbxml(ch.build(cred=md5_cred(DEV_PASSWORD, b"", dev.device_id)))
+    utf16 = wire[:3] + b"\x87\x77" + wire[4:]     # charset MIBenum 1015 (UTF-16) in place of 106
+    status, body, _ = post(url, utf16, {"Content-Type": wbxml.CONTENT_TYPE_DM_WBXML})
+    assert status == 415
+    assert b"WBXML charset 1015 (UTF-16) is not supported" in body
+    status, _, _ = post(url, wire, {"Content-Type": wbxml.CONTENT_TYPE_DM_WBXML})
+    assert status == 200                           # the same message in UTF-8 is read

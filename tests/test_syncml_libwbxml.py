@@ -60,3 +60,108 @@ def test_standalone_devinf_needs_its_doctype_for_libwbxml(tmp_path: Path) -> Non
     assert (tmp_path / "d.wbxml").read_bytes()[:3] == b"\x03\xa4\x03"  # public id 0x1203: DevInf 1.2
     run(WBXML2XML, "-m", "0", "-o", str(tmp_path / "back.xml"), str(tmp_path / "d.wbxml"))
     assert decode_devinf((tmp_path / "back.xml").read_bytes()) == devinf()
+
+
+# ------------------------------------------------------------------ TNDS nested in Data, both ways
+DDF12_LITERAL = b"-//OMA//DTD-DM-DDF 1.2//EN"
+
+
+def _mb(data: bytes, i: int) -> tuple[int, int]:
+    n = 0
+    for _ in range(5):
+        n = (n << 7) | (data[i] & 0x7F)
+        i += 1
+        if not data[i - 1] & 0x80:
+            return n, i
+    raise ValueError("mb_u_int32 too long")
+
+
+def nested_documents(wire: bytes) -> list[bytes]:
+    """OPAQUE payloads that are DM DDF 1.2 (TNDS) WBXML documents: header walked by hand
+    (version, public id 0 = literal, string table index, charset, string table)."""
+    found = []
+    for i in range(len(wire)):
+        if wire[i] != 0xC3:
+            continue
+        try:
+            n, j = _mb(wire, i + 1)
+            doc = wire[j:j + n]
+            if len(doc) != n or doc[:2] != b"\x03\x00":
+                continue
+            index, k = _mb(doc, 2)
+            _charset, k = _mb(doc, k)
+            size, k = _mb(doc, k)
+            table = doc[k:k + size]
+            if table[index:index + len(DDF12_LITERAL) + 1] == DDF12_LITERAL + b"\x00":
+                found.append(doc)
+        except (ValueError, IndexError):
+            continue
+    return found
+
+
+def tnds_results(data: object, ctype: str = "application/vnd.syncml.dmtnds+xml") -> m.SyncMLMessage:
+    return m.SyncMLMessage(header(m.PROTO_DM), [m.Results(
+        cmd_id=1, msg_ref=1, cmd_ref=3, meta=m.Meta(format="xml", type=ctype),
+        items=[m.Item(source=m.Source("./Vendor/simvault"), data=data)])], final=True)
+
+
+def phone_tnds() -> bytes:
+    from host.tree.generate import generate_tree
+    from host.tree.tnds import write_tnds
+    return write_tnds(generate_tree(8000, seed=3), indent="")
+
+
+def test_tnds_written_by_xml2wbxml_decodes(tmp_path: Path) -> None:
+    """(a) xml2wbxml nests TNDS as a DM DDF 1.2 WBXML document (literal public id at the end of
+    its own string table) in OPAQUE, Type switched to +wbxml: we decode it to the same MgmtTree."""
+    from host.syncml._xmlparse import parse_xml
+    from host.syncml.wbxml import decode_wbxml
+    from host.tree.tnds import read_tnds
+
+    text = phone_tnds()
+    (tmp_path / "in.xml").write_bytes(codec.encode(tnds_results(parse_xml(text))))
+    run(XML2WBXML, "-o", str(tmp_path / "theirs.wbxml"), str(tmp_path / "in.xml"))
+    theirs = (tmp_path / "theirs.wbxml").read_bytes()
+    (doc,) = nested_documents(theirs)
+    assert _mb(doc, 2)[0] > 0  # the literal is not the only string: a real string table
+    assert b"application/vnd.syncml.dmtnds+wbxml" in theirs
+    msg = decode_wbxml(theirs)
+    (item,) = msg.commands[0].items
+    assert msg.commands[0].meta.type == "application/vnd.syncml.dmtnds+xml"
+    assert read_tnds(codec.serialize_element(item.data)) == read_tnds(text)
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["element", "agent-text"])
+def test_tnds_we_send_decodes_with_wbxml2xml(as_text: bool, tmp_path: Path) -> None:
+    """(b) our WBXML nests TNDS the way libwbxml2 does: the whole message, and the nested document
+    on its own, decode with wbxml2xml to the same tree. The DM agent hands TNDS over as XML text
+    (Format xml, Type dmtnds+xml): that is nested too."""
+    from host.syncml._xmlparse import parse_xml
+    from host.syncml.wbxml import encode_wbxml
+    from host.tree.tnds import read_tnds
+
+    text = phone_tnds()
+    wire = encode_wbxml(tnds_results(text.decode() if as_text else parse_xml(text)))
+    (doc,) = nested_documents(wire)
+    (tmp_path / "tnds.wbxml").write_bytes(doc)
+    run(WBXML2XML, "-m", "0", "-o", str(tmp_path / "tnds.xml"), str(tmp_path / "tnds.wbxml"))
+    assert read_tnds((tmp_path / "tnds.xml").read_bytes()) == read_tnds(text)
+    (tmp_path / "msg.wbxml").write_bytes(wire)
+    run(WBXML2XML, "-m", "0", "-o", str(tmp_path / "msg.xml"), str(tmp_path / "msg.wbxml"))
+    back = codec.decode((tmp_path / "msg.xml").read_bytes())
+    assert back.commands[0].meta.type == "application/vnd.syncml.dmtnds+xml"
+    assert read_tnds(codec.serialize_element(back.commands[0].items[0].data)) == read_tnds(text)
+    assert len(wire) < len(codec.encode(tnds_results(text.decode()))) * 0.7
+
+
+def test_every_command_both_ways_with_tnds(tmp_path: Path) -> None:
+    """The whole command set, TNDS Add included, through libwbxml2 in both directions."""
+    from host.syncml.wbxml import decode_wbxml, encode_wbxml
+
+    msg = m.SyncMLMessage(header(m.PROTO_DM), every_command())
+    (tmp_path / "ours.wbxml").write_bytes(encode_wbxml(msg))
+    run(WBXML2XML, "-m", "0", "-o", str(tmp_path / "ours.xml"), str(tmp_path / "ours.wbxml"))
+    assert codec.encode(codec.decode((tmp_path / "ours.xml").read_bytes())) == codec.encode(msg)
+    (tmp_path / "in.xml").write_bytes(codec.encode(msg))
+    run(XML2WBXML, "-o", str(tmp_path / "theirs.wbxml"), str(tmp_path / "in.xml"))
+    assert codec.encode(decode_wbxml((tmp_path / "theirs.wbxml").read_bytes())) == codec.encode(msg)

@@ -91,7 +91,7 @@ def _account(args: argparse.Namespace):
     from host.ds.client import DsAccount
     return DsAccount(url=args.url, username=args.user, password=read_secret(PASSWORD_ENV, f"DS password for {args.user}", strip=False),
                      datastore=args.datastore, device_id=args.device_id, auth=args.auth,
-                     backup_mode=getattr(args, "mode", "two-way"))
+                     backup_mode=getattr(args, "mode", "two-way"), resume=getattr(args, "resume", False))
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -180,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("two-way", "refresh"), default="two-way",
                    help="two-way: the previous archive stays until the new one is complete (docs/DS.md); "
                         "refresh: Alert 203")
+    p.add_argument("--resume", action="store_true",
+                   help="after a push cut mid-way, alert Resume (225) first; a server that cannot resume "
+                        "answers 509 (go on as a normal sync) or 508 (slow sync)")
     p.set_defaults(func=cmd_push)
     p = with_account(dsub.add_parser("pull", help="fetch an archive from a DS server (refresh from server)"))
     p.add_argument("out", help="the archive file to write")

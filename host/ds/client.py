@@ -82,6 +82,9 @@ class DsAccount:
     # previous one; "refresh": Alert 203, the datastore ends up holding exactly the new archive
     # (safe only on a server that commits at the end, as simvault's does). docs/DS.md "Backup modes".
     backup_mode: str = "two-way"
+    # after a backup session cut mid-way, alert Resume (225) first; a server that cannot resume (simvault's
+    # keeps nothing of a cut session) answers 509 + the sync type to use (two-way), or 508 -> slow sync
+    resume: bool = False
 
 
 @dataclass
@@ -115,7 +118,8 @@ class _Session(ReplyHandling):
         self.t = transport
         self.state = state
         self.requested_mode = mode
-        self.mode = mode
+        resume = account.resume and state.interrupted_mode is not None and mode != AlertCode.REFRESH_FROM_SERVER
+        self.mode = AlertCode.RESUME if resume else mode  # a restore has nothing to resume: it starts over
         self.outgoing_text = outgoing_text
         self.outgoing_luid = outgoing_luid
         self.session_id = str(secrets.randbelow(10**9) + 1)
@@ -304,7 +308,12 @@ class DsClient:
         session = _Session(self.account, self.transport, self.store.get(self.key), mode, text, luid)
         session.deletes = list(deletes or [])
         try:
-            session.run()
+            try:
+                session.run()
+            except BaseException:
+                if session.server_alerted:  # a session was under way: the next one may alert Resume
+                    self.store.put(self.key, dataclasses.replace(self.store.get(self.key), interrupted_mode=mode))
+                raise
         except SyncMLStatusError as exc:
             raise DsProtocolError(str(exc), exc.status) from None
         except DsError:
@@ -320,6 +329,7 @@ class DsClient:
         state.last_anchor = session.next_anchor
         state.server_anchor = session.server_anchor
         state.next_nonce = session.next_nonce_text
+        state.interrupted_mode = None
         if backup_id is not None:
             state.last_backup_id = backup_id
         self.store.put(self.key, state)

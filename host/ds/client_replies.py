@@ -101,6 +101,8 @@ class ReplyHandling:
                 self.slow_sync = True
                 self.mode = AlertCode.SLOW_SYNC
                 return
+            if code == StatusCode.RESUME_NOT_POSSIBLE and self.mode == AlertCode.RESUME:
+                return  # the server cannot resume: its Alert names the sync type of this session
             if code == StatusCode.NOT_FOUND:
                 raise DsNoBackupError(f"DS server has no datastore {self.a.datastore!r} for user "
                                       f"{self.a.username!r}: back up first or fix datastore=")
@@ -148,6 +150,8 @@ class ReplyHandling:
         self.server_alerted = True
         if code == AlertCode.SLOW_SYNC:
             self.slow_sync = True
+            self.mode = code
+        elif self.mode == AlertCode.RESUME:  # the server resumed (our sync type) or named another one
             self.mode = code
         elif code != self.mode:
             raise DsProtocolError(f"DS server alerted sync type {code}, we asked for {self.mode}")

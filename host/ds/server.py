@@ -107,6 +107,8 @@ class DsServer:
                 else codec.decode(body, b64_chunks_as_text=True)  # b64 chunks joined, then decoded
         except SyncMLError as exc:
             log.info("malformed SyncML from %s: %s", request.remote, exc)
+            if getattr(exc, "status", None) == 415:  # e.g. a WBXML charset we cannot read
+                return web.Response(status=415, text=f"unsupported SyncML encoding: {exc}\n")
             return web.Response(status=400, text=f"malformed SyncML: {exc}\n")
         token = request.query.get("sessionid")
         if token is None:

@@ -233,6 +233,12 @@ class ServerSession:
             for st in self.stores.values():
                 st.failed = StatusCode.SIZE_MISMATCH
             return [self._status(hdr, cmd, StatusCode.OK)]
+        # Resume (225): nothing of a cut session is kept (it committed nothing before its end), so it cannot
+        # be resumed. As libsynthesis answers: 509 + Alert 200 (a normal two-way sync in this same session)
+        # when the anchors agree, else 508 Refresh required + Alert 201 (slow sync). docs/DS.md "Resume".
+        resume = code == AlertCode.RESUME and self.phase == "init"
+        if resume:
+            code = AlertCode.TWO_WAY
         if self.phase != "init" or code not in range(200, 206):
             return [self._status(hdr, cmd, StatusCode.OPTIONAL_FEATURE_NOT_SUPPORTED)]
         item = cmd.items[0] if cmd.items else None
@@ -254,6 +260,11 @@ class ServerSession:
                                 and anchor.last != stored[0])
         if anchors_disagree:
             status_code, mode = StatusCode.REFRESH_REQUIRED, AlertCode.SLOW_SYNC
+        elif resume:
+            status_code = StatusCode.RESUME_NOT_POSSIBLE
+        if resume:
+            log.info("DS client %s asked to resume %s (225): not resumable, %d -> sync type %d",
+                     self.device_id[:40], name, status_code, mode)
         server_last = stored[1] if stored else None
         sync = _DatastoreSync(name=name, client_uri=client_uri, mode=mode, client_next=anchor.next,
                               server_next=new_anchor(server_last), server_last=server_last)

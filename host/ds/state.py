@@ -25,6 +25,7 @@ class DatastoreState:
     next_nonce: str | None = None  # b64 nonce from the server's last Chal (md5)
     last_backup_id: str | None = None
     luids: list[str] | None = None  # our items on the server (two-way backups delete the older ones)
+    interrupted_mode: int | None = None  # sync type of a session cut after the server alerted back (resume)
 
 
 def new_anchor(previous: str | None) -> str:

@@ -16,7 +16,7 @@ from host.errors import SyncMLError
 from host.syncml import model as m
 from host.syncml._xmlparse import parse_xml
 
-from host.syncml.namespaces import NS_METINF, NS_SYNCML, _local
+from host.syncml.namespaces import NS_METINF, NS_SYNCML, OPAQUE_BYTES_ATTR, _local
 
 
 # --------------------------------------------------------------------- reading
@@ -157,6 +157,11 @@ def _read_data(el: ET.Element | None, fmt: str | None, ctx: str) -> m.ItemData |
             raise SyncMLError(f"{ctx}/Data: expected one nested document")
         return kids[0]
     text = el.text or ""
+    if el.get(OPAQUE_BYTES_ATTR) is not None:  # binary OPAQUE from WBXML, whatever the Format says
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise SyncMLError(f"{ctx}/Data: opaque bytes marker on data that is not base64") from None
     if fmt == "b64":
         try:
             return base64.b64decode("".join(text.split()), validate=True)
@@ -175,7 +180,8 @@ def _read_item(el: ET.Element, cmd_meta: m.Meta | None, ctx: str) -> m.Item:
     fmt = meta.format if meta and meta.format else cmd_meta.format if cmd_meta else None
     data_el = r.take("Data")
     more = _flag_of(r.take("MoreData"), f"{ctx}/MoreData")
-    if fmt == "b64" and _B64_CHUNKS_AS_TEXT.get() and data_el is not None and not len(data_el):
+    if fmt == "b64" and _B64_CHUNKS_AS_TEXT.get() and data_el is not None and not len(data_el) \
+            and data_el.get(OPAQUE_BYTES_ATTR) is None:
         text = "".join((data_el.text or "").split())
         if not _B64_ALPHABET.fullmatch(text):
             raise SyncMLError(f"{ctx}/Data: Format is b64 but the data is not base64")

@@ -74,6 +74,9 @@ class StatusCode(IntEnum):
     ATOMIC_FAILED = 507
     REFRESH_REQUIRED = 508
     RECIPIENT_EXCEPTION_RESERVED = 509
+    # 509 answering a Resume (225): the session cannot be resumed, the server's Alert names the sync
+    # type instead (libsynthesis, SyncEvolution's engine, sends and understands it so)
+    RESUME_NOT_POSSIBLE = 509
     DATASTORE_FAILURE = 510
     SERVER_FAILURE = 511
     SYNCHRONIZATION_FAILED = 512
@@ -104,7 +107,7 @@ STATUS_NAMES: dict[int, str] = {
     427: "Item not empty", 428: "Move failed", 500: "Command failed",
     501: "Command not implemented", 502: "Bad gateway", 503: "Service unavailable",
     504: "Gateway timeout", 505: "DTD version not supported", 506: "Processing error",
-    507: "Atomic failed", 508: "Refresh required", 509: "Reserved",
+    507: "Atomic failed", 508: "Refresh required", 509: "Reserved (to a Resume: resume not possible)",
     510: "Data store failure", 511: "Server failure", 512: "Synchronization failed",
     513: "Protocol version not supported", 514: "Operation cancelled",
     516: "Atomic roll back failed", 517: "Atomic response too large to fit",

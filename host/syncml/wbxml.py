@@ -1,53 +1,66 @@
 """WBXML (application/vnd.syncml+wbxml, application/vnd.syncml.dm+wbxml) for SyncML 1.2.
 
-Code pages: SyncML 1.2 (page 0, ``SYNCML:SYNCML1.2``), MetInf 1.2 (page 1,
-``syncml:metinf``); DevInf 1.2 is a separate document (public id 0x1203) that
-travels inside ``<Data>`` as OPAQUE, as libwbxml and real DS peers do.
+Code pages (host.syncml.wbxml_tables): SyncML 1.2 (page 0), MetInf 1.2 (page 1). Nested
+documents travel inside ``<Data>`` as OPAQUE, as libwbxml2 and real peers do: DevInf 1.2
+(public id 0x1203) and TNDS (OMA DM DDF 1.2, page 2, the literal public id in the string
+table, exactly as xml2wbxml writes it), their Meta Type switched to the +wbxml form
+(application/vnd.syncml.dmtnds+wbxml) on the wire. Other nested XML travels as UTF-8 text.
 
-Encoding writes WBXML 1.3, UTF-8, inline strings (no string table). Decoding
-accepts string tables (STR_T), ENTITY and OPAQUE data; attributes, literal
-tags, PIs and extension tokens are refused (SyncML uses none of them). Other
-nested XML documents (TNDS) are carried as OPAQUE UTF-8 XML text.
+Encoding writes WBXML 1.3, UTF-8, inline strings. Decoding accepts string tables (STR_T),
+ENTITY and OPAQUE data, charsets UTF-8, US-ASCII and ISO-8859-1 (others: SyncMLStatusError
+415); attributes, literal tags, PIs and extension tokens are refused (SyncML uses none).
+
+OPAQUE in Data is a nested document only when the Meta Type says so (+wbxml), or, with no
+Type at all, when it parses whole as DevInf/TNDS WBXML; anything else is data: text when
+it is UTF-8 XML can carry, else bytes. A declared document in a charset we cannot read
+comes out as bytes, so the item gets 415 and the rest of the message goes on.
 
     wire = encode_wbxml(msg)           # bytes
     msg = decode_wbxml(wire)           # SyncMLMessage, or SyncMLError
 """
 from __future__ import annotations
 
+import base64
+import logging
+import re
 import xml.etree.ElementTree as ET
 
 from host.errors import SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
 from host.syncml._xmlparse import MAX_DEPTH, MAX_MESSAGE_BYTES, parse_xml
+from host.syncml.namespaces import OPAQUE_BYTES_ATTR
+from host.syncml.status import StatusCode, SyncMLStatusError
+from host.syncml.wbxml_tables import (
+    CHARSET_NAMES,
+    CHARSETS,
+    LITERAL_IDS,
+    LITERAL_OF,
+    PAGES,
+    PUBLIC_ID_DEVINF12,
+    PUBLIC_ID_DMDDF12,
+    PUBLIC_ID_SYNCML12,
+    ROOTS,
+    TOKENS,
+    TYPE_TO_WBXML,
+    TYPE_TO_XML,
+)
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE_DS_WBXML = "application/vnd.syncml+wbxml"
 CONTENT_TYPE_DM_WBXML = "application/vnd.syncml.dm+wbxml"
-PUBLIC_ID_SYNCML12 = 0x1201
-PUBLIC_ID_DEVINF12 = 0x1203
-_LITERAL_IDS = {"-//SYNCML//DTD SyncML 1.2//EN": PUBLIC_ID_SYNCML12,
-                "-//SYNCML//DTD DevInf 1.2//EN": PUBLIC_ID_DEVINF12}
+__all__ = ["CONTENT_TYPE_DM_WBXML", "CONTENT_TYPE_DS_WBXML", "PUBLIC_ID_DEVINF12", "PUBLIC_ID_DMDDF12",
+           "PUBLIC_ID_SYNCML12", "decode_wbxml", "encode_wbxml"]
 
-# DevInf inside WBXML is itself WBXML, and its Meta Type says so (libwbxml relies on it)
-_DEVINF_XML, _DEVINF_WBXML = "application/vnd.syncml-devinf+xml", "application/vnd.syncml-devinf+wbxml"
 _TYPE_TAG = f"{{{codec.NS_METINF}}}Type"
+_META_TAG = f"{{{codec.NS_SYNCML}}}Meta"
+_DATA_TAG = f"{{{codec.NS_SYNCML}}}Data"
+_TNDS_XML = "application/vnd.syncml.dmtnds+xml"
+_NESTED_LANGUAGES = (PUBLIC_ID_DEVINF12, PUBLIC_ID_DMDDF12)
+_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 SWITCH_PAGE, END, ENTITY, STR_I, LITERAL, STR_T, OPAQUE = 0x00, 0x01, 0x02, 0x03, 0x04, 0x83, 0xC3
 _CONTENT, _ATTRS = 0x40, 0x80
-
-_SYNCML_TAGS = ["Add", "Alert", "Archive", "Atomic", "Chal", "Cmd", "CmdID", "CmdRef", "Copy", "Cred", "Data", "Delete", "Exec", "Final", "Get", "Item", "Lang", "LocName", "LocURI", "Map", "MapItem", "Meta", "MsgID", "MsgRef", "NoResp", "NoResults", "Put", "Replace", "RespURI", "Results", "Search", "Sequence", "SessionID", "SftDel", "Source", "SourceRef", "Status", "Sync", "SyncBody", "SyncHdr", "SyncML", "Target", "TargetRef", "-", "VerDTD", "VerProto", "NumberOfChanges", "MoreData", "Field", "Filter", "Record", "FilterType", "SourceParent", "TargetParent", "Move", "Correlator"]
-_METINF_TAGS = ["Anchor", "EMI", "Format", "FreeID", "FreeMem", "Last", "Mark", "MaxMsgSize", "Mem", "MetInf", "Next", "NextNonce", "SharedMem", "Size", "Type", "Version", "MaxObjSize", "FieldLevel"]
-_DEVINF_TAGS = ["CTCap", "CTType", "DataStore", "DataType", "DevID", "DevInf", "DevTyp", "DisplayName", "DSMem", "Ext", "FwV", "HwV", "Man", "MaxGUIDSize", "MaxID", "MaxMem", "Mod", "OEM", "ParamName", "PropName", "Rx", "Rx-Pref", "SharedMem", "MaxSize", "SourceRef", "SwV", "SyncCap", "SyncType", "Tx", "Tx-Pref", "ValEnum", "VerCT", "VerDTD", "XNam", "XVal", "UTC", "SupportNumberOfChanges", "SupportLargeObjs", "Property", "PropParam", "MaxOccur", "NoTruncate", "-", "Filter-Rx", "FilterCap", "FilterKeyword", "FieldLevel", "SupportHierarchicalSync"]
-
-# language -> {page: (namespace, tags from token 0x05)}
-_PAGES: dict[int, dict[int, tuple[str, list[str]]]] = {
-    PUBLIC_ID_SYNCML12: {0: (codec.NS_SYNCML, _SYNCML_TAGS), 1: (codec.NS_METINF, _METINF_TAGS)},
-    PUBLIC_ID_DEVINF12: {0: (codec.NS_DEVINF, _DEVINF_TAGS)},
-}
-_TOKENS: dict[int, dict[str, tuple[int, int]]] = {
-    pid: {f"{{{ns}}}{tag}": (page, 5 + i) for page, (ns, tags) in pages.items()
-          for i, tag in enumerate(tags) if tag != "-"}
-    for pid, pages in _PAGES.items()}
 
 
 def _mb_u_int32(value: int) -> bytes:
@@ -59,11 +72,23 @@ def _mb_u_int32(value: int) -> bytes:
     return bytes(reversed(out))
 
 
+def _meta_type(holder: ET.Element) -> str | None:
+    """The Meta Type an Item or a command states for its data (None when it states none)."""
+    meta = holder.find(_META_TAG)
+    el = meta.find(_TYPE_TAG) if meta is not None else None
+    return (el.text or "").strip() or None if el is not None else None
+
+
 # --------------------------------------------------------------------- encoder
 def _encode_doc(root: ET.Element, public_id: int) -> bytes:
-    out = bytearray(b"\x03" + _mb_u_int32(public_id) + b"\x6a\x00")  # WBXML 1.3, UTF-8, no strtbl
+    literal = LITERAL_OF.get(public_id)
+    if literal is None:
+        out = bytearray(b"\x03" + _mb_u_int32(public_id) + b"\x6a\x00")  # WBXML 1.3, UTF-8, no strtbl
+    else:  # public id 0: the literal at string table offset 0 (xml2wbxml's form)
+        table = literal.encode("ascii") + b"\x00"
+        out = bytearray(b"\x03\x00\x00\x6a" + _mb_u_int32(len(table)) + table)
     page = [0]
-    tokens = _TOKENS[public_id]
+    tokens = TOKENS[public_id]
 
     def text(value: str) -> None:
         raw = value.encode("utf-8")
@@ -71,7 +96,7 @@ def _encode_doc(root: ET.Element, public_id: int) -> bytes:
             raise SyncMLError("WBXML inline strings cannot carry NUL")
         out.extend(bytes([STR_I]) + raw + b"\x00")
 
-    def element(el: ET.Element) -> None:
+    def element(el: ET.Element, ctype: str | None) -> None:
         if el.attrib:
             raise SyncMLError(f"WBXML encoding of attributes is not supported ({el.tag})")
         if el.tag not in tokens:
@@ -80,34 +105,52 @@ def _encode_doc(root: ET.Element, public_id: int) -> bytes:
         if pg != page[0]:
             out.extend(bytes([SWITCH_PAGE, pg]))
             page[0] = pg
+        ctype = _meta_type(el) or ctype if public_id == PUBLIC_ID_SYNCML12 else None
         kids = list(el)
-        if el.tag == f"{{{codec.NS_SYNCML}}}Data" and kids:
-            out.append(tok | _CONTENT)
-            out.extend(bytes([OPAQUE]))
-            nested = _nested_to_bytes(kids[0])
-            out.extend(_mb_u_int32(len(nested)) + nested)
-            out.append(END)
-            return
+        if el.tag == _DATA_TAG:
+            nested = _nested_to_bytes(el, ctype)
+            if nested is not None:
+                out.append(tok | _CONTENT)
+                out.extend(bytes([OPAQUE]))
+                out.extend(_mb_u_int32(len(nested)) + nested)
+                out.append(END)
+                return
         if not kids and not el.text:
             out.append(tok)
             return
         out.append(tok | _CONTENT)
         if el.text:
-            text(_DEVINF_WBXML if el.tag == _TYPE_TAG and el.text == _DEVINF_XML else el.text)
+            text(TYPE_TO_WBXML.get(el.text, el.text) if el.tag == _TYPE_TAG else el.text)
         for kid in kids:
-            element(kid)
+            element(kid, ctype)
             if kid.tail and kid.tail.strip():
                 text(kid.tail)
         out.append(END)
 
-    element(root)
+    element(root, None)
     return bytes(out)
 
 
-def _nested_to_bytes(el: ET.Element) -> bytes:
-    if el.tag == f"{{{codec.NS_DEVINF}}}DevInf":
-        return _encode_doc(el, PUBLIC_ID_DEVINF12)
-    return codec.serialize_element(el).encode("utf-8")  # TNDS and others: XML text in OPAQUE
+def _nested_to_bytes(data: ET.Element, ctype: str | None) -> bytes | None:
+    """The OPAQUE bytes for a Data holding a nested document, or None (Data stays text)."""
+    kids = list(data)
+    if kids:
+        doc = kids[0]
+    elif ctype == _TNDS_XML and data.text and data.text.lstrip().startswith("<"):
+        try:  # TNDS given as XML text (what the DM agent returns): nest it as libwbxml2 does
+            doc = parse_xml(data.text.encode("utf-8"), "TNDS document")
+        except SyncMLError:
+            return None
+    else:
+        return None
+    language = ROOTS.get(doc.tag)
+    if language is not None:
+        try:
+            return _encode_doc(doc, language)
+        except SyncMLError:
+            if not kids:  # a TNDS text with foreign elements: send the text as it is
+                return None
+    return codec.serialize_element(doc).encode("utf-8")  # other nested XML: XML text in OPAQUE
 
 
 def encode_wbxml(msg: m.SyncMLMessage) -> bytes:
@@ -150,26 +193,39 @@ class _Reader:
         return raw
 
 
-def _utf8(raw: bytes) -> str:
+def _charset_codec(mib: int) -> str:
+    if mib in CHARSETS:
+        return CHARSETS[mib]
+    name = CHARSET_NAMES.get(mib, "unknown MIBenum")
+    raise SyncMLStatusError(f"WBXML charset {mib} ({name}) is not supported: send UTF-8 (106), "
+                            "US-ASCII or ISO-8859-1", StatusCode.UNSUPPORTED_MEDIA_TYPE)
+
+
+def _opaque_data(raw: bytes) -> str | bytes:
+    """OPAQUE that is not a document: text when it is UTF-8 that XML can carry, else bytes."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise SyncMLError("WBXML string is not UTF-8") from None
+        return raw
+    return raw if _XML_UNSAFE.search(text) else text
 
 
-def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
+def _decode_doc(data: bytes, nesting: int = 0, languages: tuple[int, ...] = (PUBLIC_ID_SYNCML12,)) -> ET.Element:
     if len(data) > MAX_MESSAGE_BYTES:
         raise SyncMLError(f"WBXML document of {len(data)} bytes exceeds the limit")
     r = _Reader(data)
     if r.byte() not in (0x01, 0x02, 0x03):
         raise SyncMLError("not a WBXML 1.1-1.3 document")
     pid = r.mb()
-    strtbl_needed = pid == 0
-    str_index = r.mb() if strtbl_needed else None
-    charset = r.mb()
-    if charset not in (0x6A, 0):  # UTF-8 (0 = unknown, assumed UTF-8)
-        raise SyncMLError(f"WBXML charset {charset} is not supported (only UTF-8)")
+    str_index = r.mb() if pid == 0 else None
+    charset = _charset_codec(r.mb())
     table = r.take(r.mb())
+
+    def string(raw: bytes) -> str:
+        try:
+            return raw.decode(charset)
+        except UnicodeDecodeError:
+            raise SyncMLError(f"WBXML string is not {charset}") from None
 
     def table_string(offset: int) -> bytes:
         end = table.find(b"\x00", offset)
@@ -178,11 +234,12 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
         return table[offset:end]
 
     if str_index is not None:
-        pid = _LITERAL_IDS.get(_utf8(table_string(str_index)), 0)
-    if pid not in _PAGES:
-        raise SyncMLError(f"WBXML public id {pid:#x} is not SyncML 1.2 or DevInf 1.2")
-    pages = _PAGES[pid]
-    page = 0
+        pid = LITERAL_IDS.get(string(table_string(str_index)), 0)
+    if pid not in languages:
+        raise SyncMLError(f"WBXML public id {pid:#x} is not " + (
+            "SyncML 1.2" if nesting == 0 else "DevInf 1.2 or DM DDF 1.2 (TNDS)"))
+    pages = PAGES[pid]
+    page = min(pages)
     root: ET.Element | None = None
     stack: list[ET.Element] = []
     parts: list[list[str]] = []
@@ -196,6 +253,32 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
             else:
                 el.text = (el.text or "") + joined
             parts[-1] = []
+
+    def opaque_in_data(raw: bytes) -> ET.Element | str | bytes:
+        # the Type the Item (or else its command) states; Meta precedes Data, so it is read already
+        ctype = _meta_type(stack[-2]) if len(stack) > 1 else None
+        if ctype is None and len(stack) > 2:
+            ctype = _meta_type(stack[-3])
+        is_xml = raw.lstrip()[:1] == b"<"
+        if ctype in TYPE_TO_XML and not is_xml:  # declared a WBXML document: it must be one
+            try:
+                return _decode_doc(raw, nesting + 1, _NESTED_LANGUAGES)
+            except SyncMLStatusError as exc:  # a charset we cannot read: the item gets 415
+                log.info("nested %s document not decoded (%s): kept as bytes", ctype, exc)
+                return raw
+        if ctype is None and raw[:1] in (b"\x01", b"\x02", b"\x03"):
+            try:  # undeclared: a document only if it parses whole as DevInf or TNDS
+                return _decode_doc(raw, nesting + 1, _NESTED_LANGUAGES)
+            except SyncMLError:
+                return _opaque_data(raw)
+        if is_xml and (ctype in TYPE_TO_WBXML or ctype in TYPE_TO_XML):
+            return parse_xml(raw, "nested XML document")
+        if is_xml and ctype is None:
+            try:
+                return parse_xml(raw, "nested XML document")
+            except SyncMLError:
+                pass
+        return _opaque_data(raw)
 
     while True:
         if root is not None and not stack:
@@ -214,11 +297,11 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
         elif tok == STR_I:
             if not stack:
                 raise SyncMLError("WBXML text outside the root element")
-            parts[-1].append(_utf8(r.cstring()))
+            parts[-1].append(string(r.cstring()))
         elif tok == STR_T:
             if not stack:
                 raise SyncMLError("WBXML text outside the root element")
-            parts[-1].append(_utf8(table_string(r.mb())))
+            parts[-1].append(string(table_string(r.mb())))
         elif tok == ENTITY:
             code = r.mb()
             if not stack or not (0 < code < 0x110000):
@@ -228,15 +311,21 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
             if not stack:
                 raise SyncMLError("WBXML opaque data outside the root element")
             raw = r.take(r.mb())
-            if stack[-1].tag == f"{{{codec.NS_SYNCML}}}Data" and raw[:1] in (b"\x01", b"\x02", b"\x03") \
-                    and nesting == 0:
+            got = opaque_in_data(raw) if stack[-1].tag == _DATA_TAG and nesting == 0 else _opaque_data(raw)
+            if isinstance(got, ET.Element):
                 flush_text()
-                stack[-1].append(_decode_doc(raw, nesting + 1))  # embedded DevInf document
-            elif stack[-1].tag == f"{{{codec.NS_SYNCML}}}Data" and raw.lstrip()[:1] == b"<":
+                stack[-1].append(got)
+            elif isinstance(got, bytes):
                 flush_text()
-                stack[-1].append(parse_xml(raw, "nested XML document"))
+                el = stack[-1]
+                if el.tag != _DATA_TAG or el.text or len(el) or el.get(OPAQUE_BYTES_ATTR) is not None:
+                    raise SyncMLError("WBXML binary opaque data is only accepted as the whole of a Data")
+                el.set(OPAQUE_BYTES_ATTR, "1")
+                el.text = base64.b64encode(got).decode("ascii")
             else:
-                parts[-1].append(_utf8(raw))
+                if stack[-1].get(OPAQUE_BYTES_ATTR) is not None:
+                    raise SyncMLError("WBXML Data mixes binary opaque data and text")
+                parts[-1].append(got)
         elif tok & 0x3F >= 5 and not tok & _ATTRS:
             ns, tags = pages[page]
             index = (tok & 0x3F) - 5
@@ -248,6 +337,8 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
                 raise SyncMLError(f"WBXML nested deeper than {MAX_DEPTH} levels: refused")
             tag = f"{{{ns}}}{tags[index]}"
             if stack:
+                if stack[-1].get(OPAQUE_BYTES_ATTR) is not None:
+                    raise SyncMLError("WBXML Data mixes binary opaque data and elements")
                 flush_text()
                 el = ET.SubElement(stack[-1], tag)
             else:
@@ -262,9 +353,10 @@ def _decode_doc(data: bytes, nesting: int = 0) -> ET.Element:
     if r.pos != len(data):
         raise SyncMLError("WBXML has trailing bytes after the root element")
     assert root is not None
-    for el in root.iter(_TYPE_TAG):
-        if el.text == _DEVINF_WBXML:
-            el.text = _DEVINF_XML
+    if nesting == 0:
+        for el in root.iter(_TYPE_TAG):
+            if el.text in TYPE_TO_XML:
+                el.text = TYPE_TO_XML[el.text]
     return root
 
 

@@ -24,6 +24,7 @@ Exec goes to a handler registered with host.dm.agent.api.register_exec_handler
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -40,6 +41,7 @@ from host.dm.agent.api import (  # noqa: F401 - the Exec handler API, also impor
 from host.dm.session import Channel, item_format, item_type
 from host.errors import SimvaultError, TreeError
 from host.syncml import model as m
+from host.syncml.codec import serialize_element
 from host.syncml.status import StatusCode, SyncMLStatusError
 from host.tree.model import DMTree, NodeExists, NodeNotFound, NotAllowed
 from host.tree.tnds import TNDS_MIME_XML, export_tnds, import_tnds, parse_list_query
@@ -187,8 +189,9 @@ class CommandExecutor:
         with self.agent.tree.lock:
             if mime == TNDS_MIME_XML:
                 self._allowed(uri, "Add" if add else "Replace")
-                text = data if isinstance(data, (str, bytes)) else None
-                if text is None:
+                # WBXML nests TNDS as a document of its own (xml2wbxml's way): it decodes to an element
+                text = serialize_element(data) if isinstance(data, ET.Element) else data
+                if not isinstance(text, (str, bytes)):
                     raise SyncMLStatusError("TNDS item without data", StatusCode.BAD_REQUEST)
                 import_tnds(self.tree, uri, text, mode="add" if add else "replace")
                 self._note_change(uri)

@@ -133,6 +133,8 @@ class DMServer(JobsMixin):
             msg = wire.decode(body)
         except SyncMLError as exc:
             self.store.audit("message.malformed", None, str(exc)[:300])
+            if getattr(exc, "status", None) == StatusCode.UNSUPPORTED_MEDIA_TYPE:  # e.g. a WBXML charset
+                return Reply(415, text=f"unsupported SyncML encoding: {exc}")
             return Reply(400, text=f"malformed SyncML: {exc}")
         if msg.header.ver_proto != m.PROTO_DM:
             return Reply(400, text=f"VerProto {msg.header.ver_proto} is not DM/1.2")
