@@ -247,12 +247,15 @@ def test_reordered_dropped_or_foreign_layers_are_refused_even_when_signed(ident,
     # a piece of another chain under this id: the GCM tag (AAD binds chain and chunk id) refuses it
     other = make_layered_archive(generate_tree(40_000, 9), ident.signer, ident.recipients())
     alien = other.chunks[other.manifest.chunks[0].chunk_id]
-    cid = refs[0].chunk_id
-    forged = _resigned(layered, ident.signer, chunks=[ChunkRef(cid, hashlib.sha256(alien).digest(), len(alien))]
-                       + refs[1:])
-    forged.chunks[cid] = alien
-    with pytest.raises(IntegrityError, match="GCM tag"):
-        verify_archive(forged, ident.trust, ident.decryptor)
+    for at, refused in ((len(refs) - 1, "GCM tag"),              # in a layer's place
+                        (0, "do not open with this device key")):  # the base's: its key block is the other chain's
+        cid = refs[at].chunk_id
+        table = list(refs)
+        table[at] = ChunkRef(cid, hashlib.sha256(alien).digest(), len(alien))
+        forged = _resigned(layered, ident.signer, chunks=table)
+        forged.chunks[cid] = alien
+        with pytest.raises(IntegrityError, match=refused):
+            verify_archive(forged, ident.trust, ident.decryptor)
     with pytest.raises(IntegrityError, match="signature invalid"):
         raw = bytearray(layered.manifest_bytes)
         raw[-3] ^= 1                                        # inside the host section

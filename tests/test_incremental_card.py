@@ -51,7 +51,7 @@ def _chain_on_card(card, ident, host_dir, n: int, size: int = 150_000):
     made, trees = [], []
     for i in range(n):
         if i:
-            mutate_leaves(tree, 0.03, seed=i)      # layers above the merge threshold: one per backup
+            mutate_leaves(tree, 0.05, seed=i)      # layers above the merge threshold (256 B): one per backup
             tree.replace("./DevInfo/DevId", devid)
         archive, report = ops.backup_tree_to_card(card, tree, ident, pending_dir=host_dir)
         if i:

@@ -107,13 +107,13 @@ def test_removed_recipient_starts_a_new_chain(tmp_path):
     kid = TrustStore(tmp_path / "dev" / "recipients").add(srv.recipient.public_point)
     t = generate_tree(20_000, 3)
     full = ops.backup_tree(t, dev)
-    assert srv.recipient.key_id in full.host.recipients
+    assert srv.recipient.key_id in full.recipients        # format 3: the base chunk's key block
     same = ops.backup_tree(t, dev, previous=full)
     assert same.host.chain_id == full.host.chain_id
     os.unlink(tmp_path / "dev" / "recipients" / f"{kid.hex()}.pem")
     after = ops.backup_tree(t, dev, previous=full)
     assert after.host.chain_id != full.host.chain_id and after.host.previous is None
-    assert set(after.host.recipients) == {dev.recipient.key_id}
+    assert set(after.recipients) == {dev.recipient.key_id}
 
 
 def test_signed_sizes_bound_decompression(ident, tree, archive):

@@ -21,6 +21,7 @@ from apdu_specs.manifest import MANIFEST, OnCardManifest
 from host.errors import ArchiveError
 
 from .host_section import HostSection
+from .keyblock import recipients_of
 from .layered_host import LayeredHost, is_layered
 
 MAGIC = b"SVARCH1\n"
@@ -113,8 +114,21 @@ class Archive:
                 "stored_bytes": m.total_size, "plain_size": h.plain_size, "codec": h.codec,
                 "scope": list(h.scope), "secrets": h.secrets,
                 "previous": h.previous.hex() if h.previous else None,
-                "recipients": sorted(k.hex() for k in h.recipients), "format": self.format,
+                "recipients": self._recipient_ids(), "format": self.format,
                 "layers": len(h.segments) - 1 if isinstance(h, LayeredHost) else None}
+
+    @property
+    def recipients(self) -> dict[bytes, bytes]:
+        """Recipient key id -> wrapped chain secret (host section, or the base chunk's key
+        block for host section v4: IntegrityError if that chunk is absent or altered)."""
+        return recipients_of(self)
+
+    def _recipient_ids(self) -> list[str]:
+        from host.errors import IntegrityError
+        try:
+            return sorted(k.hex() for k in recipients_of(self))
+        except IntegrityError:      # host section v4 without its base chunk: not known here
+            return []
 
     # ---- file encoding ---------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -21,11 +21,15 @@ from .cdc import ChunkerParams, gear_table, split
 from .codec import DEFAULT_CODEC, ChunkCodec, compress_chunk, train_dictionary
 from .crypto import STORED_OVERHEAD, ChainKeys, wrap_info
 from .host_section import HostSection
+from .keyblock import recipients_of
 
 
 def tree_digest(host: HostSection, keys: ChainKeys, plain: bytes) -> bytes:
-    """The host section's digest of plain: keyed MAC (v2), bare SHA-256 (v1 archives)."""
-    return hashlib.sha256(plain).digest() if host.version == 1 else keys.tree_mac(plain)
+    """The host section's digest of plain: keyed MAC (v2, layered v3), truncated to 16
+    bytes (layered v4), bare SHA-256 (v1 archives)."""
+    if host.version == 1:
+        return hashlib.sha256(plain).digest()
+    return keys.tree_mac_v4(plain) if host.version == 4 else keys.tree_mac(plain)
 
 
 def check_previous(previous: Archive, signer: Signer) -> None:
@@ -53,7 +57,7 @@ def device_id_of(tree: DMTree) -> str:
 
 def chain_keys_of(archive: Archive, decryptor: Decryptor) -> ChainKeys:
     """Unwrap the chain keys of archive with decryptor's private key."""
-    blob = archive.host.recipients.get(decryptor.key_id)
+    blob = recipients_of(archive).get(decryptor.key_id)
     if blob is None:
         raise IntegrityError(f"backup {archive.backup_id.hex()} is not encrypted for key "
                              f"{decryptor.key_id.hex()}: wrong key directory or another device's backup")

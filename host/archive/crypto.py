@@ -39,9 +39,12 @@ from host.errors import IntegrityError
 NONCE_LENGTH = 12
 TAG_LENGTH = 16
 STORED_OVERHEAD = NONCE_LENGTH + TAG_LENGTH
+STORED_OVERHEAD_V4 = TAG_LENGTH           # host section v4: the nonce is derived, not stored
+TREE_MAC_V4_LENGTH = 16
 CHAIN_ID_LENGTH = 16
 CHAIN_SECRET_LENGTH = 64
 _AAD_PREFIX = b"simvault/chunk/v1"
+_AAD_PREFIX_V4 = b"simvault/chunk/v4"
 _WRAP_INFO = b"simvault/chain-keys/v1"
 
 
@@ -75,6 +78,7 @@ class ChainKeys:
         object.__setattr__(self, "_enc", AESGCM(_hkdf(self.data_key, b"simvault/enc/v1")))
         object.__setattr__(self, "_nonce_key", _hkdf(self.data_key, b"simvault/nonce/v1"))
         object.__setattr__(self, "_tree_key", _hkdf(self.data_key, b"simvault/tree-mac/v2"))
+        object.__setattr__(self, "_nonce_key_v4", _hkdf(self.data_key, b"simvault/nonce/v4"))
 
     def tree_mac(self, plaintext: bytes) -> bytes:
         """Keyed digest of the whole canonical plaintext (host section v2)."""
@@ -100,6 +104,34 @@ class ChainKeys:
         except InvalidTag:
             raise IntegrityError(f"chunk {chunk_id.hex()[:16]} fails its GCM tag: tampered "
                                  "or from another backup chain") from None
+
+    # ---- host section v4 (format 3): the nonce is a function of the chunk id ---------------
+    # The chunk id is already an HMAC of the piece and its place (segment, piece index), so
+    # it is the synthetic IV: nonce = HMAC(nonce key v4, chunk id)[:12]. Equal ids mean an
+    # equal piece (same ciphertext, nothing new leaks); different pieces get different ids
+    # and so different nonces. The nonce need not be stored: 12 bytes less per chunk.
+
+    def _nonce_v4(self, chunk_id: bytes) -> bytes:
+        return hmac.new(self._nonce_key_v4, chunk_id, hashlib.sha256).digest()[:NONCE_LENGTH]  # type: ignore[attr-defined]
+
+    def seal_v4(self, chunk_id: bytes, payload: bytes) -> bytes:
+        """ciphertext | tag of payload; the nonce is derived from chunk_id (not stored)."""
+        return self._enc.encrypt(self._nonce_v4(chunk_id), payload,  # type: ignore[attr-defined]
+                                 _AAD_PREFIX_V4 + self.chain_id + chunk_id)
+
+    def open_v4(self, chunk_id: bytes, stored: bytes) -> bytes:
+        if len(stored) < STORED_OVERHEAD_V4:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} is too short: damaged backup")
+        try:
+            return self._enc.decrypt(self._nonce_v4(chunk_id), stored,  # type: ignore[attr-defined]
+                                     _AAD_PREFIX_V4 + self.chain_id + chunk_id)
+        except InvalidTag:
+            raise IntegrityError(f"chunk {chunk_id.hex()[:16]} fails its GCM tag: tampered "
+                                 "or from another backup chain") from None
+
+    def tree_mac_v4(self, plaintext: bytes) -> bytes:
+        """The tree MAC of host section v4: HMAC-SHA256 truncated to 128 bits."""
+        return self.tree_mac(plaintext)[:TREE_MAC_V4_LENGTH]
 
 
 def wrap_info(chain_id: bytes, recipient_key_id: bytes) -> bytes:

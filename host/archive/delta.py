@@ -43,6 +43,7 @@ _FIELD_BIT = {"value": 0, "format": 1, "type": 2, "type_is_ddf": 3, "acl": 4, "t
               "rt_name": 6, "size": 7, "tstamp": 8, "verno": 9}
 _ALL_FIELDS = tuple(_FIELD_BIT)
 _MAX_MASK = (1 << len(_ALL_FIELDS)) - 1
+_BITS = tuple((1 << _FIELD_BIT[name], name) for name in _ALL_FIELDS)
 _FMT_CODE = {f: i + 1 for i, f in enumerate(FORMATS)}
 _MAX_DEPTH = 512
 
@@ -202,6 +203,10 @@ class _Reader:
         return b
 
     def varint(self) -> int:
+        pos, data = self.pos, self.data
+        if pos < len(data) and data[pos] < 0x80:    # the common case: one byte
+            self.pos = pos + 1
+            return data[pos]
         n = shift = 0
         while True:
             b = self.byte()
@@ -220,6 +225,15 @@ class _Reader:
         return b
 
     def str(self) -> str:
+        pos, data = self.pos, self.data
+        if pos < len(data) and data[pos] < 0x80:    # a name or value under 128 bytes
+            end = pos + 1 + data[pos]
+            if end <= len(data):
+                self.pos = end
+                try:
+                    return data[pos + 1:end].decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    raise self.fail("invalid UTF-8") from None
         try:
             return self.raw(self.varint()).decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
@@ -238,8 +252,8 @@ class _Reader:
         mask = self.varint()
         if mask > _MAX_MASK:
             raise self.fail("unknown field")
-        for name in _ALL_FIELDS:
-            if not mask & (1 << _FIELD_BIT[name]):
+        for bit, name in _BITS:
+            if not mask & bit:
                 continue
             if name == "value":
                 tag = self.byte()

@@ -19,14 +19,11 @@ this incremental would cost more than the chain's average backup so far.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import zstandard
 
 from apdu_specs import constants as C
 from apdu_specs.manifest import MANIFEST, ChunkRef, OnCardManifest
@@ -39,14 +36,12 @@ from host.tree.secrets import strip_secrets
 
 from .archive import Archive
 from .build import chain_keys_of, check_previous, device_id_of
-from .codec import ZSTD_LEVEL, zstd_bounded
-from .crypto import STORED_OVERHEAD, ChainKeys, wrap_info
+from .crypto import STORED_OVERHEAD_V4, ChainKeys, wrap_info
 from .delta import apply_delta, diff_trees
-from .layered_host import MAX_PLAIN_SIZE, LayeredHost, Segment
+from .keyblock import encode_key_block, recipients_of
+from .layered_host import LAYERED_VERSION, MAX_PLAIN_SIZE, LayeredHost, Segment
+from .pieces import compress_segment, open_segments, seal_segment, segment_plain
 
-SEGMENT_LABEL = b"simvault/segment/v3"
-PAYLOAD_STORED, PAYLOAD_ZSTD = 0, 1
-MAX_TOTAL_PLAIN = 2 * MAX_PLAIN_SIZE          # base + all layers, bounds decompression
 TABLE_ENTRY = 68
 
 
@@ -61,80 +56,6 @@ class RebasePolicy:
 
 
 DEFAULT_POLICY = RebasePolicy()
-
-
-# ---- pieces ----------------------------------------------------------------------------
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def piece_id(keys: ChainKeys, segment: int, piece: int, payload: bytes) -> bytes:
-    return keys.chunk_id(SEGMENT_LABEL + _varint(segment) + _varint(piece) + payload)
-
-
-def raw_dictionary(base_plain: bytes) -> zstandard.ZstdCompressionDict:
-    return zstandard.ZstdCompressionDict(base_plain, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-
-
-def compress_segment(plain: bytes, zdict: zstandard.ZstdCompressionDict | None) -> bytes:
-    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=zdict, write_content_size=True,
-                                  write_checksum=False, write_dict_id=False)
-    body = zc.compress(plain)
-    return bytes([PAYLOAD_ZSTD]) + body if len(body) < len(plain) else bytes([PAYLOAD_STORED]) + plain
-
-
-def seal_segment(keys: ChainKeys, segment: int, payload: bytes, max_piece: int) -> list[tuple[ChunkRef, bytes]]:
-    out = []
-    for i, start in enumerate(range(0, len(payload), max_piece)):
-        part = payload[start:start + max_piece]
-        cid = piece_id(keys, segment, i, part)
-        stored = keys.seal(cid, part)
-        out.append((ChunkRef(cid, hashlib.sha256(stored).digest(), len(stored)), stored))
-    return out
-
-
-def open_segments(archive: Archive, keys: ChainKeys) -> list[bytes]:
-    """The plaintext of every segment (base first), each piece checked: size and SHA-256
-    against the signed table, GCM tag, chunk id; each segment decompressed within its
-    signed size. IntegrityError on the first failure."""
-    host: LayeredHost = archive.host  # type: ignore[assignment]
-    refs = archive.manifest.chunks
-    if sum(s.plain_size for s in host.segments) > MAX_TOTAL_PLAIN:
-        raise IntegrityError(f"backup {archive.backup_id.hex()}: segments larger than 512 MiB in all: refused")
-    out: list[bytes] = []
-    zdict = None
-    for si, (seg, rng) in enumerate(zip(host.segments, host.segment_ranges())):
-        parts = []
-        for pi, index in enumerate(rng):
-            ref = refs[index]
-            stored = archive.chunks.get(ref.chunk_id)
-            if stored is None:
-                raise IntegrityError(f"backup {archive.backup_id.hex()} lacks chunk {ref.chunk_id.hex()[:16]}")
-            if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-                raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
-                                     "tampered or swapped chunk")
-            part = keys.open(ref.chunk_id, stored)
-            if not hmac.compare_digest(piece_id(keys, si, pi, part), ref.chunk_id):
-                raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} is not piece {pi} of segment {si}: "
-                                     "tampered or reordered")
-            parts.append(part)
-        payload = b"".join(parts)
-        if not payload or payload[0] not in (PAYLOAD_STORED, PAYLOAD_ZSTD):
-            raise IntegrityError(f"segment {si} has an unknown payload kind: damaged backup")
-        plain = payload[1:] if payload[0] == PAYLOAD_STORED else zstd_bounded(payload[1:], seg.plain_size, zdict)
-        if len(plain) != seg.plain_size:
-            raise IntegrityError(f"segment {si} is not its signed size: damaged backup")
-        if si == 0:
-            zdict = raw_dictionary(plain)
-        out.append(plain)
-    return out
 
 
 def rebuild(segments: list[bytes], upto: int | None = None) -> DMTree:
@@ -171,8 +92,13 @@ def verify_layered(archive: Archive, keys: ChainKeys) -> tuple[DMTree, int]:
 def _check_mac(bid: str, keys: ChainKeys, host: LayeredHost, canonical: bytes) -> None:
     if len(canonical) != host.plain_size:
         raise IntegrityError(f"backup {bid}: the rebuilt tree is not its signed size")
-    if not hmac.compare_digest(keys.tree_mac(canonical), host.tree_digest):
+    if not hmac.compare_digest(layered_digest(keys, host.version, canonical), host.tree_digest):
         raise IntegrityError(f"backup {bid}: the reassembled tree does not match its hash")
+
+
+def layered_digest(keys: ChainKeys, version: int, canonical: bytes) -> bytes:
+    """The tree MAC of a layered host section: 32 bytes (v3), 16 (v4)."""
+    return keys.tree_mac_v4(canonical) if version == 4 else keys.tree_mac(canonical)
 
 
 # ---- making an archive -----------------------------------------------------------------
@@ -215,24 +141,22 @@ def make_layered_archive(tree: DMTree, signer: Signer, recipients: Sequence[Reci
     selected, scope_list, plain = selected_plaintext(tree, scope, exclude_secrets)
     if len(plain) > MAX_PLAIN_SIZE:
         raise UsageError("the tree's canonical plaintext exceeds 256 MiB: back up a --scope")
-    max_piece = max_chunk_size - STORED_OVERHEAD
+    max_piece = max_chunk_size - STORED_OVERHEAD_V4
     if max_piece < 256:
         raise UsageError(f"max chunk size {max_chunk_size} is too small for an archive chunk")
     plan = None
     if previous is not None:
         plan = _incremental_plan(previous, selected, plain, signer, recipients, decryptor,
                                  max_chunk_size, max_piece, policy)
-    if plan is None:
+    if plan is None:      # a full backup: new chain keys, wrapped once, in the base's key block
         keys = ChainKeys.generate()
-        payload = compress_segment(plain, None)
-        plan = _Plan(keys, {}, [Segment(0, len(plain))], [])
-        plan.entries = seal_segment(keys, 0, payload, max_piece)
+        wrapped = {r.key_id: r.wrap(keys.secret, wrap_info(keys.chain_id, r.key_id)) for r in recipients}
+        if max_piece - len(encode_key_block(wrapped)) < 256:
+            raise UsageError(f"max chunk size {max_chunk_size} is too small for {len(wrapped)} recipients' keys")
+        plan = _Plan(keys, wrapped, [], [])
+        plan.entries = seal_segment(keys, 0, compress_segment(plain, None), max_piece,
+                                    key_block=encode_key_block(wrapped))
         plan.segments = [Segment(len(plan.entries), len(plain))]
-    for r in recipients:
-        if r.key_id not in plan.wrapped:
-            plan.wrapped[r.key_id] = r.wrap(plan.keys.secret, wrap_info(plan.keys.chain_id, r.key_id))
-    wanted = {r.key_id for r in recipients}
-    wrapped = {k: v for k, v in plan.wrapped.items() if k in wanted}
     prev = plan.previous
     if sequence is None:
         sequence = max(created, prev.sequence + 1 if prev is not None else 0)
@@ -240,11 +164,11 @@ def make_layered_archive(tree: DMTree, signer: Signer, recipients: Sequence[Reci
     new_bytes = sum(ref.size for ref, _ in plan.entries if ref.chunk_id not in old_ids)
 
     def build(sent: int) -> bytes:
-        host = LayeredHost(chain_id=plan.keys.chain_id, tree_digest=plan.keys.tree_mac(plain),
-                           plain_size=len(plain), recipients=wrapped, segments=tuple(plan.segments),
+        host = LayeredHost(chain_id=plan.keys.chain_id, tree_digest=plan.keys.tree_mac_v4(plain),
+                           plain_size=len(plain), recipients={}, segments=tuple(plan.segments),
                            scope=scope_list, secrets="excluded" if exclude_secrets else "included",
                            previous=prev.backup_id if prev is not None else None,
-                           generation=plan.generation, sent=sent)
+                           generation=plan.generation, sent=sent, version=LAYERED_VERSION)
         m = OnCardManifest(backup_id=bid, sequence=sequence, created=created, device_id=device_id,
                            signer_key_id=signer.key_id, chunks=tuple(ref for ref, _ in plan.entries),
                            host_section=host.encode())
@@ -280,6 +204,11 @@ def _incremental_plan(previous: Archive, new_tree: DMTree, plain: bytes, signer:
                          "(read it with archive_from_card) or a full backup")
     if max(c.size for c in previous.manifest.chunks) > max_chunk_size:
         return None                 # the base's pieces do not fit this destination
+    if host.version != LAYERED_VERSION:
+        return None                 # a host section v3 chain: the next backup starts a v4 one
+    chain_recipients = recipients_of(previous)
+    if set(chain_recipients) != {r.key_id for r in recipients}:
+        return None                 # the key block is fixed for the chain: other recipients, new keys
     keys = chain_keys_of(previous, decryptor)
     segments = open_segments(previous, keys)
     sizes = layer_sizes(previous)
@@ -296,9 +225,10 @@ def _incremental_plan(previous: Archive, new_tree: DMTree, plain: bytes, signer:
         for delta in segments[len(segments) - merge:]:
             apply_delta(prev_tree, delta)
         old_plain = canonical_bytes(prev_tree)
-    if len(old_plain) != host.plain_size or not hmac.compare_digest(keys.tree_mac(old_plain), host.tree_digest):
+    if (len(old_plain) != host.plain_size
+            or not hmac.compare_digest(layered_digest(keys, host.version, old_plain), host.tree_digest)):
         raise IntegrityError(f"previous backup {previous.backup_id.hex()} does not rebuild to its signed tree")
-    plan = _Plan(keys, dict(host.recipients), [], [], previous, host.generation + 1, host.sent)
+    plan = _Plan(keys, chain_recipients, [], [], previous, host.generation + 1, host.sent)
     if plain == old_plain:                              # nothing changed: the same table
         plan.segments = list(host.segments)
         plan.entries = [(ref, previous.chunks[ref.chunk_id]) for ref in refs]
@@ -308,9 +238,10 @@ def _incremental_plan(previous: Archive, new_tree: DMTree, plain: bytes, signer:
     if canonical_bytes(start) != plain:
         raise ArchiveError("internal error: the delta does not rebuild the tree; make a full backup")
     index = layers - merge + 1
-    sealed = seal_segment(keys, index, compress_segment(delta, raw_dictionary(segments[0])), max_piece)
+    stored_delta = segment_plain(delta, index, LAYERED_VERSION)
+    sealed = seal_segment(keys, index, compress_segment(stored_delta, segments[0]), max_piece)
     keep = ranges[index - 1].stop
-    plan.segments = list(host.segments[:index]) + [Segment(len(sealed), len(delta))]
+    plan.segments = list(host.segments[:index]) + [Segment(len(sealed), len(stored_delta))]
     plan.entries = [(ref, previous.chunks[ref.chunk_id]) for ref in refs[:keep]] + sealed
     new_size = sum(ref.size for ref, _ in sealed)
     layer_bytes = sum(sizes[1:index]) + new_size

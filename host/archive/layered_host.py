@@ -4,8 +4,19 @@ Format 3 stores a tree as a *base* (the whole canonical plaintext, compressed
 as one zstd stream) and *layers* (node-level deltas, see delta.py), each one a
 "segment": a compressed stream cut into pieces that are the chunks of the
 card's table, in segment order. The host section says how the table splits
-into segments; every incremental resends it, so it is binary, not JSON
-(about 90 bytes plus the wrapped keys).
+into segments; every incremental resends it, so it is binary, not JSON.
+
+Version 4 (written since issue 10, session 9; version 3 still read):
+
+    "SVH4" | u8 flags | chain id (16) | tree MAC (16: HMAC-SHA256/128)
+    | varint plain size | u8 has-previous [| previous backup id (16)]
+    | varint generation | varint sent | varint n scopes, str*n
+    | varint n segments, (varint pieces | varint plain size)*n
+
+It has no recipients: the wrapped chain keys are the key block at the head of
+the base's first stored chunk (keyblock.py), which every backup of the chain
+shares and the card already holds, so an incremental does not resend them
+(~155 bytes per recipient). Version 3 (about 90 bytes plus the wrapped keys):
 
     "SVH3" | u8 flags (bit0: secrets excluded) | chain id (16) | tree MAC (32)
     | varint plain size | u8 has-previous [| previous backup id (16)]
@@ -24,7 +35,9 @@ from dataclasses import dataclass, field
 from host.errors import ArchiveError
 
 LAYERED_MAGIC = b"SVH3"
-LAYERED_VERSION = 3
+LAYERED_MAGIC_V4 = b"SVH4"
+LAYERED_VERSION = 4           # what make_layered_archive writes; 3 is still read
+_MAGIC = {3: LAYERED_MAGIC, 4: LAYERED_MAGIC_V4}
 MAX_PLAIN_SIZE = 256 << 20
 MAX_SEGMENTS = 1024
 MAX_PIECES = 1 << 16
@@ -43,7 +56,7 @@ class LayeredHost:
     chain_id: bytes
     tree_digest: bytes                       # ChainKeys.tree_mac of the whole canonical plaintext
     plain_size: int
-    recipients: dict[bytes, bytes]           # recipient key id -> HPKE-wrapped chain secret
+    recipients: dict[bytes, bytes]           # v3: key id -> HPKE-wrapped chain secret; v4: {} (key block)
     segments: tuple[Segment, ...]            # the base, then the layers oldest first
     scope: tuple[str, ...] = (".",)
     secrets: str = "included"
@@ -77,7 +90,9 @@ class LayeredHost:
         return out
 
     def encode(self) -> bytes:
-        out = bytearray(LAYERED_MAGIC)
+        if self.version not in _MAGIC:
+            raise ArchiveError(f"layered host section version {self.version} unknown")
+        out = bytearray(_MAGIC[self.version])
         out.append(1 if self.secrets == "excluded" else 0)
         out += self.chain_id + self.tree_digest
         _varint(self.plain_size, out)
@@ -90,10 +105,11 @@ class LayeredHost:
             _varint(n, out)
         for s in self.scope:
             _bytes(s.encode("utf-8"), out)
-        _varint(len(self.recipients), out)
-        for kid, blob in sorted(self.recipients.items()):
-            out += kid
-            _bytes(blob, out)
+        if self.version == 3:
+            _varint(len(self.recipients), out)
+            for kid, blob in sorted(self.recipients.items()):
+                out += kid
+                _bytes(blob, out)
         _varint(len(self.segments), out)
         for seg in self.segments:
             _varint(seg.pieces, out)
@@ -103,12 +119,14 @@ class LayeredHost:
     @classmethod
     def decode(cls, data: bytes) -> LayeredHost:
         r = _Reader(data)
-        if r.raw(4) != LAYERED_MAGIC:
+        magic = r.raw(4)
+        version = next((v for v, m in _MAGIC.items() if m == magic), None)
+        if version is None:
             raise ArchiveError("not a format-3 host section: damaged archive")
         flags = r.byte()
         if flags > 1:
             raise ArchiveError("format-3 host section has unknown flags: newer simvault?")
-        chain_id, digest = r.raw(16), r.raw(32)
+        chain_id, digest = r.raw(16), r.raw(32 if version == 3 else 16)
         plain_size = r.varint(MAX_PLAIN_SIZE, "plain size")
         has_prev = r.byte()
         if has_prev > 1:
@@ -118,28 +136,28 @@ class LayeredHost:
         sent = r.varint(1 << 48, "sent")
         scope = tuple(r.text() for _ in range(r.varint(MAX_SCOPES, "scope count")))
         recipients: dict[bytes, bytes] = {}
-        for _ in range(r.varint(MAX_RECIPIENTS, "recipient count")):
+        for _ in range(r.varint(MAX_RECIPIENTS, "recipient count") if version == 3 else 0):
             kid = r.raw(8)
             recipients[kid] = r.raw(r.varint(4096, "wrapped key length"))
         segments = tuple(Segment(r.varint(MAX_PIECES, "pieces"), r.varint(MAX_PLAIN_SIZE, "segment size"))
                          for _ in range(r.varint(MAX_SEGMENTS, "segment count")))
         if r.pos != len(data):
             raise ArchiveError("format-3 host section has trailing bytes: damaged archive")
-        if not recipients or not segments or not scope or generation < 1:
+        if (version == 3 and not recipients) or not segments or not scope or generation < 1:
             raise ArchiveError("format-3 host section lacks recipients, segments or scope: damaged archive")
         if any(s.pieces < 1 for s in segments) or segments[0].plain_size > MAX_PLAIN_SIZE:
             raise ArchiveError("format-3 host section has an empty segment: damaged archive")
         host = cls(chain_id=chain_id, tree_digest=digest, plain_size=plain_size, recipients=recipients,
                    segments=segments, scope=scope,
                    secrets="excluded" if flags & 1 else "included", previous=previous,
-                   generation=generation, sent=sent)
+                   generation=generation, sent=sent, version=version)
         if host.encode() != data:
             raise ArchiveError("format-3 host section is not in canonical form: damaged archive")
         return host
 
 
 def is_layered(host_section: bytes) -> bool:
-    return host_section.startswith(LAYERED_MAGIC)
+    return host_section[:4] in (LAYERED_MAGIC, LAYERED_MAGIC_V4)
 
 
 def _varint(n: int, out: bytearray) -> None:

@@ -29,7 +29,8 @@ from apdu_specs.manifest import verify_raw
 from host.archive import DEFAULT_POLICY, Archive, RebasePolicy, make_archive, make_layered_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
-from host.errors import ArchiveError, CardError, SimvaultError, UsageError
+from host.archive.keyblock import recipients_of
+from host.errors import ArchiveError, CardError, IntegrityError, SimvaultError, UsageError
 from host.fsutil import atomic_write
 from host.backup.files import (  # noqa: F401 - part of this module's API
     ARCHIVE_SUFFIX,
@@ -109,8 +110,11 @@ def _signed_by(archive: Archive, identity: Identity) -> bool:
 
 def _chain_continuable(previous: Archive, identity: Identity) -> bool:
     wanted = {r.key_id for r in identity.recipients()}
-    return (identity.decryptor.key_id in previous.host.recipients
-            and set(previous.host.recipients) <= wanted and _signed_by(previous, identity))
+    try:
+        have = recipients_of(previous)      # host section, or the base chunk's key block (v4)
+    except IntegrityError:
+        return False
+    return identity.decryptor.key_id in have and set(have) <= wanted and _signed_by(previous, identity)
 
 
 def _archive_holds(archive: Archive, identity: Identity, tree: DMTree, scope: Iterable[str] | None,
