@@ -116,8 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", help="the DS server, e.g. http://127.0.0.1:8450/sync (add)")
     p.add_argument("--user", help="the DS user name (add)")
     p.add_argument("--datastore", default="backup", help="the DS datastore (default backup)")
-    p.add_argument("--ds-auth", choices=("basic", "md5"), default="basic",
-                   help="DS authentication the device uses (default basic)")
+    p.add_argument("--ds-auth", choices=("basic", "md5"), default="md5",
+                   help="DS authentication the device uses (default md5)")
     api_opts(p)
     p.set_defaults(func=_cmd_ds_account)
 

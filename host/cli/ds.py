@@ -168,8 +168,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--user", required=True, help=f"DS user name (password from ${PASSWORD_ENV} or a prompt)")
         p.add_argument("--datastore", default="backup", help="the server's datastore (default backup)")
         p.add_argument("--device-id", default="simvault-device", help="our DevID (SyncEvolution: remoteDeviceId)")
-        p.add_argument("--auth", choices=("basic", "md5"), default="basic",
-                       help="SyncML authentication (default basic)")
+        p.add_argument("--auth", choices=("basic", "md5"), default="md5",
+                       help="SyncML authentication (default md5; basic only if the server asks for it)")
         p.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
                        help=f"where the sync anchors are kept between sessions (default {DEFAULT_STATE}); "
                             "losing it only makes the next two-way push a slow sync")

@@ -73,7 +73,10 @@ class DsAccount:
     datastore: str = "backup"
     device_id: str = "simvault-device"
     local_uri: str = "./simvault-backup"
-    auth: str = "basic"  # "basic" or "md5" (md5 needs the server's nonce: first try falls back to its Chal)
+    # "md5" (default: the password never crosses the wire; the first message carries no credential,
+    # the server's Chal brings the nonce) or "basic". A server whose Chal asks for basic gets basic:
+    # use TLS (https URL) against servers that cannot do md5.
+    auth: str = "md5"
     max_msg_size: int = 64 * 1024  # what we accept per message
     max_obj_size: int = 16 * 1024 * 1024  # the largest object we accept
     wbxml: bool = False  # send application/vnd.syncml+wbxml (host.syncml.wbxml)

@@ -3,7 +3,7 @@
 Device agent side (registered by host.dm.agent.handlers):
 
     Exec ./Vendor/simvault/BaR/Operations/BackupViaDS
-         Data "url=<DS URL>;datastore=<name>;user=<u>;password=<p>[;auth=basic|md5][;device-id=<DevID>]
+         Data "url=<DS URL>;datastore=<name>;user=<u>;password=<p>[;auth=md5|basic (md5 when absent)][;device-id=<DevID>]
                [;mode=refresh|two-way][;scope=URI URI][;exclude-secrets=1]"
       -> 202; after the session the agent makes an archive of its live tree
          (host.backup.ops, under ARCHIVE_LOCK), runs a DS session (host.ds; mode
@@ -49,7 +49,7 @@ def _account(opts: dict[str, str], agent: Agent) -> DsAccount:
     url, user = opts.get("url", ""), opts.get("user", "")
     if not url.startswith(("http://", "https://")) or not user:
         raise UsageError("BackupViaDS needs url=http(s)://... and user=")
-    auth = opts.get("auth", "basic")
+    auth = opts.get("auth", "md5")
     if auth not in ("basic", "md5"):
         raise UsageError(f"auth={auth[:10]}: use basic or md5")
     mode = opts.get("mode", "two-way")  # the safe default: docs/DS.md "Backup modes"

@@ -126,7 +126,7 @@ def default_account_name(url: str, username: str, datastore: str) -> str:
 
 
 def set_ds_account(store: Store, name: str, url: str, username: str, password: str, *,
-                   datastore: str = "backup", auth: str = "basic") -> dict[str, Any]:
+                   datastore: str = "backup", auth: str = "md5") -> dict[str, Any]:
     """Create or update an account; the password is encrypted before it reaches the database."""
     if not name or len(name) > 255:
         raise UsageError("a DS account needs a name of 1..255 characters")

@@ -149,11 +149,11 @@ def _job_account(store: Store, account: str | None, url: str, user: str, datasto
 def _job_kv(url: str, datastore: str, user: str, account: str, auth: str) -> dict[str, str | None]:
     """Where a DS job's device reaches its datastore (the Exec data; no password)."""
     return {"url": url, "datastore": datastore, "user": user, "account": account,
-            "auth": auth if auth != "basic" else None}
+            "auth": auth}  # always named: agents older than the md5 default assume basic
 
 
 def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, user: str, password: str | None, *,
-                          datastore: str = "backup", auth: str = "basic", mode: str = "two-way",
+                          datastore: str = "backup", auth: str = "md5", mode: str = "two-way",
                           account: str | None = None) -> dict[str, Any]:
     """Queue a BackupViaDS job for the device; given the DMServer (not only its Store), the
     device is notified at once like create_job_checked does (else the ticker notifies it).
@@ -172,7 +172,7 @@ def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, u
 
 def command_restore_via_ds(where: "Store | DMServer", device_id: str, password: str | None = None, backup_id: str | None = None, *,
                            url: str | None = None, user: str | None = None, datastore: str | None = None,
-                           auth: str = "basic", account: str | None = None) -> dict[str, Any]:
+                           auth: str = "md5", account: str | None = None) -> dict[str, Any]:
     """Queue a RestoreViaDS job; where the backup lives comes from the DS record unless given.
 
     ``password`` None uses the stored DS account (the one the backup job created)."""

@@ -235,7 +235,7 @@ class DMWebServer:
             body = await request.json()
             row = await self._run(lambda: set_ds_account(
                 self.server.store, body["name"], body["url"], body["user"], body["password"],
-                datastore=body.get("datastore", "backup"), auth=body.get("auth", "basic")))
+                datastore=body.get("datastore", "backup"), auth=body.get("auth", "md5")))
         except (KeyError, ValueError, TypeError) as exc:
             return _json({"error": f"bad request: missing or bad {type(exc).__name__}"}, 400)  # never echo the body
         except SimvaultError as exc:
