@@ -12,13 +12,15 @@ bytes, lengths must match the signed chunk table).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass, field
 
 from apdu_specs import constants as C
 from apdu_specs.codec import CodecError
 from apdu_specs.manifest import MANIFEST, OnCardManifest
-from host.errors import ArchiveError
+from host.errors import ArchiveError, IntegrityError
 
 from .host_section import HostSection
 from .keyblock import recipients_of
@@ -103,6 +105,17 @@ class Archive:
 
     def missing_chunks(self) -> list[bytes]:
         return [c.chunk_id for c in self.manifest.chunks if c.chunk_id not in self.chunks]
+
+    def checked_chunk(self, ref) -> bytes:  # type: ignore[no-untyped-def]
+        """The stored bytes of the manifest's chunk ``ref``, present and matching its signed size
+        and SHA-256 (constant-time), else IntegrityError: the check before any use of a chunk."""
+        stored = self.chunks.get(ref.chunk_id)
+        if stored is None:
+            raise IntegrityError(f"backup {self.backup_id.hex()} lacks chunk {ref.chunk_id.hex()[:16]}")
+        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
+            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
+                                 "tampered or swapped chunk")
+        return stored
 
     def stored_size(self) -> int:
         return len(self.to_bytes()) if not self.missing_chunks() else -1

@@ -136,14 +136,11 @@ def decompress_chunk(payload: bytes, max_size: int) -> bytes:
     return out
 
 
-def _zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDict | None = None) -> bytes:
-    """Decompress one zstd frame, reading at most max_size + 1 bytes of output."""
-    params = zstandard.get_frame_parameters(body)
-    if params.content_size > max_size and params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
-        raise ValueError("frame declares more than the signed sizes allow")
+def read_bounded(decompressor: zstandard.ZstdDecompressor, body: bytes, max_size: int) -> bytes:
+    """One frame's output, at most max_size + 1 bytes read out (a zip bomb stops there: the
+    caller refuses anything longer than max_size)."""
     parts: list[bytes] = []
     total = 0
-    decompressor = zstandard.ZstdDecompressor(dict_data=zdict) if zdict is not None else zstandard.ZstdDecompressor()
     with decompressor.stream_reader(body, read_across_frames=False) as reader:
         while total <= max_size:
             block = reader.read(max_size + 1 - total)
@@ -151,7 +148,16 @@ def _zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDi
                 break
             parts.append(block)
             total += len(block)
-    out = b"".join(parts)
+    return b"".join(parts)
+
+
+def _zstd_bounded(body: bytes, max_size: int, zdict: zstandard.ZstdCompressionDict | None = None) -> bytes:
+    """Decompress one zstd frame, reading at most max_size + 1 bytes of output."""
+    params = zstandard.get_frame_parameters(body)
+    if params.content_size > max_size and params.content_size != zstandard.CONTENTSIZE_UNKNOWN:
+        raise ValueError("frame declares more than the signed sizes allow")
+    decompressor = zstandard.ZstdDecompressor(dict_data=zdict) if zdict is not None else zstandard.ZstdDecompressor()
+    out = read_bounded(decompressor, body, max_size)
     if params.content_size != zstandard.CONTENTSIZE_UNKNOWN and len(out) != params.content_size:
         raise ValueError("truncated zstd frame")
     return out

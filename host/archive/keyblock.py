@@ -16,8 +16,6 @@ recipients cannot change: an incremental for another recipient set re-bases
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 
 from host.errors import ArchiveError, IntegrityError
 
@@ -87,7 +85,4 @@ def recipients_of(archive) -> dict[bytes, bytes]:  # archive: host.archive.archi
     if stored is None:
         raise IntegrityError(f"backup {archive.backup_id.hex()} lacks its base chunk (the chain keys): "
                              "read it from the card or the file first")
-    if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-        raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
-                             "tampered or swapped chunk")
-    return split_key_block(stored)[0]
+    return split_key_block(archive.checked_chunk(ref))[0]

@@ -23,7 +23,7 @@ import zstandard
 from host.errors import IntegrityError
 
 from .archive import Archive
-from .codec import ZSTD_LEVEL, zstd_bounded
+from .codec import ZSTD_LEVEL, read_bounded, zstd_bounded
 from .crypto import ChainKeys
 from .delta import DELTA_MAGIC
 from .keyblock import split_key_block
@@ -114,19 +114,12 @@ def _zstd_magicless(body: bytes, max_size: int, zdict: zstandard.ZstdCompression
     try:
         d = zstandard.ZstdDecompressor(dict_data=zdict, format=zstandard.FORMAT_ZSTD1_MAGICLESS) \
             if zdict is not None else zstandard.ZstdDecompressor(format=zstandard.FORMAT_ZSTD1_MAGICLESS)
-        parts, total = [], 0
-        with d.stream_reader(body, read_across_frames=False) as reader:
-            while total <= max_size:
-                block = reader.read(max_size + 1 - total)
-                if not block:
-                    break
-                parts.append(block)
-                total += len(block)
+        out = read_bounded(d, body, max_size)
     except (zstandard.ZstdError, ValueError) as exc:
         raise IntegrityError(f"segment does not decompress ({exc}): damaged backup") from None
-    if total > max_size:
+    if len(out) > max_size:
         raise IntegrityError("segment decompresses beyond its signed size: damaged backup")
-    return b"".join(parts)
+    return out
 
 
 def open_segments(archive: Archive, keys: ChainKeys) -> list[bytes]:
@@ -144,12 +137,7 @@ def open_segments(archive: Archive, keys: ChainKeys) -> list[bytes]:
         parts = []
         for pi, index in enumerate(rng):
             ref = refs[index]
-            stored = archive.chunks.get(ref.chunk_id)
-            if stored is None:
-                raise IntegrityError(f"backup {archive.backup_id.hex()} lacks chunk {ref.chunk_id.hex()[:16]}")
-            if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-                raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
-                                     "tampered or swapped chunk")
+            stored = archive.checked_chunk(ref)
             if v4:
                 part = keys.open_v4(ref.chunk_id, split_key_block(stored)[1] if index == 0 else stored)
             else:

@@ -11,7 +11,6 @@ ArchiveError) with one line; nothing is returned half-checked.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Protocol
@@ -83,10 +82,7 @@ def verify_archive(archive: Archive, trust: TrustAnchors, decryptor: Decryptor, 
     plain_chunks: list[bytes] = []
     unpacked = 0
     for ref in m.chunks[:len(m.chunks) - (host.dictionary is not None)]:
-        stored = archive.chunks[ref.chunk_id]
-        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
-                                 "tampered or swapped chunk")
+        stored = archive.checked_chunk(ref)
         budget = min(host.chunker.max_size, host.plain_size - unpacked)
         plain = codec.decompress(keys.open(ref.chunk_id, stored), budget)
         if not hmac.compare_digest(keys.chunk_id(plain), ref.chunk_id):
@@ -110,9 +106,4 @@ def verify_integrity(archive: Archive, trust: TrustAnchors) -> None:
     trusted key, and every chunk present with its signed size and SHA-256."""
     verify_signature(archive, trust)
     for ref in archive.manifest.chunks:
-        stored = archive.chunks.get(ref.chunk_id)
-        if stored is None:
-            raise IntegrityError(f"backup {archive.backup_id.hex()} lacks chunk {ref.chunk_id.hex()[:16]}")
-        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash: "
-                                 "tampered or swapped chunk")
+        archive.checked_chunk(ref)

@@ -93,9 +93,7 @@ def verify_uploaded_archive(data: bytes, device_id: str, public_point: bytes | N
     if archive.missing_chunks():
         raise IntegrityError("archive is incomplete: chunks are missing")
     for ref in archive.manifest.chunks:
-        stored = archive.chunks[ref.chunk_id]
-        if len(stored) != ref.size or not hmac.compare_digest(hashlib.sha256(stored).digest(), ref.sha256):
-            raise IntegrityError(f"chunk {ref.chunk_id.hex()[:16]} does not match its signed hash")
+        archive.checked_chunk(ref)
     return archive
 
 
