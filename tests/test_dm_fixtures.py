@@ -91,8 +91,9 @@ class DMWorld:
     """One DM server and its devices, for a test."""
 
     def __init__(self, root: Path, db_url: str, *, max_msg_size: int = 8192,
-                 running_timeout: float = 900.0) -> None:
+                 running_timeout: float = 900.0, ssl_context: Any = None) -> None:
         self.root = root
+        self.ssl_context = ssl_context  # host.dm.tls.server_context: the server on https
         self.db_url = db_url
         self.max_msg_size = max_msg_size
         self.running_timeout = running_timeout
@@ -109,11 +110,12 @@ class DMWorld:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     def start_server(self) -> None:
         web = build_server(self.db_url, port=self.port, admin_token=ADMIN_TOKEN, tick_interval=0.1,
-                           max_msg_size=self.max_msg_size, running_timeout=self.running_timeout)
+                           max_msg_size=self.max_msg_size, running_timeout=self.running_timeout,
+                           ssl_context=self.ssl_context)
         web.server.renotify_after = 1.0
         self.thread = ServerThread(web).start()
         self.port = web.port
@@ -153,12 +155,13 @@ class DMWorld:
 
     def start_agent(self, dev: Device, *, auth: str = "md5", card: CardAccess | None = None,
                     max_msg_size: int = 4096, password: str = DEV_PASSWORD, wbxml: bool = False,
-                    server_url: str | None = None) -> DMAgent:
+                    server_url: str | None = None, ca_file: Path | None = None) -> DMAgent:
         agent = DMAgent(AgentConfig(tree=dev.tree_path, server_url=server_url or f"{self.url}/dm", device_id=dev.device_id,
                                     key_dir=dev.identity.directory, password=password,
                                     server_password=SRV_PASSWORD, auth_type=auth, card=card,
                                     max_msg_size=max_msg_size, retry_interval=0.5, policy_poll=0.2,
-                                    change_debounce=0.5, wbxml=wbxml), identity=dev.identity).start()
+                                    change_debounce=0.5, wbxml=wbxml, ca_file=ca_file),
+                         identity=dev.identity).start()
         assert agent.wait_idle(20)
         return agent
 

@@ -2,6 +2,7 @@
 
     simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
+                       [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
     simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--auth md5|hmac]
                        (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
     simvault dm device-remove DEVICE [--purge]        (server backups kept unless --purge)
@@ -13,6 +14,7 @@
     simvault dm fumo-start DEVICE [--node ./FUMO/x] [--wait]
     simvault dm agent --tree FILE --server URL --device-id ID --key DIR
                        [--card-emulator IMAGE | --card-reader R] [--listen 127.0.0.1:7701] [--wbxml]
+                       [--ca-file ca.pem]   (an https --server whose CA the system does not know)
     simvault dm agent backup-now [--destination server|card] | restore --id HEX | sync | status
                        [--control http://127.0.0.1:7701]
 
@@ -26,6 +28,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -74,12 +77,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest SyncML message the server accepts and announces (default 65536)")
     p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="seconds a running job may wait for its result (default 900)")
+    p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
+                   help="serve https with this certificate (and its chain); needs --tls-key")
+    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the certificate's private key")
     p.set_defaults(func=_cmd_server)
 
     def api_opts(q: argparse.ArgumentParser, json_out: bool = True) -> None:
         q.add_argument("--api", default=os.environ.get("SIMVAULT_DM_API", DEFAULT_API),
                        help=f"the DM server's URL (default $SIMVAULT_DM_API or {DEFAULT_API})")
         q.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
+        q.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+                       help="https --api: the CA that issued the server's certificate (default: the system's)")
         if json_out:
             q.add_argument("--json", action="store_true", help="print the server's JSON (for scripts)")
 
@@ -162,6 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auth", choices=("md5", "hmac"), default="md5",
                    help="what the agent starts with; it moves to hmac when the server's challenge asks")
     p.add_argument("--wbxml", action="store_true", help="speak application/vnd.syncml.dm+wbxml")
+    p.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+                   help="https --server: the CA that issued its certificate (default: the system's)")
     p.add_argument("--server-id", default="simvault-dms", help="the DM server's ServerID (default simvault-dms)")
     p.add_argument("--password-env", default=PASSWORD_ENV, metavar="VAR",
                    help=f"environment variable with the device's DM password (default {PASSWORD_ENV})")
@@ -190,10 +200,13 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
+    from host.dm import tls
     from host.dm.server.webapp import build_server
     host, port = args.listen
+    tls.check_pair(args.tls_cert, args.tls_key)
+    context = tls.server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
-                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout)
+                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
 
     async def main() -> None:
         await web.start()
@@ -219,8 +232,12 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     req = urllib.request.Request(args.api.rstrip("/") + path, method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    context = None
+    if args.api.lower().startswith("https:"):
+        from host.dm.tls import client_context
+        context = client_context(args.ca_file)
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - the admin's own server
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:  # noqa: S310 - the admin's own server
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -229,6 +246,10 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             message = ""
         raise SimvaultError(f"server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
+                                 f"({reason.verify_message}): pass the CA that issued it with --ca-file") from None
         raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
 
 
@@ -339,6 +360,9 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                               ("--key", args.key)) if not v]
     if missing:
         raise UsageError(f"the agent needs {', '.join(missing)}")
+    if args.server.lower().startswith("https:"):
+        from host.dm.tls import client_context
+        client_context(args.ca_file)  # a CA file that cannot be read stops the agent here, not in a session
     from host.dm.agent.core import DMAgent
     agent = DMAgent(agent_config(args))
     agent.start()
@@ -365,7 +389,7 @@ def agent_config(args: argparse.Namespace) -> "AgentConfig":
                        key_name=args.key_name, password=os.environ.get(args.password_env),
                        server_password=os.environ.get(args.server_password_env), auth_type=args.auth,
                        server_id=args.server_id, card=card, listen=args.listen,
-                       max_msg_size=args.max_msg_size, wbxml=args.wbxml)
+                       max_msg_size=args.max_msg_size, wbxml=args.wbxml, ca_file=args.ca_file)
 
 
 def _agent_control(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ class AgentConfig:
     change_debounce: float = 2.0
     report_notify_url: bool = True
     wbxml: bool = False  # send application/vnd.syncml.dm+wbxml (the server answers in kind)
+    ca_file: Path | None = None  # https server_url: the CA that issued its certificate (else the system's)
 
 
 @dataclass

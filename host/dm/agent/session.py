@@ -20,10 +20,13 @@ import binascii
 import http.client
 import logging
 import secrets
+import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from host.dm import dmauth
+from host.dm.tls import client_context
 from host.dm.agent.api import SessionRecord
 from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
@@ -49,14 +52,16 @@ class ServerGone(Exception):
 
 
 class _Http:
-    def __init__(self, url: str, timeout: float, max_reply: int) -> None:
+    def __init__(self, url: str, timeout: float, max_reply: int, ca_file: Path | None = None) -> None:
         self.url, self.timeout, self.max_reply = url, timeout, max_reply
+        self.context = client_context(ca_file) if url.lower().startswith("https:") else None
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """(HTTP status, body, headers); ServerGone for a lost connection, a cut or an oversized reply."""
         req = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - the configured DM server
+            with urllib.request.urlopen(req, timeout=self.timeout,  # noqa: S310 - the configured DM server
+                                        context=self.context) as resp:
                 rheaders = {k.lower(): v for k, v in resp.headers.items()}
                 declared = rheaders.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_reply:
@@ -73,6 +78,10 @@ class _Http:
             except (OSError, http.client.HTTPException):
                 return exc.code, b"", {}
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, IncompleteRead...
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise ServerGone(f"the DM server's certificate is not trusted ({reason.verify_message}): "
+                                 "give the agent the CA that issued it (--ca-file)") from None
             raise ServerGone(f"server unreachable or connection lost: {type(exc).__name__}: {exc}") from None
 
 
@@ -111,7 +120,8 @@ def run_session(agent, initiator: str, session_id: str | None,  # type: ignore[n
     creds = agent.tree.credentials()
     wire: Wire = WIRE_WBXML if getattr(cfg, "wbxml", False) else WIRE_XML
     # a reply may exceed our MaxMsgSize by the Status block the server must add; anything far above is hostile
-    http = _Http(cfg.server_url, cfg.http_timeout, max_reply=cfg.max_msg_size + 8192)
+    http = _Http(cfg.server_url, cfg.http_timeout, max_reply=cfg.max_msg_size + 8192,
+                 ca_file=getattr(cfg, "ca_file", None))
     ch = Channel(session_id or f"{secrets.randbelow(0xFFFE) + 1:X}",
                  m.Source(agent.device_id, creds.username), m.Target(cfg.server_url),
                  peer_max_msg_size=cfg.max_msg_size,  # until the server states its own

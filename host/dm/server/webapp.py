@@ -31,6 +31,7 @@ import asyncio
 import hmac
 import json
 import logging
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -79,8 +80,10 @@ class DMWebServer:
 
     def __init__(self, server: DMServer, *, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str | None = None, tick_interval: float = 1.0,
-                 workers: int | None = None, body_timeout: float = 30.0, shutdown_timeout: float = 0.5) -> None:
+                 workers: int | None = None, body_timeout: float = 30.0, shutdown_timeout: float = 0.5,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server
+        self.ssl_context = ssl_context  # host.dm.tls.server_context: https for /dm and /api
         self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
         # how long stop() lets requests in flight finish: a device whose message is cut off sends it
         # again in a new session; 5 s here kept the server up that long after SIGTERM for one slow client
@@ -110,12 +113,12 @@ class DMWebServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         if sockets:
@@ -359,7 +362,7 @@ class ServerThread:
 def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_token: str | None = None,
                  server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
-                 plugins: list | None = None) -> DMWebServer:
+                 plugins: list | None = None, ssl_context: ssl.SSLContext | None = None) -> DMWebServer:
     """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
@@ -376,4 +379,5 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
     core = DMServer(store, server_id=server_id, plugins=plugins,
                     notifier=notifier if notifier is not None else HttpNotifier(),
                     max_msg_size=max_msg_size or DEFAULT_MAX_MSG_SIZE, running_timeout=running_timeout)
-    return DMWebServer(core, host=host, port=port, admin_token=admin_token, tick_interval=tick_interval)
+    return DMWebServer(core, host=host, port=port, admin_token=admin_token, tick_interval=tick_interval,
+                       ssl_context=ssl_context)

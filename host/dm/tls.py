@@ -1,0 +1,46 @@
+"""TLS for the DM server and its clients (the device agent, the admin CLI).
+
+The DM server's HMAC/MD5 authentication proves who sent a message, not who reads it: a
+backup's metadata, the jobs and the DS account an Exec hands a device travel inside. Over
+anything but loopback, run the server with a certificate (``--tls-cert/--tls-key``) and give
+the clients the CA that issued it (``--ca-file``); the system's trust store otherwise.
+"""
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from host.errors import UsageError
+
+MIN_VERSION = ssl.TLSVersion.TLSv1_2  # OMA DM 1.2 security: TLS 1.0 is long gone; 1.2 is what devices have
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context with CERT (PEM, the chain after the leaf) and its private KEY (PEM)."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = MIN_VERSION
+    try:
+        ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    except FileNotFoundError as exc:
+        raise UsageError(f"TLS: cannot read {exc.filename}: {exc.strerror}") from None
+    except ssl.SSLError as exc:  # the key does not match the certificate, or a file is not PEM
+        raise UsageError(f"TLS: {cert} and {key} are not a PEM certificate and its private key ({exc.reason})") from None
+    return ctx
+
+
+def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """A client context that checks the server's certificate and host name against CA_FILE
+    (PEM), or against the system's trust store when there is none."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except FileNotFoundError:
+        raise UsageError(f"TLS: cannot read the CA file {ca_file}") from None
+    except ssl.SSLError as exc:
+        raise UsageError(f"TLS: {ca_file} holds no PEM CA certificate ({exc.reason})") from None
+    ctx.minimum_version = MIN_VERSION
+    return ctx
+
+
+def check_pair(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise UsageError("--tls-cert and --tls-key go together: the certificate and its private key")
