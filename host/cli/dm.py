@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import signal
-import ssl
 import sys
 import threading
 import time
@@ -246,10 +245,11 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             message = ""
         raise SimvaultError(f"server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, ssl.SSLCertVerificationError):
+        from host.dm.tls import untrusted
+        why = untrusted(exc)
+        if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
-                                 f"({reason.verify_message}): pass the CA that issued it with --ca-file") from None
+                                 f"({why}): pass the CA that issued it with --ca-file") from None
         raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
 
 

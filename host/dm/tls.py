@@ -41,6 +41,12 @@ def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def untrusted(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is what EXC (from urllib) is about."""
+    reason = getattr(exc, "reason", exc)  # urllib wraps it in a URLError
+    return reason.verify_message if isinstance(reason, ssl.SSLCertVerificationError) else None
+
+
 def check_pair(cert: Path | None, key: Path | None) -> None:
     if (cert is None) != (key is None):
         raise UsageError("--tls-cert and --tls-key go together: the certificate and its private key")

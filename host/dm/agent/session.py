@@ -20,13 +20,12 @@ import binascii
 import http.client
 import logging
 import secrets
-import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from host.dm import dmauth
-from host.dm.tls import client_context
+from host.dm.tls import client_context, untrusted
 from host.dm.agent.api import SessionRecord
 from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
@@ -78,9 +77,9 @@ class _Http:
             except (OSError, http.client.HTTPException):
                 return exc.code, b"", {}
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timeout, IncompleteRead...
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, ssl.SSLCertVerificationError):
-                raise ServerGone(f"the DM server's certificate is not trusted ({reason.verify_message}): "
+            why = untrusted(exc)
+            if why:
+                raise ServerGone(f"the DM server's certificate is not trusted ({why}): "
                                  "give the agent the CA that issued it (--ca-file)") from None
             raise ServerGone(f"server unreachable or connection lost: {type(exc).__name__}: {exc}") from None
 
