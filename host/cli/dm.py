@@ -231,10 +231,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     req = urllib.request.Request(args.api.rstrip("/") + path, method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    context = None
-    if args.api.lower().startswith("https:"):
-        from host.dm.tls import client_context
-        context = client_context(args.ca_file)
+    from host.dm.tls import context_for, untrusted
+    context = context_for(args.api, args.ca_file)
     try:
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:  # noqa: S310 - the admin's own server
             return json.loads(resp.read())
@@ -245,7 +243,6 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             message = ""
         raise SimvaultError(f"server answered {exc.code}: {message}") from None
     except (urllib.error.URLError, OSError) as exc:
-        from host.dm.tls import untrusted
         why = untrusted(exc)
         if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
@@ -360,9 +357,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                               ("--key", args.key)) if not v]
     if missing:
         raise UsageError(f"the agent needs {', '.join(missing)}")
-    if args.server.lower().startswith("https:"):
-        from host.dm.tls import client_context
-        client_context(args.ca_file)  # a CA file that cannot be read stops the agent here, not in a session
+    from host.dm.tls import context_for
+    context_for(args.server, args.ca_file)  # a CA file that cannot be read stops the agent here, not in a session
     from host.dm.agent.core import DMAgent
     agent = DMAgent(agent_config(args))
     agent.start()

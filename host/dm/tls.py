@@ -41,6 +41,11 @@ def client_context(ca_file: Path | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def context_for(url: str, ca_file: Path | None = None) -> ssl.SSLContext | None:
+    """The client context an https URL needs (None for http: urllib's default)."""
+    return client_context(ca_file) if url.lower().startswith("https:") else None
+
+
 def untrusted(exc: BaseException) -> str | None:
     """Why the server's certificate was refused, when that is what EXC (from urllib) is about."""
     reason = getattr(exc, "reason", exc)  # urllib wraps it in a URLError

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from host.dm import dmauth
-from host.dm.tls import client_context, untrusted
+from host.dm.tls import context_for, untrusted
 from host.dm.agent.api import SessionRecord
 from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,
@@ -53,7 +53,7 @@ class ServerGone(Exception):
 class _Http:
     def __init__(self, url: str, timeout: float, max_reply: int, ca_file: Path | None = None) -> None:
         self.url, self.timeout, self.max_reply = url, timeout, max_reply
-        self.context = client_context(ca_file) if url.lower().startswith("https:") else None
+        self.context = context_for(url, ca_file)
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
         """(HTTP status, body, headers); ServerGone for a lost connection, a cut or an oversized reply."""
