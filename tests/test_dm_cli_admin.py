@@ -92,6 +92,37 @@ def test_backups_lists_server_card_and_removed_device_backups(world, capsys, mon
     assert json.loads(out) == []
 
 
+def test_device_enc_key_from_the_cli(world, capsys, monkeypatch, tmp_path) -> None:  # noqa: F811
+    """device-add --enc-key and device-key register the key DS passwords are sealed to; the
+    listing shows its id; the signing key, a non-key and an unknown device are clear errors."""
+    from host.backup.keys import generate_identity
+    monkeypatch.setenv("SIMVAULT_DM_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.setenv("SIMVAULT_DM_PASSWORD", DEV_PASSWORD)
+    monkeypatch.setenv("SIMVAULT_DM_SERVER_PASSWORD", SRV_PASSWORD)
+    keys = tmp_path / "cli-keys"
+    ident = generate_identity(keys)
+    code, out, err = dm(capsys, world, "device-add", "IMEI:1", "--public-key", str(keys / "device.sign.pub.pem"),
+                        "--enc-key", str(keys / "device.enc.pub.pem"))
+    assert code == 0 and f"encryption key {ident.recipient.key_id.hex()}" in out, err
+    code, out, err = dm(capsys, world, "device-add", "IMEI:2", "--public-key", str(keys / "device.sign.pub.pem"))
+    assert code == 0, err
+    code, out, _ = dm(capsys, world, "devices")
+    assert ident.recipient.key_id.hex() in out and "ENC KEY" in out
+    code, _, err = dm(capsys, world, "device-key", "IMEI:2", "--enc-key", str(keys / "device.sign.pub.pem"))
+    assert code != 0 and "is the signing key" in err
+    (tmp_path / "junk.pem").write_text("not a key")
+    code, _, err = dm(capsys, world, "device-key", "IMEI:2", "--enc-key", str(tmp_path / "junk.pem"))
+    assert code != 0 and "not a PEM public key" in err
+    code, _, err = dm(capsys, world, "device-key", "IMEI:9", "--enc-key", str(keys / "device.enc.pub.pem"))
+    assert code != 0 and "not registered" in err
+    code, out, err = dm(capsys, world, "device-key", "IMEI:2", "--enc-key", str(keys / "device.enc.pub.pem"))
+    assert code == 0 and ident.recipient.key_id.hex() in out, err
+    code, out, _ = dm(capsys, world, "devices", "--json")
+    assert {d["id"]: d["enc_key_id"] for d in json.loads(out)} == {"IMEI:1": ident.recipient.key_id.hex(),
+                                                                  "IMEI:2": ident.recipient.key_id.hex()}
+    assert any(a["event"] == "device.enc_key" for a in world.web.server.store.audit_log("IMEI:2"))
+
+
 def _dm_parsers() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     top = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

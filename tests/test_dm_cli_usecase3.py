@@ -61,7 +61,8 @@ def test_use_case_3_through_the_cli_then_prompt_shutdown(tmp_path) -> None:
                                             f"sqlite:///{tmp_path}/dm.db"], env=env, cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             _wait_http(f"{api}/api/health")
-            run("device-add", DEVICE, "--public-key", str(tmp_path / "keys" / "device.sign.pub.pem"))
+            run("device-add", DEVICE, "--public-key", str(tmp_path / "keys" / "device.sign.pub.pem"),
+                "--enc-key", str(tmp_path / "keys" / "device.enc.pub.pem"))
             agent = subprocess.Popen(dm + ["agent", "--tree", str(tree), "--server", f"{api}/dm", "--device-id",
                                            DEVICE, "--key", str(tmp_path / "keys"), "--listen",
                                            f"127.0.0.1:{agent_port}"],

@@ -129,8 +129,10 @@ class DMWorld:
     # ------------------------------------------------------------ devices
     def add_device(self, name: str, *, auth: str = "md5", card: str | None = None, start: bool = True,
                    tree_bytes: bytes | None = None, agent_max_msg_size: int = 4096,
-                   register: bool = True, reader: str | None = None, wbxml: bool = False) -> Device:
-        """card: None, "emulator" (in-process image) or "reader" (pass ``reader``)."""
+                   register: bool = True, reader: str | None = None, wbxml: bool = False,
+                   enc_key: bool = True) -> Device:
+        """card: None, "emulator" (in-process image) or "reader" (pass ``reader``); enc_key: register
+        the device's encryption key (DS passwords sealed to it)."""
         ddir = self.root / name
         ddir.mkdir(parents=True)
         device_id = f"IMEI:35000000000{len(self.devices):04d}"
@@ -146,7 +148,8 @@ class DMWorld:
         if register:
             register_device(self.web.server.store, "simvault-dms", device_id, DEV_PASSWORD, SRV_PASSWORD,
                             auth_type=auth,
-                            public_key_pem=(ddir / "keys" / "device.sign.pub.pem").read_bytes())
+                            public_key_pem=(ddir / "keys" / "device.sign.pub.pem").read_bytes(),
+                            enc_key_pem=(ddir / "keys" / "device.enc.pub.pem").read_bytes() if enc_key else None)
         dev = Device(device_id, tree_path, identity, None, image)
         if start:
             dev.agent = self.start_agent(dev, auth=auth, card=access, max_msg_size=agent_max_msg_size, wbxml=wbxml)

@@ -87,6 +87,25 @@ def test_agent_backs_up_and_restores_over_https(tls_world):
     assert all(r.ok for r in dev.agent.history), [r.reason for r in dev.agent.history]
 
 
+def test_ds_job_for_a_device_without_encryption_key_runs_inside_tls(tls_world, tmp_path):
+    """No registered encryption key: over https the DS password may travel inside TLS (the
+    agent accepts password= only from an https server); the job runs end to end."""
+    from host.dm.server.ds_jobs import command_backup_via_ds
+    from host.ds.server import run_server_in_thread
+    from host.ds.store import DsStore
+    world, ca = tls_world
+    ds_store = DsStore(f"sqlite:///{tmp_path / 'ds.db'}")
+    ds_store.add_user("phone", "ds-password-9")
+    with run_server_in_thread(ds_store) as ds:
+        dev = world.add_device("phone", start=False, enc_key=False)
+        dev.agent = world.start_agent(dev, ca_file=ca)
+        job = command_backup_via_ds(world.web.server, dev.device_id, ds.url, "phone", "ds-password-9")
+        job = world.wait_job(job["id"])
+        assert job["state"] == "succeeded", job["reason"]
+        assert len(ds_store.sessions(5)) == 1
+    ds_store.close()
+
+
 @pytest.mark.parametrize("which", ["no CA", "another CA"])
 def test_agent_refuses_a_server_it_cannot_verify(tls_world, tmp_path, which):
     world, _ = tls_world

@@ -59,7 +59,8 @@ def rig(tmp_path: Path):
         tree_path.write_bytes(write_tnds(tree))
         identity = generate_identity(tmp_path / "keys")
         register_device(store, "simvault-dms", device_id, DEVICE_PW, SERVER_PW,
-                        public_key_pem=(tmp_path / "keys" / "device.sign.pub.pem").read_bytes())
+                        public_key_pem=(tmp_path / "keys" / "device.sign.pub.pem").read_bytes(),
+                        enc_key_pem=(tmp_path / "keys" / "device.enc.pub.pem").read_bytes())
         agent = DMAgent(AgentConfig(tree=tree_path, server_url=f"{server.url}/dm", device_id=device_id,
                                     key_dir=tmp_path / "keys", password=DEVICE_PW, server_password=SERVER_PW),
                         identity=identity).start()

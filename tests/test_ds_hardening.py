@@ -70,7 +70,8 @@ def test_ds_account_password_is_encrypted_at_rest_and_round_trips(dm_store, tmp_
     [listed] = ds_accounts(dm_store)
     assert set(listed) == {"name", "url", "datastore", "username", "auth", "updated"}  # no password, no ciphertext
     exec_data = exec_data_for_job(dm_store, format_kv({"url": "http://127.0.0.1:1/sync", "user": "phone",
-                                                       "account": "acc", "mode": "two-way"}))
+                                                       "account": "acc", "mode": "two-way"}),
+                                  device_id="IMEI:1", correlator="c1", enc_key=None, tls=True)  # inside TLS
     assert parse_kv(exec_data) == {"url": "http://127.0.0.1:1/sync", "user": "phone", "mode": "two-way",
                                    "password": HOSTILE_PASSWORD}
 

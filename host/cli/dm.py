@@ -3,8 +3,9 @@
     simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
                        [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
-    simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--auth md5|hmac]
-                       (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
+    simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--enc-key keys/device.enc.pub.pem]
+                       [--auth md5|hmac]   (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
+    simvault dm device-key DEVICE --enc-key keys/device.enc.pub.pem   (DS passwords are sealed to it)
     simvault dm device-remove DEVICE [--purge]        (server backups kept unless --purge)
     simvault dm devices | backups [--device D] | jobs [--device D] | job ID   [--json]
     simvault dm ds-account add NAME --url URL --user U [--datastore D]   (password: $SIMVAULT_DS_PASSWORD
@@ -93,12 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("device-add", help="register a device (passwords from the environment)")
     p.add_argument("device", help="the device id (the tree's ./DevInfo/DevId, e.g. IMEI:...)")
     p.add_argument("--public-key", type=Path, required=True, help="the device's signing public key (PEM)")
+    p.add_argument("--enc-key", type=Path, default=None, metavar="PEM",
+                   help="the device's encryption public key (device.enc.pub.pem): DS passwords are sealed "
+                        "to it; without it DS jobs need the server on https")
     p.add_argument("--auth", choices=("md5", "hmac"), default="hmac",
                    help="hmac (default): every message signed; md5: a digest on a session's first message")
     p.add_argument("--notify-url", default=None,
                    help="the agent's notification listener (default: the agent reports it)")
     api_opts(p)
     p.set_defaults(func=_cmd_device_add)
+    p = dsub.add_parser("device-key", help="register or replace a device's encryption public key")
+    p.add_argument("device", help="the device id")
+    p.add_argument("--enc-key", type=Path, required=True, metavar="PEM",
+                   help="the device's encryption public key (device.enc.pub.pem)")
+    api_opts(p)
+    p.set_defaults(func=_cmd_device_key)
     p = dsub.add_parser("device-remove", help="remove a device; its server backups are kept unless --purge")
     p.add_argument("device", help="the device id")
     p.add_argument("--purge", action="store_true", help="also delete its backups stored on the server")
@@ -266,15 +276,27 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
     pw, spw = os.environ.get(PASSWORD_ENV), os.environ.get(SERVER_PASSWORD_ENV)
     if not pw or not spw:
         raise UsageError(f"set ${PASSWORD_ENV} (the device's) and ${SERVER_PASSWORD_ENV} (the server's) passwords")
-    try:
-        pem = args.public_key.read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.public_key}: {exc.strerror}") from None
-    row = _api(args, "POST", "/api/devices", {"device": args.device, "password": pw, "server_password": spw,
-                                              "auth": args.auth, "public_key_pem": pem,
-                                              "notify_url": args.notify_url})
-    _show(args, row, lambda d: f"device {d['id']} registered ({d['auth_type']})")
+    body = {"device": args.device, "password": pw, "server_password": spw, "auth": args.auth,
+            "public_key_pem": _read_pem(args.public_key), "notify_url": args.notify_url}
+    if args.enc_key is not None:
+        body["enc_key_pem"] = _read_pem(args.enc_key)
+    row = _api(args, "POST", "/api/devices", body)
+    _show(args, row, lambda d: f"device {d['id']} registered ({d['auth_type']})"
+                               + (f", encryption key {d['enc_key_id']}" if d.get("enc_key_id") else ""))
     return 0
+
+
+def _cmd_device_key(args: argparse.Namespace) -> int:
+    row = _api(args, "PUT", f"/api/devices/{_quote(args.device)}/enc-key", {"enc_key_pem": _read_pem(args.enc_key)})
+    _show(args, row, lambda d: f"device {d['id']}: encryption key {d['enc_key_id']} registered")
+    return 0
+
+
+def _read_pem(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _cmd_device_remove(args: argparse.Namespace) -> int:

@@ -31,8 +31,9 @@ def table(headers: list[str], rows: list[list[Any]], empty: str) -> str:
 
 
 def devices_text(rows: list[dict[str, Any]]) -> str:
-    return table(["DEVICE", "AUTH", "NOTIFY URL", "LAST SEEN"],
-                 [[d.get("id"), d.get("auth_type"), d.get("notify_url"), _when(d.get("last_seen"))] for d in rows],
+    return table(["DEVICE", "AUTH", "ENC KEY", "NOTIFY URL", "LAST SEEN"],
+                 [[d.get("id"), d.get("auth_type"), d.get("enc_key_id") or "-", d.get("notify_url"),
+                   _when(d.get("last_seen"))] for d in rows],
                  "no devices (add one with 'simvault dm device-add')")
 
 

@@ -159,8 +159,9 @@ class DemoRig:
         say(f"DS server: {self.ds.url} (SQLite {wd.name}/ds.db, user {DS_USER})")
 
         register_device(web.server.store, SERVER_ID, self.device_id, dm_password, srv_password,
-                        public_key_pem=(self.identity.directory / "device.sign.pub.pem").read_bytes())
-        say("device registered with the DM server: md5 digest auth, its public signing key")
+                        public_key_pem=(self.identity.directory / "device.sign.pub.pem").read_bytes(),
+                        enc_key_pem=(self.identity.directory / "device.enc.pub.pem").read_bytes())
+        say("device registered with the DM server: md5 digest auth, its public signing and encryption keys")
 
         agent = DMAgent(AgentConfig(tree=self.tree_path, server_url=self.dm_url, device_id=self.device_id,
                                     key_dir=self.identity.directory, password=dm_password,

@@ -3,8 +3,11 @@
 Device agent side (registered by host.dm.agent.handlers):
 
     Exec ./Vendor/simvault/BaR/Operations/BackupViaDS
-         Data "url=<DS URL>;datastore=<name>;user=<u>;password=<p>[;auth=md5|basic (md5 when absent)][;device-id=<DevID>]
+         Data "url=<DS URL>;datastore=<name>;user=<u>;sealed=<b64>[;auth=md5|basic (md5 when absent)][;device-id=<DevID>]
                [;mode=refresh|two-way][;scope=URI URI][;exclude-secrets=1]"
+      sealed = the DS password sealed to this device's encryption key (host.dm.ds_credentials);
+      password=<p> instead only over an https DM session (403 over plain http, and 403 when
+      sealed does not open: another device's, another job's or altered)
       -> 202; after the session the agent makes an archive of its live tree
          (host.backup.ops, under ARCHIVE_LOCK), runs a DS session (host.ds; mode
          two-way by default: Replace new then Delete older; refresh = Alert 203),
@@ -29,12 +32,13 @@ from typing import Callable
 from host.dm.agent.api import Agent, AlertReport, ExecOutcome, ExecRequest
 from host.dm.agent.bar import ARCHIVE_LOCK, _clean, _record_last, _result, apply_archive
 from host.dm.agent.tree import BAR
+from host.dm.ds_credentials import open_sealed
 from host.dm.session import parse_kv
 from host.ds.backup import backup_tree_via_ds, fetch_archive_via_ds
 from host.ds.client import DsAccount
 from host.ds.errors import DsError
 from host.ds.state import AnchorStore
-from host.errors import SimvaultError, SyncMLError, UsageError
+from host.errors import IntegrityError, SimvaultError, SyncMLError, UsageError
 from host.syncml.status import StatusCode
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,23 @@ ANCHOR_SUFFIX = ".ds-state.json"
 _MODE_NAMES = {200: "two-way", 201: "slow sync", 203: "refresh from client"}
 
 
-def _account(opts: dict[str, str], agent: Agent) -> DsAccount:
+class CleartextRefused(UsageError):
+    """A DS password in cleartext over a DM session that is not TLS."""
+
+
+def _password(opts: dict[str, str], agent: Agent, correlator: str) -> str:
+    """The DS password: ``sealed=`` opened with the device's encryption key (bound to this device,
+    job and DS account); a cleartext ``password=`` only when the DM session runs over https."""
+    if "sealed" in opts:
+        return open_sealed(agent.identity.decryptor, opts["sealed"], device_id=agent.device_id,
+                           correlator=correlator, url=opts.get("url", ""), user=opts.get("user", ""))
+    if "password" in opts and not agent.config.server_url.startswith("https://"):
+        raise CleartextRefused("the DS password came in cleartext over plain http: register this device's "
+                               "encryption key with the DM server (dm device-key) or use https")
+    return opts.get("password", "")
+
+
+def _account(opts: dict[str, str], agent: Agent, correlator: str = "") -> DsAccount:
     url, user = opts.get("url", ""), opts.get("user", "")
     if not url.startswith(("http://", "https://")) or not user:
         raise UsageError("BackupViaDS needs url=http(s)://... and user=")
@@ -55,7 +75,7 @@ def _account(opts: dict[str, str], agent: Agent) -> DsAccount:
     mode = opts.get("mode", "two-way")  # the safe default: docs/DS.md "Backup modes"
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode={mode[:10]}: use refresh or two-way")
-    return DsAccount(url=url, username=user, password=opts.get("password", ""),
+    return DsAccount(url=url, username=user, password=_password(opts, agent, correlator),
                      datastore=opts.get("datastore", "backup") or "backup",
                      device_id=opts.get("device-id") or agent.device_id, auth=auth, backup_mode=mode)
 
@@ -134,7 +154,10 @@ def _accept_via_ds(req: ExecRequest,
     except SyncMLError:
         return ExecOutcome(StatusCode.BAD_REQUEST)
     try:
-        account = _account(opts, req.agent)
+        account = _account(opts, req.agent, req.correlator or "")
+    except (CleartextRefused, IntegrityError) as exc:  # no secret in the message: safe to log
+        log.warning("%s refused: %s", req.uri, exc)
+        return ExecOutcome(StatusCode.FORBIDDEN)
     except UsageError:
         return ExecOutcome(StatusCode.BAD_REQUEST)
     return ExecOutcome(StatusCode.ACCEPTED_FOR_PROCESSING, plan(req.agent, opts, account))

@@ -193,10 +193,12 @@ class BackupPlugin:
             return
         else:
             data = str(params.get("data", ""))
-            if kind in ("backup_via_ds", "restore_via_ds"):  # account=<name> -> the decrypted password
+            if kind in ("backup_via_ds", "restore_via_ds"):  # account=<name> -> the password, sealed
                 from host.dm.server.ds_accounts import exec_data_for_job
+                device = store.device(ctx.device_id)
                 try:
-                    data = exec_data_for_job(store, data)
+                    data = exec_data_for_job(store, data, device_id=ctx.device_id, correlator=job["correlator"],
+                                             enc_key=device.enc_key if device else None, tls=ctx.tls)
                 except SimvaultError as exc:
                     store.set_job_state(job["id"], "failed", str(exc))
                     return

@@ -3,9 +3,10 @@
 The jobs table holds only the account's name (Exec Data ``account=<name>``);
 the password lives in ``ds_accounts``, encrypted at rest with AES-256-GCM
 under the server's secret key (AAD = the account name, so a ciphertext cannot
-be moved to another account). The cleartext exists only in the Exec the
-BackupPlugin sends inside the authenticated DM session
-(:func:`exec_data_for_job`); it is never logged nor returned by the API/CLI.
+be moved to another account). The BackupPlugin's Exec carries it sealed to the
+device's encryption key (:func:`exec_data_for_job`, host.dm.ds_credentials), in
+cleartext only inside TLS to a device with no registered key; it is never
+logged nor returned by the API/CLI.
 
 The secret key (32 random bytes) comes from ``$SIMVAULT_DM_SECRET_KEY``
 (base64), else from the file ``$SIMVAULT_DM_SECRET_KEY_FILE``, else from
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from host.dm.ds_credentials import seal
 from host.dm.session import format_kv, parse_kv
 from host.errors import SimvaultError, UsageError
 
@@ -182,11 +184,35 @@ def ds_account_password(store: Store, name: str) -> str:
                              "(altered): enter it again") from None
 
 
-def exec_data_for_job(store: Store, data: str) -> str:
-    """The job's Exec Data with ``account=<name>`` replaced by the decrypted password."""
+CLEARTEXT_REFUSED = ("device {device} has no registered encryption key and this DM server is plain http: "
+                     "the DS password would cross the network in cleartext. Register the key "
+                     "('simvault dm device-key {device} --enc-key keys/device.enc.pub.pem') or serve DM "
+                     "over TLS (--tls-cert/--tls-key)")
+
+
+def check_credentials_path(enc_key: bytes | None, tls: bool, device_id: str) -> None:
+    """UsageError when a DS job's password could reach this device only in cleartext."""
+    if enc_key is None and not tls:
+        raise UsageError(CLEARTEXT_REFUSED.format(device=device_id[:128]))
+
+
+def exec_data_for_job(store: Store, data: str, *, device_id: str, correlator: str,
+                      enc_key: bytes | None, tls: bool) -> str:
+    """The job's Exec Data with ``account=<name>`` replaced by the password sealed to the
+    device's encryption key (``sealed=``, host.dm.ds_credentials); without a registered key,
+    by ``password=`` only when the DM session runs over TLS (else DsAccountError)."""
     params = parse_kv(data)
     name = params.pop("account", None)
     if name is None:
         return data  # a job queued before accounts existed, or without a password
-    params["password"] = ds_account_password(store, name)
+    try:
+        check_credentials_path(enc_key, tls, device_id)
+    except UsageError as exc:
+        raise DsAccountError(str(exc)) from None
+    password = ds_account_password(store, name)
+    if enc_key is None:
+        params["password"] = password  # inside TLS
+    else:
+        params["sealed"] = seal(enc_key, password, device_id=device_id, correlator=correlator,
+                                url=params.get("url", ""), user=params.get("user", ""))
     return format_kv(params)

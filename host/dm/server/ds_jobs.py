@@ -6,8 +6,8 @@ BackupPlugin) keeps a record of where each DS backup lives (table
 bytes, time) and returns None so BackupPlugin still records the result and the
 job state. :func:`command_backup_via_ds` / :func:`command_restore_via_ds` queue
 the jobs; the DS password goes to an encrypted DS account (host.dm.server.ds_accounts),
-the job names the account, and the BackupPlugin puts the cleartext only into the
-Exec it sends in the authenticated session. The device side (the Exec handlers
+the job names the account, and the BackupPlugin's Exec carries the password sealed
+to the device's encryption key (host.dm.ds_credentials). The device side (the Exec handlers
 BackupViaDS / RestoreViaDS) is host.dm.agent.mo_ds.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import BigInteger, Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from host.dm.server.ds_accounts import default_account_name, ds_account, set_ds_account
+from host.dm.server.ds_accounts import check_credentials_path, default_account_name, ds_account, set_ds_account
 from host.dm.session import format_kv, parse_kv
 from host.errors import SyncMLError, UsageError
 from host.syncml import model as m
@@ -134,6 +134,14 @@ def _submitted(server: "DMServer | None", job: dict[str, Any]) -> dict[str, Any]
     return server.submit_job(job) if server is not None else job
 
 
+def check_ds_job_device(server: "DMServer", device_id: str) -> None:
+    """UsageError now, not a failed job later, when the DS password could reach the device only
+    in cleartext (no registered encryption key, plain http)."""
+    device = server.store.device(device_id)
+    if device is not None:
+        check_credentials_path(device.enc_key, server.tls, device_id)
+
+
 def _job_account(store: Store, account: str | None, url: str, user: str, datastore: str, auth: str,
                  password: str | None) -> str:
     """The name of the DS account a job uses: ``password`` given stores it (encrypted at rest);
@@ -165,6 +173,8 @@ def command_backup_via_ds(where: "Store | DMServer", device_id: str, url: str, u
     store, server = _store_and_server(where)
     if mode not in ("refresh", "two-way"):
         raise UsageError(f"mode {mode[:10]!r}: use two-way or refresh")
+    if server is not None:
+        check_ds_job_device(server, device_id)
     name = _job_account(store, account, url, user, datastore, auth, password)
     data = format_kv({**_job_kv(url, datastore, user, name, auth), "mode": mode})
     return _submitted(server, store.create_job(device_id, "backup_via_ds", "ds", params={"data": data}))
@@ -177,6 +187,8 @@ def command_restore_via_ds(where: "Store | DMServer", device_id: str, password: 
 
     ``password`` None uses the stored DS account (the one the backup job created)."""
     store, server = _store_and_server(where)
+    if server is not None:
+        check_ds_job_device(server, device_id)
     records = [r for r in ds_backups(store, device_id) if backup_id is None or r["backup_id"] == backup_id]
     if not records and url is None:
         raise UsageError(f"no DS backup {backup_id or ''} recorded for {device_id}: give url= and user=")

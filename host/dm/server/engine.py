@@ -92,6 +92,7 @@ class DMServer(JobsMixin):
         self.store = store
         self.server_id = server_id
         self.server_uri = server_uri
+        self.tls = False  # set by the web front (DMWebServer) when it serves https
         self.plugins: list[ServerPlugin] = list(plugins or [])
         self.notifier = notifier
         self.max_msg_size = max_msg_size
@@ -278,7 +279,7 @@ class DMServer(JobsMixin):
         if ctx is None:
             ctx = SessionContext(device_id=sess.device_id, session_id=sess.channel.session_id,
                                  initiator=sess.initiator, store=self.store, channel=sess.channel,
-                                 plugin_name=plugin.name, server_id=self.server_id)
+                                 plugin_name=plugin.name, server_id=self.server_id, tls=self.tls)
             sess.contexts[plugin.name] = ctx
         return ctx
 

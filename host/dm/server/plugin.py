@@ -48,6 +48,7 @@ class SessionContext:
     plugin_name: str = ""
     state: dict[str, Any] = field(default_factory=dict)  # per plugin, per session scratch
     server_id: str = "simvault-dms"
+    tls: bool = False  # the device reaches this server over https (secrets inside TLS only)
 
     def send(self, cmd: m.Command, tag: object = None) -> m.Command:
         """Queue a command for the device; its Status/Results come back with ``tag``."""

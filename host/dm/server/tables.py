@@ -11,6 +11,7 @@ from sqlalchemy import (JSON, BigInteger, Float, ForeignKey, Integer, LargeBinar
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from apdu_specs.manifest import key_id as point_key_id
 from host.errors import SimvaultError
 
 
@@ -38,6 +39,8 @@ class Device(Base):
     server_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device must use next (b64)
     client_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device gave us (b64)
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # signing point (65 bytes)
+    # encryption point (65 bytes): the DS credentials of its BackupViaDS / RestoreViaDS are sealed to it
+    enc_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     notify_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     allow_device_backup: Mapped[bool] = mapped_column(default=True)
     default_target: Mapped[str] = mapped_column(String(16), default="server")
@@ -142,8 +145,9 @@ def _row_dict(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def device_public(row: Device) -> dict[str, Any]:
     """A device as the admin API shows it (no secrets, no nonces)."""
-    d = _row_dict(row, skip=("secret", "server_secret", "server_nonce", "client_nonce", "public_key"))
+    d = _row_dict(row, skip=("secret", "server_secret", "server_nonce", "client_nonce", "public_key", "enc_key"))
     d["has_public_key"] = row.public_key is not None
+    d["enc_key_id"] = point_key_id(row.enc_key).hex() if row.enc_key else None
     return d
 
 

@@ -12,7 +12,9 @@ Routes
                              firmware_update: {"device": ID, "kind": "firmware_update",
                               "params": {"node": "./FUMO/x"}} (target "device"; default node ./FUMO/FwUpdate)
     POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",
-                              "public_key_pem": PEM, "notify_url": URL}
+                              "public_key_pem": PEM, "enc_key_pem": PEM, "notify_url": URL}
+    PUT  /api/devices/<id>/enc-key  {"enc_key_pem": PEM}   register or replace the device's encryption
+                             key: the DS credentials of its DS jobs are sealed to it (host.dm.ds_credentials)
     GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
                              (DS credentials for BackupViaDS jobs, whose params name account=NAME; encrypted at rest)
                              a DS job may give params {"account": NAME[, "mode": "refresh"]} instead of "data":
@@ -41,7 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from host.dm.server.db import Store
-from host.dm.server.registry import register_device
+from host.dm.server.registry import register_device, set_enc_key
 from host.dm.server.engine import CONTENT_TYPES, DMServer
 from host.errors import SimvaultError, TransportError, UsageError
 from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
@@ -84,6 +86,7 @@ class DMWebServer:
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server
         self.ssl_context = ssl_context  # host.dm.tls.server_context: https for /dm and /api
+        server.tls = ssl_context is not None
         self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
         # how long stop() lets requests in flight finish: a device whose message is cut off sends it
         # again in a new session; 5 s here kept the server up that long after SIGTERM for one slow client
@@ -101,6 +104,7 @@ class DMWebServer:
             web.get("/api/devices", self.api_devices),
             web.post("/api/devices", self.api_add_device),
             web.delete("/api/devices/{device_id}", self.api_remove_device),
+            web.put("/api/devices/{device_id}/enc-key", self.api_set_enc_key),
             web.get("/api/backups", self.api_backups),
             web.get("/api/ds-accounts", self.api_ds_accounts),
             web.post("/api/ds-accounts", self.api_set_ds_account),
@@ -206,12 +210,30 @@ class DMWebServer:
                 self.server.store, self.server.server_id, body["device"], body["password"],
                 body["server_password"], auth_type=body.get("auth", "hmac"),
                 public_key_pem=(body.get("public_key_pem") or "").encode() or None,
+                enc_key_pem=(body.get("enc_key_pem") or "").encode() or None,
                 notify_url=body.get("notify_url")))
         except (KeyError, ValueError, TypeError) as exc:
             return _json({"error": f"bad request: {exc}"}, 400)
         except SimvaultError as exc:
             return _json({"error": str(exc)}, 409)
         return _json(row, 201)
+
+    async def api_set_enc_key(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        device_id = request.match_info["device_id"]
+        try:
+            pem = str((await request.json())["enc_key_pem"]).encode()
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json({"error": f"bad request: {exc}"}, 400)
+        if await self._run(self.server.store.device, device_id) is None:
+            return _json({"error": f"device {device_id[:128]} is not registered"}, 404)
+        try:
+            row = await self._run(set_enc_key, self.server.store, device_id, pem)
+        except SimvaultError as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(row)
 
     async def api_remove_device(self, request: web.Request) -> web.Response:
         denied = self._authorised(request)
@@ -315,7 +337,11 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         params, backup_id = ds_job_params(store, kind, device_id, str(params["account"]), backup_id,
                                           mode=str(params.get("mode") or "two-way"))
         target = "ds"
-    if kind in ("backup_via_ds", "restore_via_ds") and "password" in _kv_keys(str((params or {}).get("data", ""))):
+    if kind in ("backup_via_ds", "restore_via_ds"):
+        from host.dm.server.ds_jobs import check_ds_job_device
+        check_ds_job_device(server, device_id)
+    secret_keys = {"password", "sealed"} & _kv_keys(str((params or {}).get("data", "")))
+    if kind in ("backup_via_ds", "restore_via_ds") and secret_keys:
         raise UsageError("a DS job names a DS account (account=NAME), never a password: the jobs table "
                          "is not for secrets (host.dm.server.ds_jobs.command_backup_via_ds stores it encrypted)")
     if kind == "firmware_update":
