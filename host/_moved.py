@@ -23,6 +23,7 @@ MOVED: dict[str, str] = {
     "host.prompt": "host.cli.prompt",
     "host.dm.cli": "host.cli.dm",
     "host.dm.cli_text": "host.cli.dm_text",
+    "host.dm.tls": "host.tls",
     "host.ds.cli": "host.cli.ds",
     "host.backup_ops": "host.backup.ops",
     "host.keys": "host.backup.keys",

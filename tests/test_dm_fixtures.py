@@ -93,7 +93,7 @@ class DMWorld:
     def __init__(self, root: Path, db_url: str, *, max_msg_size: int = 8192,
                  running_timeout: float = 900.0, ssl_context: Any = None) -> None:
         self.root = root
-        self.ssl_context = ssl_context  # host.dm.tls.server_context: the server on https
+        self.ssl_context = ssl_context  # host.tls.server_context: the server on https
         self.db_url = db_url
         self.max_msg_size = max_msg_size
         self.running_timeout = running_timeout

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from host.backup.keys import generate_identity
-from host.dm import tls
+from host import tls
 from host.errors import UsageError
 from test_dm_cli import _port
 from test_dm_fixtures import PHONE_TREE, DMWorld, tree_with_id

@@ -1,5 +1,5 @@
 """The DS password of a DM-commanded backup through Data Sync (use case 3) is sealed to the
-device's encryption key (host.dm.ds_credentials): over real HTTP, through a TCP relay that
+device's encryption key (host.backup.sealed): over real HTTP, through a TCP relay that
 records every byte between the agent and the DM server, the password crosses in no readable
 form; a device without a registered key gets no DS job over plain http (a clear error), an
 agent refuses a cleartext password over plain http, and a sealed blob opens only for its
@@ -15,7 +15,7 @@ import pytest
 from host.backup.keys import generate_identity
 from host.dm.agent.api import ExecRequest
 from host.dm.agent.mo_ds import exec_backup_via_ds
-from host.dm.ds_credentials import open_sealed, seal
+from host.backup.sealed import open_sealed, seal
 from host.dm.server.db import Store
 from host.dm.server.ds_jobs import command_backup_via_ds, command_restore_via_ds
 from host.dm.server.registry import set_enc_key

@@ -38,6 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from host import tls
 from host.cli import dm_text as cli_text
 from host.errors import SimvaultError, TransportError, UsageError
 from host.cli.prompt import read_secret
@@ -77,9 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest SyncML message the server accepts and announces (default 65536)")
     p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="seconds a running job may wait for its result (default 900)")
-    p.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
-                   help="serve https with this certificate (and its chain); needs --tls-key")
-    p.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the certificate's private key")
+    tls.add_server_options(p)
     p.set_defaults(func=_cmd_server)
 
     def api_opts(q: argparse.ArgumentParser, json_out: bool = True) -> None:
@@ -180,7 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what the agent starts with; it moves to hmac when the server's challenge asks")
     p.add_argument("--wbxml", action="store_true", help="speak application/vnd.syncml.dm+wbxml")
     p.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
-                   help="https --server: the CA that issued its certificate (default: the system's)")
+                   help="https --server and https DS servers: the CA(s) that issued their certificates, "
+                        "one PEM file (default: the system's)")
     p.add_argument("--server-id", default="simvault-dms", help="the DM server's ServerID (default simvault-dms)")
     p.add_argument("--password-env", default=PASSWORD_ENV, metavar="VAR",
                    help=f"environment variable with the device's DM password (default {PASSWORD_ENV})")
@@ -209,11 +209,9 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    from host.dm import tls
     from host.dm.server.webapp import build_server
     host, port = args.listen
-    tls.check_pair(args.tls_cert, args.tls_key)
-    context = tls.server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    context = tls.server_context_from(args)
     web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
                        max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
 
@@ -241,7 +239,7 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     req = urllib.request.Request(args.api.rstrip("/") + path, method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    from host.dm.tls import context_for, untrusted
+    from host.tls import context_for, untrusted
     context = context_for(args.api, args.ca_file)
     try:
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:  # noqa: S310 - the admin's own server
@@ -379,7 +377,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
                               ("--key", args.key)) if not v]
     if missing:
         raise UsageError(f"the agent needs {', '.join(missing)}")
-    from host.dm.tls import context_for
+    from host.tls import context_for
     context_for(args.server, args.ca_file)  # a CA file that cannot be read stops the agent here, not in a session
     from host.dm.agent.core import DMAgent
     agent = DMAgent(agent_config(args))

@@ -1,6 +1,7 @@
 """`simvault ds ...`: the embedded DS server, its users, and DS backup/restore of archive files.
 
     simvault ds server --listen 127.0.0.1:8450 --db sqlite:///ds.db [--auth any|basic|md5]
+                       [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
     SIMVAULT_DS_PASSWORD=pw simvault ds user add alice --db sqlite:///ds.db
     simvault ds user list|remove NAME --db ...
     simvault ds sessions --db ...
@@ -15,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from host import tls
 from host.errors import UsageError
 from host.cli.prompt import read_secret
 
@@ -40,7 +42,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from host.ds.server import DsServer
     host, port = _listen(args.listen)
     store = _store(args)
-    server = DsServer(store, auth=args.auth, max_msg_size=args.max_msg_size)
+    server = DsServer(store, auth=args.auth, max_msg_size=args.max_msg_size, ssl_context=tls.server_context_from(args))
 
     async def main() -> None:
         url = await server.start(host, port)
@@ -91,7 +93,8 @@ def _account(args: argparse.Namespace):
     from host.ds.client import DsAccount
     return DsAccount(url=args.url, username=args.user, password=read_secret(PASSWORD_ENV, f"DS password for {args.user}", strip=False),
                      datastore=args.datastore, device_id=args.device_id, auth=args.auth,
-                     backup_mode=getattr(args, "mode", "two-way"), resume=getattr(args, "resume", False))
+                     backup_mode=getattr(args, "mode", "two-way"), resume=getattr(args, "resume", False),
+                     ca_file=args.ca_file)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -145,6 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auth", choices=("any", "basic", "md5"), default="any", help="accepted credentials")
     p.add_argument("--max-msg-size", type=int, default=1024 * 1024,
                    help="largest SyncML message accepted and announced, in bytes (default 1 MiB)")
+    tls.add_server_options(p)
     p.set_defaults(func=cmd_server)
 
     user = dsub.add_parser("user", help="manage DS users")
@@ -170,6 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--device-id", default="simvault-device", help="our DevID (SyncEvolution: remoteDeviceId)")
         p.add_argument("--auth", choices=("basic", "md5"), default="md5",
                        help="SyncML authentication (default md5; basic only if the server asks for it)")
+        p.add_argument("--ca-file", type=Path, default=None, metavar="PEM",
+                       help="https --url: the CA that issued the DS server's certificate (default: the system's)")
         p.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
                        help=f"where the sync anchors are kept between sessions (default {DEFAULT_STATE}); "
                             "losing it only makes the next two-way push a slow sync")

@@ -25,6 +25,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from host.ds.client_replies import ReplyHandling, _AuthRetry
 from host.ds.errors import (
@@ -88,6 +89,7 @@ class DsAccount:
     # after a backup session cut mid-way, alert Resume (225) first; a server that cannot resume (simvault's
     # keeps nothing of a cut session) answers 509 + the sync type to use (two-way), or 508 -> slow sync
     resume: bool = False
+    ca_file: Path | None = None  # an https url: the CA(s) that issued the DS server's certificate (else the system's)
 
 
 @dataclass
@@ -304,7 +306,7 @@ class DsClient:
                  transport: Transport | None = None) -> None:
         self.account = account
         self.store = state if state is not None else AnchorStore(None)
-        self.transport = transport if transport is not None else HttpTransport()
+        self.transport = transport if transport is not None else HttpTransport(ca_file=account.ca_file)
         self.key = AnchorStore.key(account.url, account.username, account.datastore)
 
     def _run(self, mode: int, text: str | None, luid: str | None, deletes: list[str] | None = None) -> _Session:

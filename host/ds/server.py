@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -47,8 +48,9 @@ def _wbxml():  # imported lazily: the WBXML codec is optional for the XML path
 class DsServer:
     def __init__(self, store: DsStore, *, auth: str = "any", max_msg_size: int = 1024 * 1024,
                  max_obj_size: int = 32 * 1024 * 1024, session_timeout: float = 300.0,
-                 server_uri: str = "simvault-ds") -> None:
+                 server_uri: str = "simvault-ds", ssl_context: ssl.SSLContext | None = None) -> None:
         self.store = store
+        self.ssl_context = ssl_context  # host.tls.server_context: https
         self.auth_types = {"any": (AUTH_BASIC, AUTH_MD5), "basic": (AUTH_BASIC,), "md5": (AUTH_MD5,)}[auth]
         self.max_msg_size = max_msg_size
         self.max_obj_size = max_obj_size
@@ -68,10 +70,11 @@ class DsServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=5.0)  # bounded stop
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]  # the real port when port=0
-        self.url = f"http://{host}:{sock.getsockname()[1]}{SYNC_PATH}"
+        scheme = "https" if self.ssl_context else "http"
+        self.url = f"{scheme}://{host}:{sock.getsockname()[1]}{SYNC_PATH}"
         return self.url
 
     async def stop(self) -> None:

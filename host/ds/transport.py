@@ -9,9 +9,11 @@ import http.client
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from host.ds.errors import DsProtocolError, DsTransportError
+from host.tls import context_for, untrusted
 
 CONTENT_TYPE_XML = "application/vnd.syncml+xml"
 CONTENT_TYPE_WBXML = "application/vnd.syncml+wbxml"
@@ -31,17 +33,20 @@ class Transport(Protocol):
 class HttpTransport:
     """POST a message, return the reply; no retries (a DS session is not idempotent)."""
 
-    def __init__(self, timeout: float = 60.0, user_agent: str = "simvault-ds/0.1") -> None:
+    def __init__(self, timeout: float = 60.0, user_agent: str = "simvault-ds/0.1",
+                 ca_file: Path | None = None) -> None:
         self.timeout = timeout
         self.user_agent = user_agent
+        self.ca_file = ca_file  # an https URL: the CA(s) of the server's certificate (else the system's)
 
     def post(self, url: str, body: bytes, content_type: str) -> HttpReply:
         if not url.startswith(("http://", "https://")):
             raise DsTransportError(f"DS server URL {url[:80]!r} is not http(s): fix the url= setting", 400)
         req = urllib.request.Request(url, data=body, method="POST", headers={
             "Content-Type": content_type, "Accept": content_type, "User-Agent": self.user_agent})
+        context = context_for(url, self.ca_file)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:
                 data = resp.read(MAX_RESPONSE_BYTES + 1)
                 ctype = resp.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
@@ -49,6 +54,10 @@ class HttpTransport:
             raise DsTransportError(f"DS server {url.split('?')[0]} answered HTTP {code} {exc.reason}: "
                                    "check the URL and the server log", 401 if code == 401 else 503) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, OSError) as exc:
+            why = untrusted(exc)
+            if why:
+                raise DsTransportError(f"the DS server's certificate is not trusted ({why[:80]}): give the CA "
+                                       "that issued it (--ca-file)") from None
             reason = getattr(exc, "reason", exc)
             raise DsTransportError(f"DS server {url.split('?')[0]} unreachable or vanished mid-session "
                                    f"({type(reason).__name__}: {str(reason)[:80]}): retry when it is back") from None

@@ -50,7 +50,9 @@ class AgentConfig:
     change_debounce: float = 2.0
     report_notify_url: bool = True
     wbxml: bool = False  # send application/vnd.syncml.dm+wbxml (the server answers in kind)
-    ca_file: Path | None = None  # https server_url: the CA that issued its certificate (else the system's)
+    # https server_url and https DS servers of its jobs: the CA(s) that issued their certificates (one
+    # PEM file may hold several; else the system's trust store)
+    ca_file: Path | None = None
 
 
 @dataclass

@@ -5,7 +5,7 @@ Device agent side (registered by host.dm.agent.handlers):
     Exec ./Vendor/simvault/BaR/Operations/BackupViaDS
          Data "url=<DS URL>;datastore=<name>;user=<u>;sealed=<b64>[;auth=md5|basic (md5 when absent)][;device-id=<DevID>]
                [;mode=refresh|two-way][;scope=URI URI][;exclude-secrets=1]"
-      sealed = the DS password sealed to this device's encryption key (host.dm.ds_credentials);
+      sealed = the DS password sealed to this device's encryption key (host.backup.sealed);
       password=<p> instead only over an https DM session (403 over plain http, and 403 when
       sealed does not open: another device's, another job's or altered)
       -> 202; after the session the agent makes an archive of its live tree
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from host.backup.sealed import open_sealed
 from host.dm.agent.api import Agent, AlertReport, ExecOutcome, ExecRequest
 from host.dm.agent.bar import ARCHIVE_LOCK, _clean, _record_last, _result, apply_archive
 from host.dm.agent.tree import BAR
-from host.dm.ds_credentials import open_sealed
 from host.dm.session import parse_kv
 from host.ds.backup import backup_tree_via_ds, fetch_archive_via_ds
 from host.ds.client import DsAccount
@@ -77,7 +77,8 @@ def _account(opts: dict[str, str], agent: Agent, correlator: str = "") -> DsAcco
         raise UsageError(f"mode={mode[:10]}: use refresh or two-way")
     return DsAccount(url=url, username=user, password=_password(opts, agent, correlator),
                      datastore=opts.get("datastore", "backup") or "backup",
-                     device_id=opts.get("device-id") or agent.device_id, auth=auth, backup_mode=mode)
+                     device_id=opts.get("device-id") or agent.device_id, auth=auth, backup_mode=mode,
+                     ca_file=agent.config.ca_file)  # one trust file for the DM and the DS servers
 
 
 def anchors_for(agent: Agent) -> AnchorStore:

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from host.dm import dmauth
-from host.dm.tls import context_for, untrusted
+from host.tls import context_for, untrusted
 from host.dm.agent.api import SessionRecord
 from host.dm.agent.commands import CommandExecutor
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_SERVER_INITIATED,

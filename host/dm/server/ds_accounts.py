@@ -4,7 +4,7 @@ The jobs table holds only the account's name (Exec Data ``account=<name>``);
 the password lives in ``ds_accounts``, encrypted at rest with AES-256-GCM
 under the server's secret key (AAD = the account name, so a ciphertext cannot
 be moved to another account). The BackupPlugin's Exec carries it sealed to the
-device's encryption key (:func:`exec_data_for_job`, host.dm.ds_credentials), in
+device's encryption key (:func:`exec_data_for_job`, host.backup.sealed), in
 cleartext only inside TLS to a device with no registered key; it is never
 logged nor returned by the API/CLI.
 
@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Float, Integer, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from host.dm.ds_credentials import seal
+from host.backup.sealed import seal
 from host.dm.session import format_kv, parse_kv
 from host.errors import SimvaultError, UsageError
 
@@ -199,7 +199,7 @@ def check_credentials_path(enc_key: bytes | None, tls: bool, device_id: str) -> 
 def exec_data_for_job(store: Store, data: str, *, device_id: str, correlator: str,
                       enc_key: bytes | None, tls: bool) -> str:
     """The job's Exec Data with ``account=<name>`` replaced by the password sealed to the
-    device's encryption key (``sealed=``, host.dm.ds_credentials); without a registered key,
+    device's encryption key (``sealed=``, host.backup.sealed); without a registered key,
     by ``password=`` only when the DM session runs over TLS (else DsAccountError)."""
     params = parse_kv(data)
     name = params.pop("account", None)

@@ -7,7 +7,7 @@ bytes, time) and returns None so BackupPlugin still records the result and the
 job state. :func:`command_backup_via_ds` / :func:`command_restore_via_ds` queue
 the jobs; the DS password goes to an encrypted DS account (host.dm.server.ds_accounts),
 the job names the account, and the BackupPlugin's Exec carries the password sealed
-to the device's encryption key (host.dm.ds_credentials). The device side (the Exec handlers
+to the device's encryption key (host.backup.sealed). The device side (the Exec handlers
 BackupViaDS / RestoreViaDS) is host.dm.agent.mo_ds.
 """
 from __future__ import annotations

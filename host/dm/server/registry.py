@@ -3,7 +3,7 @@
 The server keeps B64(MD5(user:password)) for the device and
 B64(MD5(server_id:server_password)) for itself (host.dm.dmauth), the device's
 public signing key (to verify its backups), its public encryption key (the DS
-credentials of BackupViaDS / RestoreViaDS are sealed to it, host.dm.ds_credentials),
+credentials of BackupViaDS / RestoreViaDS are sealed to it, host.backup.sealed),
 and two nonces. Both nonces start
 empty, as after an OMA DM bootstrap without nonces: the device's first
 session is challenged once (401 + Chal NextNonce) and from then on every

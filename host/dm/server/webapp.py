@@ -14,7 +14,7 @@ Routes
     POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",
                               "public_key_pem": PEM, "enc_key_pem": PEM, "notify_url": URL}
     PUT  /api/devices/<id>/enc-key  {"enc_key_pem": PEM}   register or replace the device's encryption
-                             key: the DS credentials of its DS jobs are sealed to it (host.dm.ds_credentials)
+                             key: the DS credentials of its DS jobs are sealed to it (host.backup.sealed)
     GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
                              (DS credentials for BackupViaDS jobs, whose params name account=NAME; encrypted at rest)
                              a DS job may give params {"account": NAME[, "mode": "refresh"]} instead of "data":
@@ -85,7 +85,7 @@ class DMWebServer:
                  workers: int | None = None, body_timeout: float = 30.0, shutdown_timeout: float = 0.5,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.server = server
-        self.ssl_context = ssl_context  # host.dm.tls.server_context: https for /dm and /api
+        self.ssl_context = ssl_context  # host.tls.server_context: https for /dm and /api
         server.tls = ssl_context is not None
         self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
         # how long stop() lets requests in flight finish: a device whose message is cut off sends it

@@ -1,12 +1,15 @@
-"""TLS for the DM server and its clients (the device agent, the admin CLI).
+"""TLS for the DM and DS servers and their clients (the device agent, the admin CLI, the DS client).
 
 The DM server's HMAC/MD5 authentication proves who sent a message, not who reads it: a
-backup's metadata, the jobs and the DS account an Exec hands a device travel inside. Over
-anything but loopback, run the server with a certificate (``--tls-cert/--tls-key``) and give
-the clients the CA that issued it (``--ca-file``); the system's trust store otherwise.
+backup's metadata, the jobs and the DS account an Exec hands a device travel inside; a DS
+session carries the (encrypted) archive and, with basic auth, the DS password. Over anything
+but loopback, run the servers with a certificate (``--tls-cert/--tls-key``) and give the
+clients the CA that issued it (``--ca-file``, a PEM file that may hold several CAs); the
+system's trust store otherwise.
 """
 from __future__ import annotations
 
+import argparse
 import ssl
 from pathlib import Path
 
@@ -55,3 +58,16 @@ def untrusted(exc: BaseException) -> str | None:
 def check_pair(cert: Path | None, key: Path | None) -> None:
     if (cert is None) != (key is None):
         raise UsageError("--tls-cert and --tls-key go together: the certificate and its private key")
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--tls-cert / --tls-key of a server command (dm server, ds server)."""
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="PEM",
+                        help="serve https with this certificate (and its chain); needs --tls-key")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the certificate's private key")
+
+
+def server_context_from(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The server context --tls-cert/--tls-key ask for (None: plain http)."""
+    check_pair(args.tls_cert, args.tls_key)
+    return server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
