@@ -65,7 +65,7 @@ def _password(opts: dict[str, str], agent: Agent, correlator: str) -> str:
     return opts.get("password", "")
 
 
-def _account(opts: dict[str, str], agent: Agent, correlator: str = "") -> DsAccount:
+def _account(opts: dict[str, str], agent: Agent, correlator: str) -> DsAccount:
     url, user = opts.get("url", ""), opts.get("user", "")
     if not url.startswith(("http://", "https://")) or not user:
         raise UsageError("BackupViaDS needs url=http(s)://... and user=")

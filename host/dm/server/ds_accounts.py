@@ -200,15 +200,12 @@ def exec_data_for_job(store: Store, data: str, *, device_id: str, correlator: st
                       enc_key: bytes | None, tls: bool) -> str:
     """The job's Exec Data with ``account=<name>`` replaced by the password sealed to the
     device's encryption key (``sealed=``, host.backup.sealed); without a registered key,
-    by ``password=`` only when the DM session runs over TLS (else DsAccountError)."""
+    by ``password=`` only when the DM session runs over TLS (else UsageError, as at job creation)."""
     params = parse_kv(data)
     name = params.pop("account", None)
     if name is None:
         return data  # a job queued before accounts existed, or without a password
-    try:
-        check_credentials_path(enc_key, tls, device_id)
-    except UsageError as exc:
-        raise DsAccountError(str(exc)) from None
+    check_credentials_path(enc_key, tls, device_id)
     password = ds_account_password(store, name)
     if enc_key is None:
         params["password"] = password  # inside TLS
