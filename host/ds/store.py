@@ -34,6 +34,7 @@ from sqlalchemy.pool import StaticPool
 
 from host.ds.errors import DsError
 from host.errors import UsageError
+from host.fsutil import private_sqlite_file
 from host.syncml.auth import auth_secret
 
 
@@ -154,6 +155,8 @@ class DsStore:
                 if url in ("sqlite://", "sqlite:///:memory:"):
                     kwargs["poolclass"] = StaticPool  # one connection, or every thread sees an empty database
             self.engine = create_engine(url, **kwargs)  # type: ignore[arg-type]
+            if self.engine.dialect.name == "sqlite":
+                private_sqlite_file(self.engine.url.database, "DS database", DsError)
             Base.metadata.create_all(self.engine)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise DsError(f"DS database {url.split('@')[-1]!r} unusable ({type(exc).__name__}): "

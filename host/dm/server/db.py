@@ -44,6 +44,7 @@ from host.dm.server.tables import (  # noqa: F401 - importable from here as befo
     job_public,
 )
 from host.errors import UsageError
+from host.fsutil import private_sqlite_file
 
 def normalise_url(url: str) -> str:
     """sqlite:///x, postgresql://... -> a SQLAlchemy URL with the installed drivers."""
@@ -81,6 +82,8 @@ class Store:
         except (ArgumentError, ImportError) as exc:
             raise UsageError(f"database URL {url!r} is not usable ({exc}); "
                              "use sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB") from None
+        if self.engine.dialect.name == "sqlite":
+            private_sqlite_file(self.engine.url.database, "DM database", StoreError)
         if self.url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
