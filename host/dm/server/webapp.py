@@ -21,6 +21,8 @@ Routes
                              the server fills url/user/datastore from the account (restore: newest DS backup
                              unless backup_id)
     GET  /api/health
+    GET  /metrics            Prometheus text format: devices, sessions, jobs by kind and state, stored
+                             backups and their bytes, auth failures (host.dm.server.metrics)
 
 The admin API needs ``Authorization: Bearer <token>`` (--admin-token or
 SIMVAULT_DM_ADMIN_TOKEN); without a configured token it answers 403. The
@@ -101,6 +103,7 @@ class DMWebServer:
         self.app.add_routes([
             web.post("/dm", self.handle_dm),
             web.get("/api/health", self.health),
+            web.get("/metrics", self.metrics),
             web.get("/api/devices", self.api_devices),
             web.post("/api/devices", self.api_add_device),
             web.delete("/api/devices/{device_id}", self.api_remove_device),
@@ -196,6 +199,15 @@ class DMWebServer:
     async def health(self, request: web.Request) -> web.Response:
         return _json({"ok": True, "db": self.server.store.dialect,
                       "open_sessions": self.server.open_sessions()})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format (host.dm.server.metrics); the admin token as a Bearer token."""
+        from host.dm.server import metrics
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        body = await self._run(metrics.render, self.server.store, self.server.open_sessions())
+        return web.Response(text=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def api_devices(self, request: web.Request) -> web.Response:
         return self._authorised(request) or _json(await self._run(self.server.store.devices))
