@@ -182,8 +182,9 @@ def test_an_older_database_gets_the_new_column_and_keeps_its_devices(db_url, tmp
     url = db_url
     store = Store(url)
     register_device(store, "simvault-dms", "IMEI:1", "device-pw-1", "server-pw-1")
-    with store.engine.begin() as conn:  # the schema before the encryption key
+    with store.engine.begin() as conn:  # a database of the release before the encryption key (and migrations)
         conn.execute(text("ALTER TABLE devices DROP COLUMN enc_key"))
+        conn.execute(text("DROP TABLE alembic_version"))
     store.close()
     store = Store(url)
     assert "enc_key" in {c["name"] for c in inspect(store.engine).get_columns("devices")}

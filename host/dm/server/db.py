@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, create_engine, delete, event, inspect, or_, select, text, update
+from sqlalchemy import and_, create_engine, delete, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from host.dm.server import migrate
 from host.dm.server.tables import (  # noqa: F401 - importable from here as before
     FINAL_STATES,
     JOB_KINDS,
@@ -89,8 +90,7 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.url.startswith("sqlite") else None
         try:
-            Base.metadata.create_all(self.engine)
-            _add_new_columns(self.engine)
+            migrate.upgrade(self.engine)  # versioned (Alembic), once, whatever the number of instances
         except OperationalError as exc:
             raise StoreError(f"cannot open database {self.safe_url}: {exc.orig}; check the URL and "
                              "that the server is running") from None
@@ -427,26 +427,6 @@ class _Tx:
             self.session.close()
             if self.lock is not None:
                 self.lock.release()
-
-
-def _add_new_columns(engine: Engine) -> None:
-    """create_all makes missing tables, not missing columns: a database made by an older
-    release gets each nullable column added since (ALTER TABLE ADD COLUMN, same on SQLite
-    and PostgreSQL). Its rows keep their data; the new columns start NULL."""
-    have = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        if not have.has_table(table.name):
-            continue
-        present = {c["name"] for c in have.get_columns(table.name)}
-        for col in table.columns:
-            if col.name in present:
-                continue
-            if not col.nullable:
-                raise StoreError(f"database table {table.name} lacks column {col.name}, which cannot be "
-                                 "added to existing rows: migrate it by hand")
-            kind = col.type.compile(dialect=engine.dialect)
-            with engine.begin() as conn:
-                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

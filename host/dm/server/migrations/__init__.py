@@ -1,0 +1,1 @@
+"""Alembic migrations of the DM server's database (run by host.dm.server.migrate)."""
