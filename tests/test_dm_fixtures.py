@@ -91,12 +91,13 @@ class DMWorld:
     """One DM server and its devices, for a test."""
 
     def __init__(self, root: Path, db_url: str, *, max_msg_size: int = 8192,
-                 running_timeout: float = 900.0, ssl_context: Any = None) -> None:
+                 running_timeout: float = 900.0, ssl_context: Any = None, blob_store: str | None = None) -> None:
         self.root = root
         self.ssl_context = ssl_context  # host.tls.server_context: the server on https
         self.db_url = db_url
         self.max_msg_size = max_msg_size
         self.running_timeout = running_timeout
+        self.blob_store = blob_store
         self.port = 0
         self.thread: ServerThread | None = None
         self.devices: dict[str, Device] = {}
@@ -115,7 +116,7 @@ class DMWorld:
     def start_server(self) -> None:
         web = build_server(self.db_url, port=self.port, admin_token=ADMIN_TOKEN, tick_interval=0.1,
                            max_msg_size=self.max_msg_size, running_timeout=self.running_timeout,
-                           ssl_context=self.ssl_context)
+                           ssl_context=self.ssl_context, blob_store=self.blob_store)
         web.server.renotify_after = 1.0
         self.thread = ServerThread(web).start()
         self.port = web.port

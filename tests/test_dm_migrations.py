@@ -6,14 +6,15 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from host.dm.server import migrate
-from host.dm.server.db import Store
-from host.dm.server.registry import register_device
+from host.dm.server.db import Store, normalise_url
 from host.dm.server.tables import Base
+from host.fsutil import private_sqlite_file
 from test_dm_fixtures import db_url, pg_cluster  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,17 +57,28 @@ def test_instances_starting_at_once_migrate_once(db_url) -> None:  # noqa: F811
             s.close()
 
 
-@pytest.mark.parametrize("drop_enc_key, stamped", [(True, "0001"), (False, "0002")])
-def test_a_database_from_before_migrations_is_stamped_and_upgraded(db_url, drop_enc_key, stamped) -> None:  # noqa: F811
-    store = Store(db_url)
-    register_device(store, "simvault-dms", "IMEI:1", "device-pw-1", "server-pw-1")
-    with store.engine.begin() as conn:
+def old_release_database(url: str, revision: str) -> None:
+    """The database a release before migrations made: the schema of ``revision``, no alembic_version,
+    one registered device (rows as that release wrote them)."""
+    engine = create_engine(normalise_url(url))
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), revision)
         conn.execute(text("DROP TABLE alembic_version"))
-        if drop_enc_key:
-            conn.execute(text("ALTER TABLE devices DROP COLUMN enc_key"))
-    with store.engine.connect() as conn:
-        assert migrate._legacy_revision(conn) == stamped
-    store.close()
+        conn.execute(text("INSERT INTO devices (id, username, secret, server_secret, auth_type, server_nonce, "
+                          "client_nonce, allow_device_backup, default_target, devinfo, created_at) VALUES "
+                          "('IMEI:1', 'IMEI:1', 's', 'ss', 'md5', 'AA==', 'AA==', true, 'server', '{}', 0)"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_a_database_from_before_migrations_is_stamped_and_upgraded(db_url, revision) -> None:  # noqa: F811
+    if db_url.startswith("sqlite"):
+        private_sqlite_file(db_url.split(":///", 1)[1])
+    old_release_database(db_url, revision)
+    engine = create_engine(normalise_url(db_url))
+    with engine.connect() as conn:
+        assert migrate._legacy_revision(conn) == revision
+    engine.dispose()
 
     store = Store(db_url)
     try:
@@ -74,6 +86,7 @@ def test_a_database_from_before_migrations_is_stamped_and_upgraded(db_url, drop_
         assert [d["id"] for d in store.devices()] == ["IMEI:1"]
         with store.engine.connect() as conn:
             assert migrate.current(conn) == migrate.head()
+            assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     finally:
         store.close()
 

@@ -176,16 +176,14 @@ def test_seal_round_trip_and_clear_error(tmp_path):
 
 
 def test_an_older_database_gets_the_new_column_and_keeps_its_devices(db_url, tmp_path):  # noqa: F811
-    from sqlalchemy import inspect, text
+    from sqlalchemy import inspect
 
-    from host.dm.server.registry import register_device
+    from host.fsutil import private_sqlite_file
+    from test_dm_migrations import old_release_database
     url = db_url
-    store = Store(url)
-    register_device(store, "simvault-dms", "IMEI:1", "device-pw-1", "server-pw-1")
-    with store.engine.begin() as conn:  # a database of the release before the encryption key (and migrations)
-        conn.execute(text("ALTER TABLE devices DROP COLUMN enc_key"))
-        conn.execute(text("DROP TABLE alembic_version"))
-    store.close()
+    if url.startswith("sqlite"):
+        private_sqlite_file(url.split(":///", 1)[1])
+    old_release_database(url, "0001")  # the schema before the encryption key (and migrations)
     store = Store(url)
     assert "enc_key" in {c["name"] for c in inspect(store.engine).get_columns("devices")}
     [device] = store.devices()

@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="largest SyncML message the server accepts and announces (default 65536)")
     p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="seconds a running job may wait for its result (default 900)")
+    p.add_argument("--blob-store", default="db", metavar="db|dir:PATH",
+                   help="where backup chunks live, each once: in the database (default) or files in a directory")
     tls.add_server_options(p)
     p.set_defaults(func=_cmd_server)
 
@@ -213,7 +215,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
     host, port = args.listen
     context = tls.server_context_from(args)
     web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
-                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
+                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context,
+                       blob_store=args.blob_store)
 
     async def main() -> None:
         await web.start()

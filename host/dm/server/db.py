@@ -24,6 +24,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, Op
 from sqlalchemy.orm import Session, sessionmaker
 
 from host.dm.server import migrate
+from host.dm.server.blobs import BlobStore, blob_store, drop_refs
+from host.dm.server.store_backups import BackupsMixin
 from host.dm.server.tables import (  # noqa: F401 - importable from here as before
     FINAL_STATES,
     JOB_KINDS,
@@ -66,11 +68,13 @@ class NewDevice:
     enc_key: bytes | None = None
 
 
-class Store:
+class Store(BackupsMixin):
     """All database access of the DM server (thread-safe: one short transaction per call)."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, blobs: str | BlobStore | None = None) -> None:
         self.url = normalise_url(url)
+        # where backup chunks live: 'db' (default) or 'dir:PATH' (host.dm.server.blobs)
+        self.blobs: BlobStore = blob_store(blobs) if blobs is None or isinstance(blobs, str) else blobs
         try:
             kwargs: dict[str, Any] = {"echo": echo, "future": True}
             if self.url.startswith("sqlite"):
@@ -148,7 +152,10 @@ class Store:
             rows = list(s.scalars(select(BackupRow).where(BackupRow.device_id == device_id)))
             if purge:
                 for old in s.scalars(select(RetiredBackupRow).where(RetiredBackupRow.device_id == device_id)):
+                    drop_refs(s, old.parts or [])
                     s.delete(old)
+                for b in rows:
+                    drop_refs(s, b.parts or [])
             else:
                 for b in rows:
                     s.add(RetiredBackupRow(**{c: getattr(b, c) for c in _BACKUP_COLUMNS}))
@@ -161,14 +168,6 @@ class Store:
             what = f"purged {len(rows)} backups" if purge else f"kept {len(rows)} backups"
             s.add(Audit(at=now, device_id=device_id, event="device.removed", detail=what))
         return {"device": device_id, "purged": purge, "backups": len(rows)}
-
-    def retired_backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        """Backups kept from removed devices (no archive bytes)."""
-        with self.reading() as s:
-            q = select(RetiredBackupRow).order_by(RetiredBackupRow.device_id, RetiredBackupRow.sequence)
-            if device_id:
-                q = q.where(RetiredBackupRow.device_id == device_id)
-            return [_row_dict(r, skip=("archive", "id")) for r in s.scalars(q)]
 
     def device(self, device_id: str) -> Device | None:
         with self.reading() as s:
@@ -342,63 +341,6 @@ class Store:
             if device_id:
                 q = q.where(Audit.device_id == device_id)
             return [_row_dict(r) for r in s.scalars(q)]
-
-    # ------------------------------------------------------------ backups
-    def store_backup(self, device_id: str, backup_id: str, sequence: int, archive: bytes,
-                     meta: dict[str, Any], job_id: int | None) -> dict[str, Any]:
-        now = time.time()
-        row = BackupRow(device_id=device_id, backup_id=backup_id, sequence=sequence, size=len(archive),
-                        sha256=hashlib.sha256(archive).hexdigest(), archive=archive, meta=meta,
-                        job_id=job_id, created_at=now, verified_at=now)
-        try:
-            with self.session() as s:
-                existing = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
-                                                             BackupRow.backup_id == backup_id)).first()
-                if existing is not None:
-                    if existing.sha256 != row.sha256:
-                        raise StoreError(f"backup {backup_id} of {device_id} is already stored with "
-                                         "other content; refusing to overwrite it")
-                    return backup_public(existing)
-                s.add(row)
-                s.add(Audit(at=now, device_id=device_id, event="backup.stored",
-                            detail=f"{backup_id} seq {sequence} {len(archive)} bytes"))
-        except SAIntegrityError:
-            raise StoreError(f"backup {backup_id} of {device_id} was stored concurrently") from None
-        return backup_public(row)
-
-    def backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        with self.reading() as s:
-            q = select(BackupRow).order_by(BackupRow.device_id, BackupRow.sequence)
-            if device_id:
-                q = q.where(BackupRow.device_id == device_id)
-            return [backup_public(r) for r in s.scalars(q)]
-
-    def backup_archive(self, device_id: str, backup_id: str) -> bytes | None:
-        with self.reading() as s:
-            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
-                                                    BackupRow.backup_id == backup_id)).first()
-            return row.archive if row else None
-
-    def backup_archive_and_hash(self, device_id: str, backup_id: str) -> tuple[bytes, str] | None:
-        """The stored archive with the SHA-256 (hex) recorded when it arrived, in one read."""
-        with self.reading() as s:
-            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
-                                                    BackupRow.backup_id == backup_id)).first()
-            return (row.archive, row.sha256) if row else None
-
-    def backup_owner(self, backup_id: str) -> list[str]:
-        with self.session() as s:
-            return list(s.scalars(select(BackupRow.device_id).where(BackupRow.backup_id == backup_id)))
-
-    def delete_backup(self, device_id: str, backup_id: str) -> bool:
-        with self.session() as s:
-            row = s.scalars(select(BackupRow).where(BackupRow.device_id == device_id,
-                                                    BackupRow.backup_id == backup_id)).first()
-            if row is None:
-                return False
-            s.delete(row)
-            s.add(Audit(at=time.time(), device_id=device_id, event="backup.deleted", detail=backup_id))
-            return True
 
 
 class _Tx:

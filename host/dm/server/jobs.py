@@ -19,9 +19,12 @@ from host.errors import SimvaultError
 from host.syncml.package0 import Initiator, Notification, UIMode
 
 log = logging.getLogger("host.dm.server.engine")
+BLOB_COLLECTION_INTERVAL = 60.0  # seconds between two collections of unreferenced backup chunks
 
 
 class JobsMixin:
+    _next_blob_collection = 0.0  # monotonic time of the next collection of unreferenced chunks
+
     # ------------------------------------------------------------ notification and jobs
     def package0_for(self, device: Device, session_id: int | None = None) -> tuple[int, bytes]:
         sid = session_id if session_id is not None else secrets.randbelow(0xFFFF) + 1
@@ -78,6 +81,11 @@ class JobsMixin:
         open sessions: with hundreds of devices the ticker stays cheap."""
         for job_id in self.store.expire_jobs(self.running_timeout, self.notified_timeout):
             log.info("job %s failed: timeout", job_id)
+        if time.monotonic() >= self._next_blob_collection:
+            self._next_blob_collection = time.monotonic() + BLOB_COLLECTION_INTERVAL
+            removed = self.store.collect_blobs()
+            if removed:
+                log.info("removed %d backup chunks no backup lists any more", removed)
         now = time.time()
         rows = self.store.open_job_summaries()
         if not rows:

@@ -110,7 +110,11 @@ class BackupRow(Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    # the archive's head (magic, manifest, signature) when ``parts`` lists its chunks (content-addressed
+    # in ``blobs``, host.dm.server.blobs); the whole archive for rows stored before (parts NULL).
+    # Deferred: listing backups never loads archive bytes
+    archive: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    parts: Mapped[list | None] = mapped_column(JSON, nullable=True, deferred=True)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
@@ -128,15 +132,35 @@ class RetiredBackupRow(Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    # the archive's head (magic, manifest, signature) when ``parts`` lists its chunks (content-addressed
+    # in ``blobs``, host.dm.server.blobs); the whole archive for rows stored before (parts NULL).
+    # Deferred: listing backups never loads archive bytes
+    archive: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    parts: Mapped[list | None] = mapped_column(JSON, nullable=True, deferred=True)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     verified_at: Mapped[float] = mapped_column(Float)
 
 
-_BACKUP_COLUMNS = ("device_id", "backup_id", "sequence", "size", "sha256", "archive", "meta", "job_id",
-                   "created_at", "verified_at")
+_BACKUP_COLUMNS = ("device_id", "backup_id", "sequence", "size", "sha256", "archive", "parts", "meta",
+                   "job_id", "created_at", "verified_at")
+
+
+class BlobRow(Base):
+    """One stored chunk of server backups, by its SHA-256, shared by every backup that lists it.
+
+    ``refs`` counts the backups (kept and retired) listing it; at 0 it is ``dead_since`` then and
+    host.dm.server.blobs.collect removes it after a grace period (a backup arriving meanwhile
+    takes it back under the row's lock). ``data`` holds the bytes for the database blob store,
+    NULL for an external one (a directory)."""
+
+    __tablename__ = "blobs"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    refs: Mapped[int] = mapped_column(Integer)
+    dead_since: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
 
 
 def _row_dict(row: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -156,4 +180,4 @@ def job_public(row: Job) -> dict[str, Any]:
 
 
 def backup_public(row: BackupRow) -> dict[str, Any]:
-    return _row_dict(row, skip=("archive",))
+    return _row_dict(row, skip=("archive", "parts"))

@@ -400,11 +400,13 @@ class ServerThread:
 def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_token: str | None = None,
                  server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
-                 plugins: list | None = None, ssl_context: ssl.SSLContext | None = None) -> DMWebServer:
-    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
+                 plugins: list | None = None, ssl_context: ssl.SSLContext | None = None,
+                 blob_store: str | None = None) -> DMWebServer:
+    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app.
+    ``blob_store``: where backup chunks live, 'db' (default) or 'dir:PATH' (host.dm.server.blobs)."""
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
-    store = Store(db_url)
+    store = Store(db_url, blobs=blob_store)
     if plugins is None:
         plugins = [BackupPlugin()]
         try:
