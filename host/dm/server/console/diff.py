@@ -11,13 +11,14 @@ key, device id, chunk hashes, tags, tree MAC) before a node of it is shown; secr
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from host.archive import Archive, verify_archive
 from host.backup.keys import Decryptor, load_decryptor
-from host.dm.server.backup_plugin import _OneKey
+from host.dm.server.backup_plugin import BAR, _OneKey
 from host.dm.server.db import Store
 from host.errors import ArchiveError, IntegrityError, KeyFileError, SimvaultError, UsageError
 from host.tree.model import DMNode, DMTree
@@ -134,7 +135,7 @@ def change_rows(changes: list[Change]) -> list[dict[str, Any]]:
     """Display rows of a diff: secret values never leave this function."""
     rows = []
     for c in changes[:MAX_ROWS]:
-        row = {"kind": c.kind, "uri": c.uri, "secret": c.secret, "fields": []}
+        row = {"kind": c.kind, "uri": c.uri, "secret": c.secret, "fields": [], "kept": ""}
         if c.kind == "added":
             row["after"] = _shown(c.after, c.secret)
         elif c.kind == "removed":
@@ -147,15 +148,28 @@ def change_rows(changes: list[Change]) -> list[dict[str, Any]]:
     return rows
 
 
+def mark_kept_by_restore(rows: list[dict[str, Any]]) -> None:
+    """Tag the rows a restore leaves as they are on the device (host.backup.ops: the agent carries
+    its Backup MO and its own DM account over from the live tree)."""
+    for row in rows:
+        uri = row["uri"]
+        if uri == BAR or uri.startswith(BAR + "/"):
+            row["kept"] = "kept: the device keeps its Backup MO"
+        elif uri.startswith("./DMAcc/"):
+            row["kept"] = "kept when it is the device's own DM account (credentials, nonces)"
+
+
 SUMMARY_KEYS = ("sequence", "created", "scope", "secrets", "plain_size", "stored_bytes", "chunks", "format",
                 "layers", "previous", "recipients")
 
 
 def summary_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
     """What the signed manifests of two backups say, side by side (no key needed)."""
-    def text(v: Any) -> str:
+    def text(key: str, v: Any) -> str:
+        if key == "created" and isinstance(v, int):
+            return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v))
         return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else ("" if v is None else str(v))
-    return [(k, text(a.get(k)), text(b.get(k))) for k in SUMMARY_KEYS]
+    return [(k, text(k, a.get(k)), text(k, b.get(k))) for k in SUMMARY_KEYS]
 
 
 def backup_diff(store: Store, device_id: str, a: str, b: str, keys: ServerKeys) -> dict[str, Any]:

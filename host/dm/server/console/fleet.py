@@ -76,7 +76,9 @@ def device(store: Store, device_id: str) -> dict[str, Any] | None:
     return {"id": row.id, "auth": row.auth_type, "last_seen": when(row.last_seen, now),
             "signing_key": row.public_key is not None, "default_target": row.default_target,
             "notify_url": row.notify_url or "(reported by the agent)",
-            "backups": backups, "server_backups": [b for b in backups if b["location"] == "server"],
+            "backups": backups,
+            "server_backups": sorted((b for b in backups if b["location"] == "server"),
+                                     key=lambda b: b["sequence"] or 0),   # oldest first: the diff form
             "jobs": [job_view(j, now) for j in store.jobs(device_id, limit=50)]}
 
 

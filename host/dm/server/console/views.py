@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from host.dm.server.console import fleet
 from host.dm.server.console.auth import (COOKIE, ConsoleSession, Sessions, add_security_headers, clear_session_cookie,
                                          csrf_refusal, origin_refusal, same_secret, set_session_cookie)
-from host.dm.server.console.diff import ServerKeys, backup_diff
+from host.dm.server.console.diff import ServerKeys, backup_diff, mark_kept_by_restore
 from host.errors import SimvaultError, UsageError
 
 HERE = Path(__file__).parent
@@ -226,6 +226,7 @@ class Console:
         result = None
         if newest is not None:
             result = await self._run(backup_diff, self.store, dev["id"], newest["backup_id"], ids[0], self.keys)
+            mark_kept_by_restore(result["rows"] or [])
         return self.page(request, "restore.html", d=dev, backup_id=ids[0], source=source, newest=newest,
                          r=result)
 
