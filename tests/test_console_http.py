@@ -29,13 +29,16 @@ HOSTILE_VALUE = "<img src=x onerror=alert(2)>"
 class Client:
     """A cookie-keeping HTTP client that does not follow redirects (to see each answer)."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, ssl_context=None) -> None:
         parts = urllib.parse.urlsplit(base)
         self.base, self.host, self.port = base, parts.hostname, parts.port
+        self.ssl_context = ssl_context
         self.cookies: dict[str, str] = {}
+        self.set_cookie = ""
 
     def request(self, method: str, path: str, form: dict | None = None, headers: dict | None = None):
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=15)
+        conn = (http.client.HTTPSConnection(self.host, self.port, timeout=15, context=self.ssl_context)
+                if self.ssl_context else http.client.HTTPConnection(self.host, self.port, timeout=15))
         hdrs = {"Origin": self.base} if method == "POST" else {}
         hdrs.update(headers or {})
         if self.cookies:
@@ -49,6 +52,7 @@ class Client:
         text = resp.read().decode()
         for name, value in resp.getheaders():
             if name.lower() == "set-cookie":
+                self.set_cookie = value
                 key, _, rest = value.partition("=")
                 self.cookies[key] = rest.split(";", 1)[0]
         conn.close()
@@ -266,3 +270,24 @@ def test_server_key_errors_are_clear(tmp_path) -> None:
     Path(tmp_path / "device.enc.pem").write_text("not a key")
     with pytest.raises(UsageError, match="--server-key"):
         ServerKeys.load(tmp_path)
+
+
+def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path, monkeypatch) -> None:
+    import ssl
+
+    from host import tls
+    from test_dm_tls import make_ca
+    ca, cert, key = make_ca(tmp_path / "pki")
+    world = DMWorld(tmp_path / "world", f"sqlite:///{tmp_path}/dm.db", ssl_context=tls.server_context(cert, key))
+    try:
+        c = Client(world.url, ssl.create_default_context(cafile=str(ca)))
+        assert world.url.startswith("https://")
+        resp, _ = c.login()
+        assert resp.status == 303 and "Secure" in c.set_cookie and "HttpOnly" in c.set_cookie
+        dev = world.add_device("phone", start=False)
+        form = {"csrf": c.csrf(), "device": dev.device_id, "target": "card"}
+        resp, text = c.request("POST", "/console/backup", form, {"Origin": world.url.replace("https", "http")})
+        assert resp.status == 403 and "another origin" in text    # http:// is another origin than https://
+        assert c.request("POST", "/console/backup", form)[0].status == 303
+    finally:
+        world.close()
