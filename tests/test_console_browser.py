@@ -20,6 +20,7 @@ import pytest
 
 from host.backup.keys import generate_identity
 from test_dm_fixtures import ADMIN_TOKEN, DMWorld, differences
+from test_dm_usecases import corrupt  # a broken update: a subtree lost, a value changed, a node added
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,16 +48,6 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
-
-
-def corrupt(dev) -> None:  # type: ignore[no-untyped-def]
-    """A broken update (as in test_dm_usecases): a subtree lost, a value changed, a node added."""
-    holder = dev.agent.tree
-    with holder.lock:
-        holder.tree.delete("./DevDetail")
-        holder.tree.replace("./DevInfo/Man", "garbage")
-        holder.tree.add("./DevInfo/Junk", "x", format="chr")
-    holder.save()
 
 
 class Shots:

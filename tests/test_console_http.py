@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from host.backup.keys import Identity, generate_identity
+from host.backup.keys import Identity, generate_identity, load_identity
 from host.backup.ops import backup_tree
 from host.dm.server.backup_plugin import verify_uploaded_archive
 from host.dm.server.registry import register_device
@@ -225,6 +225,30 @@ def test_the_diff_says_why_when_the_server_holds_no_key(console, tmp_path) -> No
     _, text = c.request("GET", f"/console/diff?device={urllib.parse.quote(dev.device_id)}"
                                f"&a={a.backup_id.hex()}&b={b.backup_id.hex()}")
     assert "holds no decryption key" in text and "--server-key" in text
+
+
+def test_archives_the_server_built_for_its_own_key_are_diffed(console, tmp_path) -> None:
+    """As agentless backups are: signed by the server's key pair and wrapped for it alone."""
+    from host.archive import make_layered_archive
+    world, dev, c = console
+    server = load_identity(tmp_path / "server-key")
+    store = world.web.server.store
+    tree = read_tnds(dev.tree_path.read_bytes())
+    ids = []
+    for n, man in enumerate(("Before Corp", "After Corp")):
+        tree.replace("./DevInfo/Man", man)
+        archive = make_layered_archive(tree, server.signer, [server.recipient], device_id=dev.device_id,
+                                       sequence=100 + n)
+        assert set(archive.recipients) == {server.recipient.key_id}
+        store.store_backup(dev.device_id, archive.backup_id.hex(), archive.sequence, archive.to_bytes(),
+                           archive.summary(), None)
+        ids.append(archive.backup_id.hex())
+    c.login()
+    _, text = c.request("GET", f"/console/diff?device={urllib.parse.quote(dev.device_id)}&a={ids[0]}&b={ids[1]}")
+    assert "0 added, 0 removed, 1 changed" in text and "Before Corp" in text and "After Corp" in text
+    world.web.console.keys.signers.clear()                      # a signature the server does not trust
+    _, text = c.request("GET", f"/console/diff?device={urllib.parse.quote(dev.device_id)}&a={ids[0]}&b={ids[1]}")
+    assert "does not verify" in text and "not trusted" in text and "After Corp" not in text
 
 
 def test_bad_input_gets_the_api_errors(console) -> None:

@@ -7,7 +7,8 @@ the same tree). Nodes need a key: the one given by ``dm server --server-key DIR`
 ``simvault keys gen``) opens every archive wrapped for it, i.e. when its ``<name>.enc.pub.pem`` is
 among the device's recipients (``simvault keys trust --recipient``) or the server built the archive
 for its own recipients. Every archive is verified in full (signature by the device's registered
-key, device id, chunk hashes, tags, tree MAC) before a node of it is shown; secret leaves are masked.
+key or the server's own signing key from the same DIR, device id, chunk hashes, tags, tree MAC)
+before a node of it is shown; secret leaves are masked.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from host.archive import Archive, verify_archive
-from host.backup.keys import Decryptor, load_decryptor
+from host.backup.keys import Decryptor, load_decryptor, load_public_point
 from host.dm.server.backup_plugin import BAR, _OneKey
 from host.dm.server.db import Store
 from host.errors import ArchiveError, IntegrityError, KeyFileError, SimvaultError, UsageError
@@ -29,22 +30,29 @@ MAX_ROWS = 2000         # changes listed (the counts are always whole)
 
 
 class ServerKeys:
-    """The decryption keys the server holds (``--server-key DIR``, key pair ``<name>.enc.pem``)."""
+    """The keys the server holds (``--server-key DIR``): ``<name>.enc.pem`` decrypts archives wrapped
+    for it; ``<name>.sign.pub.pem``, when present, is trusted besides the device's registered key
+    (archives the server built and signed itself)."""
 
-    def __init__(self, decryptors: list[Decryptor] | None = None) -> None:
+    def __init__(self, decryptors: list[Decryptor] | None = None, signers: list[bytes] | None = None) -> None:
         self.decryptors = list(decryptors or [])
+        self.signers = list(signers or [])
 
     @classmethod
     def load(cls, directory: Path, name: str = "device") -> "ServerKeys":
-        path = Path(directory) / f"{name}.enc.pem"
+        directory = Path(directory)
+        path = directory / f"{name}.enc.pem"
         if not path.is_file():
             raise UsageError(f"--server-key {directory}: no {path.name} there; make the pair with "
                              f"'simvault keys gen --key {directory}' (or give --server-key-name)")
         try:
-            return cls([load_decryptor(Path(directory), name)])
+            decryptor = load_decryptor(directory, name)
+            sign_pub = directory / f"{name}.sign.pub.pem"
+            signers = [load_public_point(sign_pub)] if sign_pub.is_file() else []
         except (KeyFileError, ValueError) as exc:
             raise UsageError(f"--server-key {directory}: {exc}; set $SIMVAULT_PASSPHRASE if the key "
                              "is protected") from None
+        return cls([decryptor], signers)
 
     @property
     def key_ids(self) -> list[str]:
@@ -53,6 +61,19 @@ class ServerKeys:
     def for_archive(self, archive: Archive) -> Decryptor | None:
         wrapped_for = set(archive.recipients)
         return next((d for d in self.decryptors if d.key_id in wrapped_for), None)
+
+    def trust(self, device_point: bytes) -> "_Trusted":
+        return _Trusted([device_point, *self.signers])
+
+
+class _Trusted:
+    """Trust anchors: the device's registered signing key and the server's own."""
+
+    def __init__(self, points: list[bytes]) -> None:
+        self.anchors = [_OneKey(p) for p in points]
+
+    def get(self, kid: bytes) -> bytes | None:
+        return next((p for p in (a.get(kid) for a in self.anchors) if p is not None), None)
 
 
 @dataclass
@@ -90,7 +111,7 @@ def open_backup(store: Store, device_id: str, backup_id: str, keys: ServerKeys) 
         out.why = _no_key_reason(out.summary.get("recipients") or [], keys)
         return out
     try:
-        out.tree = verify_archive(archive, _OneKey(device.public_key), decryptor, device_id=device_id).tree
+        out.tree = verify_archive(archive, keys.trust(device.public_key), decryptor, device_id=device_id).tree
     except (IntegrityError, ArchiveError) as exc:
         out.why = f"the backup does not verify, nothing of it is shown: {exc}"
     except SimvaultError as exc:

@@ -8,6 +8,7 @@ verification run in the web server's worker pool.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +24,7 @@ from host.dm.server.console.diff import ServerKeys, backup_diff, mark_kept_by_re
 from host.errors import SimvaultError, UsageError
 
 HERE = Path(__file__).parent
+log = logging.getLogger(__name__)
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 LOGIN_FAILURE_DELAY = 0.3   # seconds: slows token guessing, the failure is audited too
 Handler = Callable[[web.Request], Any]
@@ -130,6 +132,10 @@ class Console:
             return self.message(request, 400, "Not started", str(exc), back)
         except SimvaultError as exc:
             return self.message(request, 404, "Not started", str(exc), back)
+        except Exception:  # noqa: BLE001 - the operator gets a page that says where to look, not a trace
+            log.exception("console: starting a %s job for %s failed", kind, device_id[:128])
+            return self.message(request, 500, "Not confirmed", "the server failed while starting the job; "
+                                "if it was created it is listed under the device's jobs with its state", back)
         return _see_other(f"/console/jobs/{job['id']}")
 
     # ------------------------------------------------------------ login
