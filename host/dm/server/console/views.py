@@ -134,7 +134,7 @@ class Console:
             return self.message(request, 404, "Not started", str(exc), back)
         except Exception:  # noqa: BLE001 - the operator gets a page that says where to look, not a trace
             log.exception("console: starting a %s job for %s failed", kind, device_id[:128])
-            return self.message(request, 500, "Not confirmed", "the server failed while starting the job; "
+            return self.message(request, 500, "Failed", "the server failed while starting the job; "
                                 "if it was created it is listed under the device's jobs with its state", back)
         return _see_other(f"/console/jobs/{job['id']}")
 
