@@ -20,7 +20,8 @@ from host.backup.ops import backup_tree
 from host.dm.server.backup_plugin import verify_uploaded_archive
 from host.dm.server.registry import register_device
 from host.tree.tnds import read_tnds
-from test_dm_fixtures import ADMIN_TOKEN, DEV_PASSWORD, PHONE_TREE, SRV_PASSWORD, DMWorld, tree_with_id
+from test_dm_fixtures import (ADMIN_TOKEN, DEV_PASSWORD, PHONE_TREE, SRV_PASSWORD, DMWorld,  # noqa: F401
+                              db_url, pg_cluster, tree_with_id)
 
 HOSTILE_ID = "IMEI:<script>alert(1)</script>\"'&x"
 HOSTILE_VALUE = "<img src=x onerror=alert(2)>"
@@ -77,10 +78,11 @@ def server_backup(world: DMWorld, device_id: str, tree_bytes: bytes, identity: I
 
 
 @pytest.fixture
-def console(tmp_path, monkeypatch):
-    """A DM server whose console holds a server key; one device whose backups are wrapped for it."""
+def console(tmp_path, db_url, monkeypatch):
+    """A DM server (SQLite, PostgreSQL) whose console holds a server key; one device whose backups
+    are wrapped for it."""
     monkeypatch.setenv("SIMVAULT_PIN", "1234")
-    w = DMWorld(tmp_path / "world", f"sqlite:///{tmp_path}/dm.db")
+    w = DMWorld(tmp_path / "world", db_url)
     server_key = generate_identity(tmp_path / "server-key")
     w.web.console.use_server_key(tmp_path / "server-key")
     dev = w.add_device("phone", start=False)
@@ -274,6 +276,32 @@ def test_bad_input_gets_the_api_errors(console) -> None:
     assert resp.status == 400 and "give a backup id" in text
     assert c.request("GET", "/console/jobs/999")[0].status == 404
     assert _jobs(world) == []                                   # nothing half-made
+
+
+def test_a_restore_from_ds_names_an_account_and_makes_the_api_job(console) -> None:
+    from host.dm.server.ds_accounts import set_ds_account
+    world, dev, c = console
+    store = world.web.server.store
+    set_ds_account(store, "phone-ds", "http://127.0.0.1:9/sync", "phone1", "ds-password-1")
+    bid, quoted = "ab" * 16, urllib.parse.quote(dev.device_id)
+    c.login()
+    resp, text = c.request("GET", f"/console/restore?device={quoted}&backup={bid}&source=ds")
+    assert resp.status == 200 and "the DS server holds this backup" in text and '<option value="phone-ds">' in text
+    form = {"csrf": c.csrf(), "device": dev.device_id, "backup_id": bid, "source": "ds", "confirm": "yes"}
+    resp, text = c.request("POST", "/console/restore", form)
+    assert resp.status == 400 and "needs the DS account" in text
+    resp, text = c.request("POST", "/console/restore", {**form, "ds_account": "nobody"})
+    api_status, api_body = world.api("POST", "/api/jobs", {"device": dev.device_id, "kind": "restore_via_ds",
+                                                           "backup_id": bid, "params": {"account": "nobody"}})
+    assert resp.status == api_status == 400 and api_body["error"] in html.unescape(text)
+    assert c.request("POST", "/console/restore", {**form, "ds_account": "phone-ds"})[0].status == 303
+    [job] = store.jobs()
+    api_status, api_job = world.api("POST", "/api/jobs", {"device": dev.device_id, "kind": "restore_via_ds",
+                                                          "backup_id": bid, "params": {"account": "phone-ds"}})
+    assert api_status == 201
+    same = ("kind", "target", "backup_id", "params")
+    assert {k: job[k] for k in same} == {k: api_job[k] for k in same}
+    assert "ds-password-1" not in str(job["params"])
 
 
 def test_a_job_started_for_an_unreachable_device_is_visible_as_waiting(console) -> None:

@@ -47,7 +47,7 @@ def _backup_view(b: dict[str, Any], now: float) -> dict[str, Any]:
             "verified": verified, "verified_ok": loc != "server" or bool(b.get("verified_at")),
             "job_id": b.get("job_id"), "scope": " ".join(meta.get("scope") or []),
             "secrets": meta.get("secrets", ""), "format": meta.get("format"),
-            "restorable": loc in ("server", "card") and b["location"] in ("server", "card")}
+            "restorable": b["location"] in LOCATIONS, "ds_url": b.get("url") or "", "ds_user": b.get("username") or ""}
 
 
 def fleet(store: Store) -> list[dict[str, Any]]:

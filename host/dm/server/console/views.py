@@ -225,16 +225,17 @@ class Console:
         if isinstance(ids, web.Response):
             return ids
         source = request.query.get("source", "server")
-        if source not in ("server", "card"):
-            return self.message(request, 400, "Bad source", f"source {source[:20]!r}: server or card",
+        if source not in ("server", "card", "ds"):
+            return self.message(request, 400, "Bad source", f"source {source[:20]!r}: server, card or ds",
                                 back="/console/device?id=" + quote(dev["id"], safe=""))
         newest = max(dev["server_backups"], key=lambda b: b["sequence"] or 0, default=None)
         result = None
         if newest is not None:
             result = await self._run(backup_diff, self.store, dev["id"], newest["backup_id"], ids[0], self.keys)
             mark_kept_by_restore(result["rows"] or [])
+        accounts = await self._run(_ds_accounts_for, self.store, dev, ids[0]) if source == "ds" else []
         return self.page(request, "restore.html", d=dev, backup_id=ids[0], source=source, newest=newest,
-                         r=result)
+                         r=result if source == "server" else None, ds_accounts=accounts)
 
     async def restore_start(self, request: web.Request) -> web.Response:
         form = request[FORM]
@@ -243,8 +244,16 @@ class Console:
             return self.message(request, 400, "Not confirmed", "a restore starts from its preview page: "
                                 "open the backup's Restore link and confirm there",
                                 back="/console/device?id=" + quote(device_id, safe=""))
-        return await self._start_job(request, device_id, "restore", str(form.get("source") or "server"),
-                                     backup_id=backup_id or None)
+        source = str(form.get("source") or "server")
+        if source == "ds":
+            account = str(form.get("ds_account") or "")
+            if not account:
+                return self.message(request, 400, "Not started", "a restore from DS needs the DS account that "
+                                    "reaches the backup: choose one on the preview page",
+                                    back="/console/device?id=" + quote(device_id, safe=""))
+            return await self._start_job(request, device_id, "restore_via_ds", "ds", backup_id=backup_id or None,
+                                         params={"account": account})
+        return await self._start_job(request, device_id, "restore", source, backup_id=backup_id or None)
 
     async def backup_start(self, request: web.Request) -> web.Response:
         form = request[FORM]
@@ -284,8 +293,21 @@ class Console:
 
 
 def _ds_account_names(store: Any) -> list[str]:
+    return [a["name"] for a in _ds_accounts(store)]
+
+
+def _ds_accounts(store: Any) -> list[dict[str, Any]]:
     try:
         from host.dm.server.ds_accounts import ds_accounts
-    except ImportError:
+    except ImportError:   # the DS part is optional
         return []
-    return [a["name"] for a in ds_accounts(store)]
+    return ds_accounts(store)
+
+
+def _ds_accounts_for(store: Any, dev: dict[str, Any], backup_id: str) -> list[str]:
+    """Account names, those on the DS server and user the backup was recorded with first."""
+    row = next((b for b in dev["backups"] if b["kind"] == "ds" and b["backup_id"] == backup_id), None)
+    accounts = _ds_accounts(store)
+    def matches(a: dict[str, Any]) -> bool:
+        return row is not None and (a["url"], a["username"]) == (row["ds_url"], row["ds_user"])
+    return [a["name"] for a in sorted(accounts, key=lambda a: not matches(a))]
