@@ -199,6 +199,7 @@ def test_hostile_ids_and_node_values_are_escaped_and_secrets_masked(console, tmp
     diff_page = text
     assert "&lt;img src=x onerror=alert(2)&gt;" in diff_page and "1 added" in diff_page
     assert secret_uri in diff_page and "s3cret-new-value" not in diff_page and "(secret, masked)" in diff_page
+    assert f"{world.web.console.keys.key_ids[0]} (this server)" in diff_page
 
 
 def _tnds(tree) -> bytes:
@@ -343,3 +344,17 @@ def test_over_https_the_cookie_is_secure_and_the_origin_is_https(tmp_path, monke
         assert c.request("POST", "/console/backup", form)[0].status == 303
     finally:
         world.close()
+
+
+def test_without_an_admin_token_the_console_is_off(tmp_path) -> None:
+    from host.dm.server.webapp import ServerThread, build_server
+    thread = ServerThread(build_server(f"sqlite:///{tmp_path}/dm.db", admin_token=None)).start()
+    try:
+        c = Client(thread.url)
+        resp, text = c.request("GET", "/console/login")
+        assert resp.status == 200 and "The console is off" in text and 'name="token"' not in text
+        resp, text = c.login("anything")
+        assert resp.status == 403 and "--admin-token" in text and not c.cookies
+    finally:
+        thread.stop()
+        thread.web.server.store.close()

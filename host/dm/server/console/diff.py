@@ -184,11 +184,14 @@ SUMMARY_KEYS = ("sequence", "created", "scope", "secrets", "plain_size", "stored
                 "layers", "previous", "recipients")
 
 
-def summary_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """What the signed manifests of two backups say, side by side (no key needed)."""
+def summary_rows(a: dict[str, Any], b: dict[str, Any], server_key_ids: list[str] = ()) -> list[tuple[str, str, str]]:
+    """What the signed manifests of two backups say, side by side (no key needed); the server's
+    own key among the recipients is named."""
     def text(key: str, v: Any) -> str:
         if key == "created" and isinstance(v, int):
             return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v))
+        if key == "recipients" and isinstance(v, list):
+            return " ".join(f"{k} (this server)" if k in server_key_ids else k for k in v)
         return " ".join(map(str, v)) if isinstance(v, (list, tuple)) else ("" if v is None else str(v))
     return [(k, text(k, a.get(k)), text(k, b.get(k))) for k in SUMMARY_KEYS]
 
@@ -198,7 +201,7 @@ def backup_diff(store: Store, device_id: str, a: str, b: str, keys: ServerKeys) 
     else why not and what the signed manifests still tell."""
     old, new = open_backup(store, device_id, a, keys), open_backup(store, device_id, b, keys)
     out: dict[str, Any] = {"a": old, "b": new, "rows": None, "counts": None, "why": old.why or new.why,
-                           "same": None, "truncated": False, "summary": summary_rows(old.summary, new.summary)}
+                           "same": None, "truncated": False, "summary": summary_rows(old.summary, new.summary, keys.key_ids)}
     if old.tree is not None and new.tree is not None:
         changes = diff(old.tree, new.tree)
         out["rows"] = change_rows(changes)
