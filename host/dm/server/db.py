@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import and_, create_engine, delete, event, inspect, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError as SAIntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from host.dm.server.tables import (  # noqa: F401 - importable from here as before
     FINAL_STATES,
@@ -364,8 +364,8 @@ class Store:
         return backup_public(row)
 
     def backups(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        with self.reading() as s:
-            q = select(BackupRow).order_by(BackupRow.device_id, BackupRow.sequence)
+        with self.reading() as s:  # the archive bytes stay in the database (defer): the list never shows them
+            q = select(BackupRow).options(defer(BackupRow.archive)).order_by(BackupRow.device_id, BackupRow.sequence)
             if device_id:
                 q = q.where(BackupRow.device_id == device_id)
             return [backup_public(r) for r in s.scalars(q)]
