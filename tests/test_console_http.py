@@ -313,6 +313,24 @@ def test_a_job_started_for_an_unreachable_device_is_visible_as_waiting(console) 
     job_path = resp.getheader("Location")
     _, text = c.request("GET", job_path + "/state", headers={"HX-Request": "true"})
     assert 'data-state="queued"' in text and "waiting to reach the device" in text and "hx-trigger" in text
+    job_id = int(job_path.rsplit("/", 1)[1])
+    world.web.server.store.set_job_state(job_id, "failed", "device said <b>no</b>")
+    _, text = c.request("GET", job_path + "/state", headers={"HX-Request": "true"})
+    assert 'data-state="failed"' in text and "device said &lt;b&gt;no&lt;/b&gt;" in text
+    assert "hx-trigger" not in text                             # final: the polling stops
+
+
+def test_sessions_expire_and_the_oldest_make_room() -> None:
+    from host.dm.server.console import auth
+    sessions = auth.Sessions(ttl=60)
+    sid, session = sessions.new()
+    assert sessions.get(sid) is session and sessions.get(sid + "x") is None and sessions.get("") is None
+    session.expires = 0
+    assert sessions.get(sid) is None and sessions.get(sid) is None     # gone for good
+    first, _ = sessions.new()
+    for _ in range(auth.MAX_SESSIONS):
+        sessions.new()
+    assert sessions.get(first) is None
 
 
 def test_server_key_errors_are_clear(tmp_path) -> None:
