@@ -123,10 +123,10 @@ def test_device_enc_key_from_the_cli(world, capsys, monkeypatch, tmp_path) -> No
     assert any(a["event"] == "device.enc_key" for a in world.web.server.store.audit_log("IMEI:2"))
 
 
-def _dm_parsers() -> dict[str, argparse.ArgumentParser]:
+def _dm_parsers(command: str = "dm") -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     top = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    dm_parser = top.choices["dm"]
+    dm_parser = top.choices[command]
     sub = next(a for a in dm_parser._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
 
@@ -139,8 +139,10 @@ def test_every_dm_option_has_help() -> None:
 
 
 def test_messages_name_only_options_that_exist() -> None:
-    """Every '--option' a message in host/dm mentions is an option of some `simvault dm` command."""
-    options = {o for p in _dm_parsers().values() for a in p._actions for o in a.option_strings}
+    """Every '--option' a message in host/dm mentions is an option of some `simvault dm` command
+    (or of `simvault keys`, which the console's messages name for the server's key)."""
+    options = {o for p in [*_dm_parsers().values(), *_dm_parsers("keys").values()]
+               for a in p._actions for o in a.option_strings}
     named: dict[str, str] = {}
     for path in sorted((ROOT / "host" / "dm").rglob("*.py")):
         if path.name == "pgcluster.py":  # the postgres tools' own options

@@ -3,6 +3,7 @@
     simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
                        [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
+                       [--server-key DIR]   (the console at /console shows nodes of backups wrapped for it)
     simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--enc-key keys/device.enc.pub.pem]
                        [--auth md5|hmac]   (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
     simvault dm device-key DEVICE --enc-key keys/device.enc.pub.pem   (DS passwords are sealed to it)
@@ -80,6 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds a running job may wait for its result (default 900)")
     p.add_argument("--blob-store", default="db", metavar="db|dir:PATH",
                    help="where backup chunks live, each once: in the database (default) or files in a directory")
+    p.add_argument("--server-key", type=Path, default=None, metavar="DIR",
+                   help="the server's key pair (simvault keys gen --key DIR): the console shows the nodes of "
+                        "backups wrapped for its enc.pub.pem (passphrase: $SIMVAULT_PASSPHRASE)")
+    p.add_argument("--server-key-name", default="device", metavar="NAME",
+                   help="the key pair's name in --server-key (default device)")
     tls.add_server_options(p)
     p.set_defaults(func=_cmd_server)
 
@@ -217,11 +223,13 @@ def _cmd_server(args: argparse.Namespace) -> int:
     web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
                        max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context,
                        blob_store=args.blob_store)
+    key_ids = web.console.use_server_key(args.server_key, args.server_key_name) if args.server_key else []
 
     async def main() -> None:
         await web.start()
         print(f"simvault DM server on {web.url}/dm (db {web.server.store.safe_url}); "
-              f"admin API {'on' if web.admin_token else 'off (no token)'}", flush=True)
+              f"admin API {'on' if web.admin_token else 'off (no token)'}; console {web.url}/console"
+              + (f" (server key {', '.join(key_ids)})" if key_ids else ""), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

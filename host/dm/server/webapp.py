@@ -44,6 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
+from host.dm.server.console import add_console_routes
 from host.dm.server.db import Store
 from host.dm.server.registry import register_device, set_enc_key
 from host.dm.server.engine import CONTENT_TYPES, DMServer
@@ -115,6 +116,7 @@ class DMWebServer:
             web.get("/api/jobs/{job_id}", self.api_job),
             web.post("/api/jobs", self.api_create_job),
         ])
+        self.console = add_console_routes(self.app, self, create_job_checked)  # /console (its own package)
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task | None = None
 
