@@ -100,7 +100,10 @@ def card_error(operation: str, sw: int) -> CardError:
         if tries == 0:
             return PinBlockedError(f"{operation}: {what}, no tries left: the "
                                    + ("PUK is now blocked" if puk else f"PIN is now blocked: {UNBLOCK_HINT}"), sw)
-        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}", sw, tries)
+        check = ("check the PUK ($SIMVAULT_PUK or the prompt)" if puk
+                 else "check the PIN ($SIMVAULT_PIN, --pin-env or the prompt)")
+        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}: {check}; "
+                             f"{'it blocks' if puk else 'the PIN blocks'} when none is left", sw, tries)
     if sw == SW.AUTH_METHOD_BLOCKED:
         return PinBlockedError(_blocked_message(operation, sw), sw)
     return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)

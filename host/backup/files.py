@@ -43,8 +43,14 @@ def write_archive_file(path: str | Path, archive: Archive, *, directory: bool | 
     return path
 
 
-def _missing(path: Path) -> UsageError:
-    return UsageError(f"no such file or directory: {path}")
+_WHAT_TO_GIVE = {
+    "tree": "give the device's tree, a TNDS XML file (restore --create writes a new one)",
+    "archive": "give a .svarch file or a directory of them (made by 'simvault backup --to' or 'simvault export')",
+}
+
+
+def _missing(path: Path, what: str = "archive") -> UsageError:
+    return UsageError(f"no such file or directory: {path}: {_WHAT_TO_GIVE[what]}")
 
 
 def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
@@ -52,7 +58,7 @@ def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise _missing(path) from None
+        raise _missing(path, what) from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror}") from None
 

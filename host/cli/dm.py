@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from host import tls
 from host.cli import dm_text as cli_text
-from host.errors import SimvaultError, TransportError, UsageError
+from host.cli import exitcodes
+from host.errors import DeniedError, SimvaultError, TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
@@ -249,13 +250,25 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
             message = json.loads(exc.read()).get("error", "")
         except ValueError:
             message = ""
-        raise SimvaultError(f"server answered {exc.code}: {message}") from None
+        raise _api_error(args, exc.code, message) from None
     except (urllib.error.URLError, OSError) as exc:
         why = untrusted(exc)
         if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
                                  f"({why}): pass the CA that issued it with --ca-file") from None
         raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
+
+
+def _api_error(args: argparse.Namespace, status: int, message: str) -> SimvaultError:
+    """The admin API's refusal as the CLI's error kind (host.cli.exitcodes), with what to do."""
+    said = f"the DM server answered {status}" + (f": {message}" if message else "")
+    if status in (401, 403):
+        return DeniedError(f"{said}: check --admin-token / ${TOKEN_ENV} (the server's --admin-token)")
+    if status == 404:
+        return UsageError(f"{said}: 'simvault dm devices', 'dm backups' and 'dm jobs' show what the server knows")
+    if 400 <= status < 500:
+        return UsageError(said)
+    return SimvaultError(f"{said}: the server's log says more")
 
 
 def _print(data: Any) -> None:
@@ -360,12 +373,12 @@ def _cmd_start(args: argparse.Namespace) -> int:
         job = _api(args, "GET", f"/api/jobs/{job['id']}")
     _show(args, job, cli_text.job_text)
     if job["state"] == "failed":
-        return 1
+        return exitcodes.FAILED
     if args.wait and job["state"] != "succeeded":
         # a script that waited must not take an unfinished job for a success
         print(f"simvault: job {job['id']} still {job['state']} after {args.wait:g}s: is the device's agent "
               f"running ('simvault dm agent')? 'simvault dm job {job['id']}' follows it", file=sys.stderr)
-        return 3
+        return exitcodes.UNFINISHED
     return 0
 
 
