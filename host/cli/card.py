@@ -231,9 +231,10 @@ def _cmd_trust(args: argparse.Namespace) -> int:
         kids = [kid.hex() for kid in card.list_anchors()]
         emit(args, {"anchors": kids}, kids or ["no trust anchors: add one with 'simvault card trust add KEYFILE'"])
         return 0
-    _open_admin(card, args)
     if args.trust_action == "add":
-        kid = card.put_trust_anchor(load_public_point(Path(args.keyfile))).hex()
+        point = load_public_point(Path(args.keyfile))       # bad input is refused before the admin channel
+        _open_admin(card, args)
+        kid = card.put_trust_anchor(point).hex()
         emit(args, {"added": kid}, [f"trust anchor {kid} added"])
     else:
         try:
@@ -242,6 +243,7 @@ def _cmd_trust(args: argparse.Namespace) -> int:
             kid = b""
         if len(kid) != 8:
             raise UsageError("a key id is 16 hex digits (see 'simvault card trust list')")
+        _open_admin(card, args)
         card.delete_trust_anchor(kid)
         emit(args, {"removed": kid.hex()}, [f"trust anchor {kid.hex()} removed"])
     return 0

@@ -45,7 +45,8 @@ TABLE = (
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in TABLE)
+EPILOG = ("exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in TABLE)
+          + "\n(docs/CLI.md)")
 
 # Most specific first: NoAppletError is a NotFoundOnCardError, IntegrityError an ArchiveError.
 _BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (
