@@ -18,8 +18,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cards import TEST_PIN, build_test_card
+from test_dm_fixtures import ADMIN_TOKEN, world  # noqa: F401 - fixture
 
 from host.backup.keys import generate_identity
+from host.cli import exitcodes
 from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
 
@@ -116,3 +118,17 @@ def test_no_terminal_no_bar_and_short_transfers_draw_nothing(rig):
     code, out, shown = at_terminal(rig, "backup", "--tree", "big.xml", "--full", "--no-progress",
                                    "--emulator", "card.img", SIMVAULT_PROGRESS_DELAY="0")
     assert code == 0 and shown == "", shown
+
+
+@pytest.fixture
+def db_url(tmp_path) -> str:          # SQLite only: the status line does not depend on the database
+    return f"sqlite:///{tmp_path}/dm.db"
+
+
+def test_dm_wait_shows_the_job_state_at_a_terminal(world, tmp_path):  # noqa: F811
+    dev = world.add_device("idle", start=False)             # registered, its agent never comes
+    code, out, shown = at_terminal(tmp_path, "dm", "backup-start", dev.device_id, "--wait", "1.5", "--api", world.url,
+                                   SIMVAULT_PROGRESS_DELAY="0", SIMVAULT_DM_ADMIN_TOKEN=ADMIN_TOKEN)
+    assert code == exitcodes.UNFINISHED and out.startswith("job "), shown
+    assert re.search(rf"\rjob \d+ \(backup server, {dev.device_id}\): queued  00:0\d *\r\nsimvault: job \d+ still "
+                     r"queued after 1.5s", shown), shown

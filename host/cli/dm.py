@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from host import tls
 from host.cli import dm_text as cli_text
-from host.cli import exitcodes
+from host.cli import exitcodes, progress
 from host.errors import DeniedError, SimvaultError, TransportError, UsageError
 from host.cli.prompt import read_secret
 
@@ -201,6 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backup-now: where the backup goes (default: the device's policy)")
     p.add_argument("--id", dest="backup_id", default=None, help="restore: the backup id")
     p.add_argument("--source", default="card", help="restore: where the backup is, card (default) or server")
+    p.add_argument("--json", action="store_true", help="actions: print the agent's JSON answer (for scripts)")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -368,9 +369,16 @@ def _cmd_start(args: argparse.Namespace) -> int:
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
                                            "params": params})
     deadline = time.monotonic() + args.wait
-    while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        job = _api(args, "GET", f"/api/jobs/{job['id']}")
+    status = progress.waiting(args) if args.wait else None
+    try:
+        while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            if status:
+                status.show(f"job {job['id']} ({job['kind']} {job['target']}, {job['device_id']}): {job['state']}")
+            time.sleep(0.5)
+            job = _api(args, "GET", f"/api/jobs/{job['id']}")
+    finally:
+        if status:
+            status.close()
     _show(args, job, cli_text.job_text)
     if job["state"] == "failed":
         return exitcodes.FAILED
@@ -436,9 +444,15 @@ def _agent_control(args: argparse.Namespace) -> int:
     req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the local agent
-            print(resp.read().decode())
+            _show(args, json.loads(resp.read()), cli_text.agent_text)
     except urllib.error.HTTPError as exc:
-        raise SimvaultError(f"agent answered {exc.code}: {exc.read()[:200].decode(errors='replace')}") from None
+        try:
+            message = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            message = ""
+        raise (UsageError if exc.code < 500 else SimvaultError)(
+            f"the agent answered {exc.code}: {message or 'no message'}; 'simvault dm agent --help' lists the "
+            "actions") from None
     except (urllib.error.URLError, OSError) as exc:
         raise TransportError(f"no agent at {base}: {exc}; start it with 'simvault dm agent --tree ...'") from None
     return 0

@@ -73,3 +73,18 @@ def ds_accounts_text(rows: list[dict[str, Any]]) -> str:
                  [[a.get("name"), a.get("url"), a.get("username"), a.get("datastore"), a.get("auth"),
                    _when(a.get("updated"))] for a in rows],
                  "no DS accounts (add one with 'simvault dm ds-account add')")
+
+
+def agent_text(doc: dict[str, Any]) -> str:
+    """A running agent's answer to `dm agent status|backup-now|restore|sync`."""
+    if "queued" in doc:
+        return f"agent: {doc['queued']} queued ('simvault dm agent status' shows its sessions)"
+    lines = [f"agent for {doc.get('device')}: {doc.get('pending_reports', 0)} report(s) waiting for the server"]
+    for r in doc.get("sessions") or []:
+        lines.append(f"  session {_when(r.get('at'))}  {'ok' if r.get('ok') else 'failed'}  "
+                     f"{r.get('messages', 0)} message(s)" + (f"  {r['reason']}" if r.get("reason") else ""))
+    if not doc.get("sessions"):
+        lines.append("  no session yet")
+    for refused in doc.get("refused_requests") or []:
+        lines.append(f"  refused by the server: {refused}")
+    return "\n".join(lines)

@@ -3,6 +3,7 @@ with bytes, rate and time left.
 
     add_progress_options(parser)   --progress (show it even when stderr is not a terminal) / --no-progress
     bar(args, label)               a Progress callable (done, total) for host.backup.ops, or None
+    waiting(args)                  a line "<state>  <elapsed>" while a command waits (dm ... --wait), or None
     end_all()                      end every open bar's line (before an error is printed)
 
 By default a bar appears only when stderr is a terminal and the transfer has run for
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import Any
 
 DELAY_ENV = "SIMVAULT_PROGRESS_DELAY"
 DEFAULT_DELAY = 1.0
 BAR_FORMAT = "{desc}: {percentage:3.0f}% |{bar}| {n_fmt}B/{total_fmt}B  {rate_fmt}  ETA {remaining}"
 
-_OPEN: list[Bar] = []
+_OPEN: list[Bar | Waiting] = []
 
 
 def add_progress_options(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,11 @@ def bar(args: argparse.Namespace, label: str) -> Bar | None:
         return None
     delay = 0.0 if wanted else _delay()
     return Bar(label, delay)
+
+
+def waiting(args: argparse.Namespace) -> Waiting | None:
+    """A status line for a wait whose end is not known in bytes (a DM job), or None."""
+    return Waiting(_delay()) if sys.stderr.isatty() and getattr(args, "progress", None) is not False else None
 
 
 def _delay() -> float:
@@ -73,6 +80,32 @@ class Bar:
             self._bar.close()
             if self in _OPEN:
                 _OPEN.remove(self)
+
+
+class Waiting:
+    """One line, "<what is going on>  <elapsed>", redrawn as the state changes, drawn once the
+    wait has lasted the delay (tqdm draws bars of a known total; this is a plain status line)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.started, self.drawn = delay, time.monotonic(), 0
+        _OPEN.append(self)
+
+    def show(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.delay:
+            return
+        line = f"{text}  {int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}"
+        sys.stderr.write("\r" + line + " " * max(0, self.drawn - len(line)))
+        sys.stderr.flush()
+        self.drawn = len(line)
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.drawn = 0
+        if self in _OPEN:
+            _OPEN.remove(self)
 
 
 def end_all() -> None:
