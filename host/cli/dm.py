@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from host import tls
 from host.cli import dm_text as cli_text
 from host.cli import exitcodes, progress
-from host.errors import DeniedError, SimvaultError, TransportError, UsageError
+from host.errors import TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
@@ -247,29 +247,13 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:  # noqa: S310 - the admin's own server
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", "")
-        except ValueError:
-            message = ""
-        raise _api_error(args, exc.code, message) from None
+        raise cli_text.refusal("the DM server", exc.code, exc.read(), TOKEN_ENV) from None
     except (urllib.error.URLError, OSError) as exc:
         why = untrusted(exc)
         if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
                                  f"({why}): pass the CA that issued it with --ca-file") from None
         raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
-
-
-def _api_error(args: argparse.Namespace, status: int, message: str) -> SimvaultError:
-    """The admin API's refusal as the CLI's error kind (host.cli.exitcodes), with what to do."""
-    said = f"the DM server answered {status}" + (f": {message}" if message else "")
-    if status in (401, 403):
-        return DeniedError(f"{said}: check --admin-token / ${TOKEN_ENV} (the server's --admin-token)")
-    if status == 404:
-        return UsageError(f"{said}: 'simvault dm devices', 'dm backups' and 'dm jobs' show what the server knows")
-    if 400 <= status < 500:
-        return UsageError(said)
-    return SimvaultError(f"{said}: the server's log says more")
 
 
 def _print(data: Any) -> None:
@@ -446,13 +430,7 @@ def _agent_control(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the local agent
             _show(args, json.loads(resp.read()), cli_text.agent_text)
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", "")
-        except ValueError:
-            message = ""
-        raise (UsageError if exc.code < 500 else SimvaultError)(
-            f"the agent answered {exc.code}: {message or 'no message'}; 'simvault dm agent --help' lists the "
-            "actions") from None
+        raise cli_text.refusal("the agent", exc.code, exc.read()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise TransportError(f"no agent at {base}: {exc}; start it with 'simvault dm agent --tree ...'") from None
     return 0
