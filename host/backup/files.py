@@ -90,13 +90,15 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
     if source.is_file():
         archive = read_archive_file(source)
         if backup_id is not None and archive.backup_id != backup_id:
-            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}")
+            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}: drop --id, "
+                             "or give that backup's file or its directory")
         return archive
     found = archives_in(source)
     if backup_id is not None:
         found = [pa for pa in found if pa[1].backup_id == backup_id]
     if not found:
-        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}")
+        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}: "
+                         f"'simvault list --from {source}' shows what it holds")
     return found[-1][1]
 
 

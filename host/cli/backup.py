@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apdu_specs.sw import SW
 from host.backup import ops
 from host.archive import Archive, verify_archive
 from host.archive.build import device_id_of
 from host.cli import progress as cli_progress
 from host.cli.ui import emit as _emit
-from host.client_errors import NotFoundOnCardError
+from host.client_errors import BackupRejectedError, NotFoundOnCardError
 from host.errors import UsageError
 from host.backup.keys import (
     Identity,
@@ -64,7 +65,7 @@ def _apdus(card: Any) -> int:
 
 
 def _not_on_card(backup_id: bytes, err: NotFoundOnCardError) -> NotFoundOnCardError:
-    return NotFoundOnCardError(f"backup {backup_id.hex()} is not on the card ({err.sw or 0x6A88:04X}): "
+    return NotFoundOnCardError(f"backup {backup_id.hex()} is not on the card ({err.sw or SW.REFERENCED_DATA_NOT_FOUND:04X}): "
                                "'simvault list' shows the ids it holds", err.sw)
 
 
@@ -277,7 +278,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     archive = ops.read_archive_file(args.path)
     card = _open_card(args)
     before = _apdus(card)
-    report = ops.backup_to_card(card, archive, cli_progress.bar(args, "upload to card"))
+    try:
+        report = ops.backup_to_card(card, archive, cli_progress.bar(args, "upload to card"))
+    except BackupRejectedError as err:
+        if err.sw != SW.SEQUENCE_ROLLBACK:
+            raise
+        raise BackupRejectedError(f"backup {archive.backup_id.hex()} (sequence {archive.sequence}) is not newer than "
+                                  f"the newest on this card ({err.sw:04X}): a card takes newer backups only; import "
+                                  "it onto another card (--reader), or restore from the file "
+                                  f"('simvault restore --from {args.path}')", err.sw) from None
     doc = {**report.__dict__, "reader": _reader(card), "apdus": _apdus(card) - before}
     line = (f"imported backup {report.backup_id} (sequence {report.sequence}) onto card '{doc['reader']}': "
             f"{report.bytes_sent} bytes in {doc['apdus']} APDUs, {report.chunks_sent} of {report.chunks_total} "
