@@ -253,7 +253,8 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
                                  f"({why}): pass the CA that issued it with --ca-file") from None
-        raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
+        raise TransportError(f"cannot reach the DM server at {args.api} ({getattr(exc, 'reason', exc)}): is "
+                             "'simvault dm server' running? (--api or $SIMVAULT_DM_API names it)") from None
 
 
 def _print(data: Any) -> None:
@@ -292,7 +293,8 @@ def _read_pem(path: Path) -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}: give the device's PEM public "
+                         "key ('simvault keys gen' writes keys/device.sign.pub.pem and device.enc.pub.pem)") from None
 
 
 def _cmd_device_remove(args: argparse.Namespace) -> int:

@@ -4,13 +4,15 @@ errors as one line on stderr that says what to do next, exit codes from host.cli
     add_json_option(parser, what)    --json
     emit(args, doc, lines)           doc as JSON with --json, else the lines
     fail(err) -> exit code           end progress bars, print "simvault: error: ..." on stderr
-    add_epilogs(parser)              the exit-code table under every parser's --help
+    add_epilogs(parser)              the exit-code table under every parser's --help; argparse's
+                                     errors as one line that names that --help
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -59,9 +61,16 @@ class _Formatter(argparse.HelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """argparse's error, as one line (its usage synopsis is what --help shows first)."""
+    parser.exit(exitcodes.USAGE, f"simvault: error: {message}: '{parser.prog} --help' shows the options\n")
+
+
 def add_epilogs(parser: argparse.ArgumentParser) -> None:
-    """The exit-code table under `--help` of the parser and of every sub-command, all levels down."""
+    """The exit-code table under `--help` of the parser and of every sub-command, all levels down;
+    a command line argparse refuses is one line too."""
     parser.formatter_class = _Formatter
+    parser.error = types.MethodType(_usage_error, parser)  # type: ignore[method-assign]
     if not parser.epilog:
         parser.epilog = exitcodes.EPILOG
     elif exitcodes.EPILOG not in parser.epilog:
