@@ -179,3 +179,23 @@ def test_every_help_shows_the_exit_code_table(rig):
         assert re.search(rf"\| {code} \| [^|]*\| {re.escape(meaning)} \|", doc), (code, meaning)
     help_ = simvault(rig, "backup", "--help")
     assert help_.returncode == 0 and "exit codes:\n  0    done\n" in help_.stdout
+
+
+SERVING = {"simvault card serve", "simvault dm server", "simvault ds server"}   # run until stopped
+
+
+def test_every_command_that_prints_a_result_takes_json():
+    from host.cli import build_parser
+    leaves: dict[str, set[str]] = {}
+
+    def walk(p) -> None:
+        subs = [a for a in p._actions if isinstance(a.choices, dict) and a.choices]
+        if not subs:
+            leaves[p.prog] = {o for a in p._actions for o in a.option_strings}
+        for action in subs:
+            for sub in set(action.choices.values()):
+                walk(sub)
+    walk(build_parser())
+    assert len(leaves) > 30
+    lacking = sorted(prog for prog, options in leaves.items() if "--json" not in options and prog not in SERVING)
+    assert lacking == [], lacking
