@@ -65,8 +65,9 @@ def _apdus(card: Any) -> int:
 
 
 def _not_on_card(backup_id: bytes, err: NotFoundOnCardError) -> NotFoundOnCardError:
-    return NotFoundOnCardError(f"backup {backup_id.hex()} is not on the card ({err.sw or SW.REFERENCED_DATA_NOT_FOUND:04X}): "
-                               "'simvault list' shows the ids it holds", err.sw)
+    sw = err.sw or SW.REFERENCED_DATA_NOT_FOUND
+    return NotFoundOnCardError(f"backup {backup_id.hex()} is not on the card ({sw:04X}): 'simvault list' shows the "
+                               "ids it holds", sw)
 
 
 def _backup_id(text: str | None) -> bytes | None:
