@@ -199,3 +199,23 @@ def test_every_command_that_prints_a_result_takes_json():
     assert len(leaves) > 30
     lacking = sorted(prog for prog, options in leaves.items() if "--json" not in options and prog not in SERVING)
     assert lacking == [], lacking
+
+
+def test_code_for_each_kind_of_error():
+    from host import client_errors as ce
+    from host import errors as e
+    from host.ds import errors as dse
+    expect = {
+        e.SimvaultError("x"): X.FAILED, ce.CardError("x", 0x6F00): X.FAILED, ce.CardFullError("x", 0x6A84): X.FAILED,
+        e.UsageError("x"): X.USAGE, e.TreeError("x"): X.USAGE, e.XmlError("x"): X.USAGE, e.ArchiveError("x"): X.USAGE,
+        e.KeyFileError("x"): X.USAGE, ce.NotFoundOnCardError("x", 0x6A88): X.USAGE, dse.DsNoBackupError("x"): X.USAGE,
+        e.TransportError("x"): X.UNAVAILABLE, e.ReaderNotFound("x"): X.UNAVAILABLE,
+        ce.NoAppletError("x", 0x6A82): X.UNAVAILABLE, dse.DsTransportError("x"): X.UNAVAILABLE,
+        e.IntegrityError("x"): X.REFUSED, ce.BackupRejectedError("x", 0x6688): X.REFUSED,
+        ce.WrongPinError("x", 0x63C2, 2): X.DENIED, ce.PinBlockedError("x", 0x6983): X.DENIED,
+        ce.AdminAuthError("x", 0x6300): X.DENIED, e.DeniedError("x"): X.DENIED, dse.DsAuthError("x"): X.DENIED,
+        KeyboardInterrupt(): X.INTERRUPTED,
+    }
+    assert {type(err).__name__: X.code_for(err) for err in expect} == \
+        {type(err).__name__: code for err, code in expect.items()}
+    assert len({code for code, _ in X.TABLE}) == len(X.TABLE)

@@ -132,3 +132,16 @@ def test_dm_wait_shows_the_job_state_at_a_terminal(world, tmp_path):  # noqa: F8
     assert code == exitcodes.UNFINISHED and out.startswith("job "), shown
     assert re.search(rf"\rjob \d+ \(backup server, {dev.device_id}\): queued  00:0\d *\r\nsimvault: job \d+ still "
                      r"queued after 1.5s", shown), shown
+
+
+def test_an_error_or_ctrl_c_ends_the_bar_line_first(capsys):
+    from host.cli import progress, ui
+    from host.errors import TransportError
+    for err, last in ((TransportError("reader gone: plug it in again"), "simvault: error: reader gone: plug it in again"),
+                      (KeyboardInterrupt(), "simvault: interrupted")):
+        show = progress.Bar("upload to card", delay=0)
+        show(1000, 4000)
+        assert ui.fail(err) == exitcodes.code_for(err)
+        err_text = capsys.readouterr().err
+        assert BAR.search(err_text) and err_text.endswith(f"\n{last}\n"), err_text
+        assert progress._OPEN == []
