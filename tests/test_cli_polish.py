@@ -348,8 +348,9 @@ def test_ds_push_names_the_mode_and_the_anchor_state(env, capsys, monkeypatch):
         second = json.loads(out)
         code, out, err = run(["ds", "push", archive, *common], capsys)     # readable without --json
         assert code == 0 and err == "", err
-        assert re.fullmatch(rf"backup {second['backup_id']} pushed to {re.escape(server.url)} as phone1 \(datastore "
-                            r"backup\): \d+ bytes in \d+ message\(s\), two-way sync; anchors in ds-state.json\n", out), out
+        assert re.fullmatch(rf"backup {second['backup_id']} pushed to {re.escape(server.url)} as phone1 "
+                            r"\(datastore backup\): \d+ bytes in \d+ message\(s\), two-way sync; "
+                            r"anchors in ds-state.json\n", out), out
     assert (first["mode"], first["alert"], first["slow_sync"]) == ("two-way", 201, True)
     assert (second["mode"], second["alert"]) == ("refresh", 203)
     assert first["anchor_state"] == "ds-state.json" and (env / "ds-state.json").exists()

@@ -137,8 +137,8 @@ def test_dm_wait_shows_the_job_state_at_a_terminal(world, tmp_path):  # noqa: F8
 def test_an_error_or_ctrl_c_ends_the_bar_line_first(capsys):
     from host.cli import progress, ui
     from host.errors import TransportError
-    for err, last in ((TransportError("reader gone: plug it in again"), "simvault: error: reader gone: plug it in again"),
-                      (KeyboardInterrupt(), "simvault: interrupted")):
+    gone = TransportError("reader gone: plug it in again")
+    for err, last in ((gone, f"simvault: error: {gone}"), (KeyboardInterrupt(), "simvault: interrupted")):
         show = progress.Bar("upload to card", delay=0)
         show(1000, 4000)
         assert ui.fail(err) == exitcodes.code_for(err)
