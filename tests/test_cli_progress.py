@@ -26,7 +26,7 @@ from host.tree.generate import generate_tree
 from host.tree.tnds import write_tnds
 
 ROOT = Path(__file__).resolve().parent.parent
-BAR = re.compile(r"(upload to|read from) card: +(\d+)% \|[^|]*\| [\d.]+[kM]?B/[\d.]+[kM]?B  "
+BAR = re.compile(r"(upload to card|read from card|push to DS): +(\d+)% \|[^|]*\| [\d.]+[kM]?B/[\d.]+[kM]?B  "
                  r"([\d.]+[kMG]?B/s|\?B/s)  ETA (\d\d:\d\d|\?)")
 
 
@@ -76,7 +76,7 @@ def rig(tmp_path_factory) -> Path:
 
 
 def _bars(shown: str, kind: str) -> list[re.Match]:
-    bars = [m for m in BAR.finditer(shown) if m.group(1) == kind]
+    bars = [m for m in BAR.finditer(shown) if m.group(1).startswith(kind)]
     assert bars, shown
     last = bars[-1]
     assert last.group(2) == "100" and last.group(3).endswith("B/s") and last.group(3) != "?B/s", shown
@@ -145,3 +145,22 @@ def test_an_error_or_ctrl_c_ends_the_bar_line_first(capsys):
         err_text = capsys.readouterr().err
         assert BAR.search(err_text) and err_text.endswith(f"\n{last}\n"), err_text
         assert progress._OPEN == []
+
+
+def test_ds_push_and_pull_at_a_terminal(rig, tmp_path):
+    from host.ds.server import run_server_in_thread
+    from host.ds.store import DsStore
+    store = DsStore(f"sqlite:///{tmp_path / 'ds.db'}")
+    store.add_user("phone1", "ds-secret")
+    assert piped(rig, "backup", "--tree", "big.xml", "--to", str(tmp_path / "big.svarch")).returncode == 0
+    with run_server_in_thread(store, max_msg_size=64 * 1024) as server:     # several messages each way
+        common = ["--url", server.url, "--user", "phone1", "--state", str(tmp_path / "state.json")]
+        code, out, shown = at_terminal(rig, "ds", "push", str(tmp_path / "big.svarch"), *common,
+                                       SIMVAULT_PROGRESS_DELAY="0", SIMVAULT_DS_PASSWORD="ds-secret")
+        assert code == 0 and out.startswith("backup ") and " pushed to " in out, shown
+        _bars(shown, "push to DS")
+        code, out, shown = at_terminal(rig, "ds", "pull", str(tmp_path / "back.svarch"), *common,
+                                       SIMVAULT_PROGRESS_DELAY="0", SIMVAULT_DS_PASSWORD="ds-secret")
+        assert code == 0 and " pulled from " in out, shown
+        assert re.search(r"pull from DS: [\d.]+[kM]B  [\d.]+[kMG]?B/s  \d\d:\d\d so far\r\n$", shown), shown
+    assert (tmp_path / "back.svarch").read_bytes() == (tmp_path / "big.svarch").read_bytes()

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from host import tls
+from host.cli import progress as cli_progress
 from host.cli.dm_text import table
 from host.cli.ui import add_json_option, emit
 from host.errors import UsageError
@@ -116,7 +117,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     from host.ds.state import AnchorStore
     data = Path(args.archive).read_bytes()
     archive = Archive.from_bytes(data)  # refuse to upload something that is not an archive
-    result = DsClient(_account(args), AnchorStore(args.state)).backup(data, archive.backup_id.hex())
+    show = cli_progress.bar(args, "push to DS")
+    total = (len(data) + 2) // 3 * 4    # the item goes as base64; SyncML around it makes the rest
+    progress = (lambda sent, _received: show(min(sent, total - 1), total)) if show else None
+    result = DsClient(_account(args), AnchorStore(args.state), progress=progress).backup(data, archive.backup_id.hex())
+    if show:
+        show(total, total)
     doc = {"backup_id": result.backup_id, "mode": sync_mode_name(int(result.mode)),
            "alert": int(result.mode), "slow_sync": result.slow_sync,
            "bytes_sent": result.bytes_sent, "messages": result.messages, "anchor_state": str(args.state)}
@@ -147,7 +153,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from host.backup.ops import atomic_write
     from host.ds.client import DsClient
     from host.ds.state import AnchorStore
-    result = DsClient(_account(args), AnchorStore(args.state)).restore(args.id)
+    show = cli_progress.bar(args, "pull from DS")
+    progress = (lambda _sent, received: show(received, None)) if show else None
+    try:
+        result = DsClient(_account(args), AnchorStore(args.state), progress=progress).restore(args.id)
+    finally:
+        if show:
+            show.close()
     assert result.archive is not None
     Archive.from_bytes(result.archive)
     atomic_write(Path(args.out), result.archive)
@@ -206,6 +218,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help=f"where the sync anchors are kept between sessions (default {DEFAULT_STATE}); "
                             "losing it only makes the next two-way push a slow sync")
         add_json_option(p, "the result as one JSON object")
+        cli_progress.add_progress_options(p)
         return p
 
     p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (two-way by default)"))

@@ -21,6 +21,7 @@ from typing import Any
 DELAY_ENV = "SIMVAULT_PROGRESS_DELAY"
 DEFAULT_DELAY = 1.0
 BAR_FORMAT = "{desc}: {percentage:3.0f}% |{bar}| {n_fmt}B/{total_fmt}B  {rate_fmt}  ETA {remaining}"
+UNKNOWN_TOTAL_FORMAT = "{desc}: {n_fmt}B  {rate_fmt}  {elapsed} so far"   # a download of unknown size
 
 _OPEN: list[Bar | Waiting] = []
 
@@ -55,23 +56,24 @@ def _delay() -> float:
 
 
 class Bar:
-    """A (done, total) callback drawing one tqdm bar, created at the first call (when the total is known)."""
+    """A (done, total) callback drawing one tqdm bar, created at the first call (when the total is known;
+    a total of None: bytes and rate only, until close())."""
 
     def __init__(self, label: str, delay: float) -> None:
         self.label, self.delay = label, delay
         self._bar: Any = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int | None) -> None:
         if self._bar is None:
             from tqdm import tqdm
             self._bar = tqdm(total=total, desc=self.label, unit="B", unit_scale=True, unit_divisor=1000,
                              file=sys.stderr, delay=self.delay, leave=True, dynamic_ncols=True,
-                             bar_format=BAR_FORMAT)
+                             bar_format=BAR_FORMAT if total is not None else UNKNOWN_TOTAL_FORMAT)
             _OPEN.append(self)
-        elif total != self._bar.total:        # a resumed or re-planned transfer
+        elif total is not None and total != self._bar.total:        # a resumed or re-planned transfer
             self._bar.total = total
         self._bar.update(done - self._bar.n)
-        if done >= total:
+        if total is not None and done >= total:
             self.close()
 
     def close(self) -> None:
