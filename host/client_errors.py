@@ -73,6 +73,22 @@ _ERRORS: dict[int, type[CardError]] = {
 }
 
 
+# What to do after a refusal whose meaning (apdu_specs.sw) does not say it already.
+_NEXT: dict[int, str] = {
+    SW.REFERENCE_DATA_NOT_USABLE: "trust the signer on the card first ('simvault card trust add KEYFILE')",
+    SW.SIGNATURE_INVALID: "make a new backup: this one was altered or signed by another key",
+    SW.CHUNK_HASH_MISMATCH: "make a new full backup (simvault backup --full)",
+    SW.SEQUENCE_ROLLBACK: "a card takes only backups newer than its newest: make a new backup",
+    SW.CONDITIONS_NOT_SATISFIED: "'simvault card status' shows the card's state ('simvault card abort-upload' drops "
+                                 "a stuck upload)",
+    SW.DATA_ALREADY_EXISTS: "it is on the card already ('simvault list')",
+    SW.WRONG_DATA: "a bug in the client, the link or the card: run again with --trace and report it",
+    SW.WRONG_LENGTH: "a bug in the client, the link or the card: run again with --trace and report it",
+    SW.NO_PRECISE_DIAGNOSIS: "retry; if it persists, run again with --trace and report it",
+    SW.INS_NOT_SUPPORTED: "the applet does not know this command: 'simvault card status' shows its version",
+}
+
+
 def tries_left(n: int) -> str:
     """"1 try left", "2 tries left"."""
     return f"{n} {'try' if n == 1 else 'tries'} left"
@@ -92,7 +108,8 @@ def _blocked_message(operation: str, sw: int) -> str:
 def card_error(operation: str, sw: int) -> CardError:
     """The typed error for an error status word, with a one-line message."""
     info = describe(sw)
-    message = f"{operation}: card answered {sw:04X} {info.name}: {info.meaning}"
+    message = f"{operation}: card answered {sw:04X} {info.name}: {info.meaning}" + (f": {_NEXT[sw]}" if sw in _NEXT
+                                                                                  else "")
     tries = pin_tries(sw)
     if tries is not None:
         puk = operation == "RESET RETRY COUNTER"
@@ -100,7 +117,10 @@ def card_error(operation: str, sw: int) -> CardError:
         if tries == 0:
             return PinBlockedError(f"{operation}: {what}, no tries left: the "
                                    + ("PUK is now blocked" if puk else f"PIN is now blocked: {UNBLOCK_HINT}"), sw)
-        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}", sw, tries)
+        check = ("check the PUK ($SIMVAULT_PUK or the prompt)" if puk
+                 else "check the PIN ($SIMVAULT_PIN, --pin-env or the prompt)")
+        return WrongPinError(f"{operation}: {what}, {tries_left(tries)}: {check}; "
+                             f"{'it blocks' if puk else 'the PIN blocks'} when none is left", sw, tries)
     if sw == SW.AUTH_METHOD_BLOCKED:
         return PinBlockedError(_blocked_message(operation, sw), sw)
     return _ERRORS.get(sw, CardProtocolError if sw in (SW.WRONG_DATA, SW.WRONG_LENGTH) else CardError)(message, sw)

@@ -1,8 +1,8 @@
 """The one exception hierarchy a user of simvault sees.
 
 Every error carries a one-line message that says what went wrong and what to do.
-The CLI prints ``str(err)`` and exits non-zero; it never shows a traceback for
-these.
+The CLI prints ``str(err)`` and exits with the code host/cli/exitcodes.py gives its
+kind; it never shows a traceback for these.
 """
 from __future__ import annotations
 
@@ -10,13 +10,9 @@ from __future__ import annotations
 class SimvaultError(Exception):
     """Base of every error a user can act on."""
 
-    exit_code = 1
-
 
 class UsageError(SimvaultError):
     """Bad command-line or API arguments."""
-
-    exit_code = 2
 
 
 class CardError(SimvaultError):
@@ -65,3 +61,7 @@ class SyncMLError(SimvaultError):
 
 class AuthError(SyncMLError):
     """Credentials missing or wrong in a SyncML session."""
+
+
+class DeniedError(SimvaultError):
+    """Credentials refused by a server: an admin token, a password (a card's PIN: PinError)."""

@@ -205,6 +205,7 @@ def run_cli(argv: list[str], capsys, *commands) -> tuple[int, str, str]:
     import argparse
     import sys
 
+    from host.cli import ui
     from host.errors import SimvaultError
     parser = argparse.ArgumentParser(prog="simvault")
     sub = parser.add_subparsers(dest="command")
@@ -214,7 +215,6 @@ def run_cli(argv: list[str], capsys, *commands) -> tuple[int, str, str]:
     try:
         code = int(args.func(args) or 0)
     except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        code = err.exit_code
+        code = ui.fail(err)
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -3,6 +3,7 @@ through a file directory and through the in-process emulator (--emulator IMAGE).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -142,9 +143,14 @@ def test_errors_are_one_line_and_leave_the_tree(env, capsys):
     assert code != 0 and "no backup" in err
 
 
-def test_progress_line_on_stderr(env, capsys):
+def test_progress_bar_on_stderr_only_when_asked_or_a_terminal(env, capsys):
     tmp, _ = env
     code, out, err = run(["backup", "--tree", str(tmp / "live.xml"), "--progress",
                           "--emulator", str(tmp / "card.img")], capsys)
-    assert code == 0 and out.startswith("backup ")
-    assert "\rsimvault: " in err and err.rstrip().endswith("(100%)")
+    assert code == 0 and out.startswith("backup ") and out.count("\n") == 1
+    last = err.split("\r")[-1]
+    assert re.fullmatch(r"upload to card: 100% \|\S+\| [\d.]+kB/[\d.]+kB  [\d.]+[kMG]?B/s  ETA 00:00\n", last), err
+    # captured stderr is no terminal: without --progress nothing but the result is printed
+    code, out, err = run(["backup", "--tree", str(tmp / "live.xml"), "--full", "--emulator", str(tmp / "card.img")],
+                         capsys)
+    assert code == 0 and err == "" and out.count("\n") == 1

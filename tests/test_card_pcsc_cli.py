@@ -11,6 +11,7 @@ import pytest
 from cards import build_test_card
 from conftest import ROOT, VPCD_PORTS, VPCD_READERS, _wait_presence, vpcd_slot_lock
 
+from host.cli import exitcodes
 from host.cli.card import main
 
 pytestmark = pytest.mark.pcsc
@@ -79,7 +80,7 @@ class ForeignCard:
 
 def test_card_without_the_applet_is_one_clear_line(vpcd_card, capsys):
     reader = vpcd_card(ForeignCard(), slot=0)
-    assert main(["card", "status", "--reader", reader]) == 1
+    assert main(["card", "status", "--reader", reader]) == exitcodes.UNAVAILABLE
     err = capsys.readouterr().err.strip()
     assert err == (f"simvault: error: no simvault applet on the card in {reader}: SELECT F053494D5641554C5401 "
                    "answered 6A82 FILE_NOT_FOUND: use a simvault card, or another reader (--reader; "
@@ -89,7 +90,7 @@ def test_card_without_the_applet_is_one_clear_line(vpcd_card, capsys):
 def test_empty_reader_is_one_clear_line(vpcd_card, capsys):
     reader = vpcd_card(ForeignCard(), slot=0)
     vpcd_card.remove(reader)
-    assert main(["card", "status", "--reader", reader]) == 1
+    assert main(["card", "status", "--reader", reader]) == exitcodes.UNAVAILABLE
     err = capsys.readouterr().err
     assert "no card in the reader" in err and err.count("\n") == 1
     assert main(["readers"]) == 0                                  # readers are listed, empty or not

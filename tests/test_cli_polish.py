@@ -193,7 +193,9 @@ def test_errors_name_the_file(env, capsys):
                 ["verify", "--from", "nonexist"], ["delete", "--id", "00" * 16, "--from", "nonexist"],
                 ["backup", "--tree", "nonexist", "--to", "b/"]):
         code, _, err = run(cmd, capsys)
-        assert (code, err) == (2, "simvault: error: no such file or directory: nonexist\n"), cmd
+        what = "the device's tree, a TNDS XML file" if cmd[0] == "backup" else "a .svarch file or a directory"
+        assert code == 2 and err.count("\n") == 1, (cmd, err)
+        assert err.startswith(f"simvault: error: no such file or directory: nonexist: give {what}"), (cmd, err)
 
 
 # 9 ---------------------------------------------------------------------------------------
@@ -202,8 +204,9 @@ def test_errors_name_the_file(env, capsys):
 def test_pin_grammar_and_blocked_hint(env, capsys, monkeypatch):
     card = ["--emulator", "card.img"]
     monkeypatch.setenv("SIMVAULT_PIN", "9999")
-    assert run(["card", "pin", "verify", *card], capsys)[2].endswith("wrong PIN, 2 tries left\n")
-    assert run(["card", "pin", "verify", *card], capsys)[2].endswith("wrong PIN, 1 try left\n")
+    check = ": check the PIN ($SIMVAULT_PIN, --pin-env or the prompt); the PIN blocks when none is left\n"
+    assert run(["card", "pin", "verify", *card], capsys)[2].endswith("wrong PIN, 2 tries left" + check)
+    assert run(["card", "pin", "verify", *card], capsys)[2].endswith("wrong PIN, 1 try left" + check)
     out = run(["card", "status", *card], capsys)[1]
     assert "PIN: 1/3 try left, PUK: 10 tries left\n" in out
     hint = ("'simvault card pin unblock' (PUK from $SIMVAULT_PUK, new PIN from $SIMVAULT_NEW_PIN)")
@@ -337,12 +340,17 @@ def test_ds_push_names_the_mode_and_the_anchor_state(env, capsys, monkeypatch):
     archive = str(next((env / "b").glob("*.svarch")))
     with run_server_in_thread(store) as server:
         common = ["--url", server.url, "--user", "phone1", "--state", "ds-state.json"]
-        code, out, err = run(["ds", "push", archive, *common], capsys)
+        code, out, err = run(["ds", "push", archive, *common, "--json"], capsys)
         assert code == 0, err
         first = json.loads(out)
-        code, out, err = run(["ds", "push", archive, *common, "--mode", "refresh"], capsys)
+        code, out, err = run(["ds", "push", archive, *common, "--mode", "refresh", "--json"], capsys)
         assert code == 0, err
         second = json.loads(out)
+        code, out, err = run(["ds", "push", archive, *common], capsys)     # readable without --json
+        assert code == 0 and err == "", err
+        assert re.fullmatch(rf"backup {second['backup_id']} pushed to {re.escape(server.url)} as phone1 "
+                            r"\(datastore backup\): \d+ bytes in \d+ message\(s\), two-way sync; "
+                            r"anchors in ds-state.json\n", out), out
     assert (first["mode"], first["alert"], first["slow_sync"]) == ("two-way", 201, True)
     assert (second["mode"], second["alert"]) == ("refresh", 203)
     assert first["anchor_state"] == "ds-state.json" and (env / "ds-state.json").exists()

@@ -9,6 +9,7 @@ from cards import OTHER_SIGNER, TEST_SIGNER
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from apdu_specs.manifest import key_id, public_point
+from host.cli import exitcodes
 from host.cli.card import main
 
 
@@ -42,7 +43,7 @@ def test_init_status_and_refusal(image, capsys):
 
 def test_pin_commands(image, capsys, monkeypatch):
     monkeypatch.setenv("SIMVAULT_PIN", "1111")
-    assert main(["card", "pin", "verify", "--emulator", str(image)]) == 1
+    assert main(["card", "pin", "verify", "--emulator", str(image)]) == exitcodes.DENIED
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "2 tries left" in err and "1111" not in err
     monkeypatch.setenv("MY_PIN", "2468")
@@ -68,7 +69,7 @@ def test_trust_and_erase(image, capsys):
     assert kid in capsys.readouterr().out
     assert main(["card", "trust", "remove", kid, "--emulator", str(image), "--admin-key-file", "admin.key"]) == 0
     (image.parent / "wrong.key").write_text("00" * 16)
-    assert main(["card", "trust", "remove", kid, "--emulator", str(image), "--admin-key-file", "wrong.key"]) == 1
+    assert main(["card", "trust", "remove", kid, "--emulator", str(image), "--admin-key-file", "wrong.key"]) == exitcodes.DENIED
     assert "admin key" in capsys.readouterr().err
     assert main(["card", "erase", "--emulator", str(image), "--admin-key-file", "admin.key"]) == 2
     assert main(["card", "erase", "--emulator", str(image), "--admin-key-file", "admin.key", "--yes"]) == 0

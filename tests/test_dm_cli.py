@@ -75,8 +75,16 @@ def test_operator_flow_with_the_cli(tmp_path) -> None:
         detail = json.loads(run("job", str(job["id"])).stdout)
         assert detail["results"][0]["data"]["id"] == backup["backup_id"]
         # use case 2 from the device's side: the user asks, the server accepts
-        subprocess.run(dm + ["agent", "backup-now", "--control", f"http://127.0.0.1:{agent_port}"], env=env,
-                       cwd=ROOT, check=True, capture_output=True, timeout=30)
+        control = ["--control", f"http://127.0.0.1:{agent_port}"]
+        asked = subprocess.run(dm + ["agent", "backup-now", *control], env=env, cwd=ROOT, check=True,
+                               capture_output=True, text=True, timeout=30)
+        assert asked.stdout == "agent: backup request queued ('simvault dm agent status' shows its sessions)\n"
+        status = subprocess.run(dm + ["agent", "status", *control], env=env, cwd=ROOT, check=True,
+                                capture_output=True, text=True, timeout=30).stdout
+        assert status.startswith(f"agent for {DEVICE}: ") and "  ok  " in status, status
+        status = subprocess.run(dm + ["agent", "status", *control, "--json"], env=env, cwd=ROOT, check=True,
+                                capture_output=True, text=True, timeout=30).stdout
+        assert json.loads(status)["device"] == DEVICE and json.loads(status)["sessions"][0]["ok"] is True
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             jobs = json.loads(run("jobs", "--device", DEVICE).stdout)

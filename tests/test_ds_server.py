@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from host.cli import ds as ds_cli
+from host.cli import exitcodes
 from host.ds.backup import backup_tree_via_ds, restore_tree_via_ds
 from host.ds.client import DsAccount, DsClient, replace_anchor
 from host.ds.errors import DsAuthError, DsNoBackupError
@@ -178,11 +179,6 @@ def test_two_way_backup_replaces_then_deletes_older(server):
     assert restored.archive == b"second" and restored.items == 1  # "01" was deleted after "02" arrived
 
 
-RUN_DS_CLI = ("import argparse, sys; from host.ds import cli; from host.errors import SimvaultError\n"
-              "p = argparse.ArgumentParser(); cli.register(p.add_subparsers()); a = p.parse_args(sys.argv[1:])\n"
-              "try:\n    sys.exit(a.func(a))\nexcept SimvaultError as e:\n    print(e, file=sys.stderr); sys.exit(1)\n")
-
-
 def test_cli_server_push_pull(tmp_path, identity):
     import socket
     import subprocess
@@ -192,7 +188,7 @@ def test_cli_server_push_pull(tmp_path, identity):
 
     db = f"sqlite:///{tmp_path / 'srv.db'}"
     env = {**os.environ, ds_cli.PASSWORD_ENV: "cli-pw", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    run = [sys.executable, "-c", RUN_DS_CLI, "ds"]
+    run = [sys.executable, "-m", "host.cli", "ds"]
     subprocess.run([*run, "user", "add", "cli", "--db", db], env=env, check=True, capture_output=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,7 +209,7 @@ def test_cli_server_push_pull(tmp_path, identity):
         assert out.read_bytes() == archive_file.read_bytes()
         bad = subprocess.run([*run, "pull", str(out), *common], env={**env, ds_cli.PASSWORD_ENV: "wrong"},
                              capture_output=True, text=True, check=False)
-        assert bad.returncode == 1 and "refused the credentials" in bad.stderr and "Traceback" not in bad.stderr
+        assert bad.returncode == exitcodes.DENIED and "refused the credentials" in bad.stderr and "Traceback" not in bad.stderr
     finally:
         server.terminate()
         server.wait(10)

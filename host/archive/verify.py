@@ -50,7 +50,8 @@ def verify_signature(archive: Archive, trust: TrustAnchors) -> None:
                              f"{archive.manifest.signer_key_id.hex()}, which is not trusted; "
                              "add the key to the trust store if you trust it")
     if not verify_raw(point, archive.manifest_bytes, archive.signature):
-        raise IntegrityError(f"backup {archive.backup_id.hex()}: manifest signature invalid: tampered backup")
+        raise IntegrityError(f"backup {archive.backup_id.hex()}: manifest signature invalid: tampered backup: "
+                             "restore another one ('simvault list' shows them)")
 
 
 def verify_archive(archive: Archive, trust: TrustAnchors, decryptor: Decryptor, *,

@@ -43,8 +43,14 @@ def write_archive_file(path: str | Path, archive: Archive, *, directory: bool | 
     return path
 
 
-def _missing(path: Path) -> UsageError:
-    return UsageError(f"no such file or directory: {path}")
+_WHAT_TO_GIVE = {
+    "tree": "give the device's tree, a TNDS XML file (restore --create writes a new one)",
+    "archive": "give a .svarch file or a directory of them (made by 'simvault backup --to' or 'simvault export')",
+}
+
+
+def _missing(path: Path, what: str = "archive") -> UsageError:
+    return UsageError(f"no such file or directory: {path}: {_WHAT_TO_GIVE[what]}")
 
 
 def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
@@ -52,7 +58,7 @@ def _read_bytes(path: Path, what: str, error: type[SimvaultError]) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise _missing(path) from None
+        raise _missing(path, what) from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror}") from None
 
@@ -84,13 +90,15 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
     if source.is_file():
         archive = read_archive_file(source)
         if backup_id is not None and archive.backup_id != backup_id:
-            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}")
+            raise UsageError(f"{source} holds backup {archive.backup_id.hex()}, not {backup_id.hex()}: drop --id, "
+                             "or give that backup's file or its directory")
         return archive
     found = archives_in(source)
     if backup_id is not None:
         found = [pa for pa in found if pa[1].backup_id == backup_id]
     if not found:
-        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}")
+        raise UsageError(f"no backup{' ' + backup_id.hex() if backup_id else ''} in {source}: "
+                         f"'simvault list --from {source}' shows what it holds")
     return found[-1][1]
 
 

@@ -91,7 +91,8 @@ class FileDecryptor:
             return HPKE_SUITE.decrypt(blob, self._key, info=info)
         except (InvalidTag, ValueError):  # wrong key, altered blob or info
             raise IntegrityError("wrapped backup keys do not open with this device key: "
-                                 "tampered backup or another device's") from None
+                                 "tampered backup or another device's: restore it with the keys that "
+                                 "made it") from None
 
     def __repr__(self) -> str:
         return f"FileDecryptor(key_id={self.key_id.hex()})"
@@ -124,7 +125,8 @@ def load_private(path: Path, passphrase: bytes | None = None) -> ec.EllipticCurv
     except TypeError:
         raise KeyFileError(f"key {path} is encrypted: give its passphrase (SIMVAULT_PASSPHRASE)") from None
     except ValueError:
-        raise KeyFileError(f"key {path} is not a PEM PKCS#8 key or the passphrase is wrong") from None
+        raise KeyFileError(f"key {path} is not a PEM PKCS#8 key or the passphrase is wrong: check "
+                           "$SIMVAULT_PASSPHRASE, or make new keys with 'simvault keys gen'") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyFileError(f"key {path} is not an EC P-256 key")
     return key
@@ -136,9 +138,10 @@ def load_public_point(path: Path) -> bytes:
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
     except ValueError:
-        raise KeyFileError(f"{path} is not a PEM public key") from None
+        raise KeyFileError(f"{path} is not a PEM public key: give a .pub.pem file (what 'simvault keys gen' "
+                           "writes: device.sign.pub.pem)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise KeyFileError(f"{path} is not an EC P-256 public key")
+        raise KeyFileError(f"{path} is not an EC P-256 public key: give a .pub.pem file of 'simvault keys gen'")
     return public_point(key)
 
 

@@ -2,8 +2,9 @@
 
 Each module that adds commands exposes ``register(subparsers)`` and sets
 ``func`` on its parsers (``parser.set_defaults(func=handler)``); a handler takes
-the parsed ``argparse.Namespace`` and returns an exit code. A SimvaultError is
-printed as one line on stderr (never a traceback) and sets the exit code.
+the parsed ``argparse.Namespace`` and returns an exit code (host.cli.exitcodes). A
+SimvaultError is printed as one line on stderr that says what to do (never a
+traceback) and sets the exit code; host.cli.ui prints results (human or --json).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import importlib
 import logging
 import sys
 
-from host.errors import SimvaultError
+from host.cli import exitcodes, ui
 
 # Modules that register sub-commands, in help order. A module missing here is a bug, not optional.
 COMMAND_MODULES = (
@@ -35,20 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse, set up logging, run the chosen handler; a SimvaultError is one line on stderr."""
+    ui.add_epilogs(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(getattr(args, "verbose", 0), 2)],
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        where = " ".join(["simvault", *([args.command] if getattr(args, "command", None) else [])])
+        print(f"simvault: error: a command is needed: '{where} --help' lists them", file=sys.stderr)
+        return exitcodes.USAGE
     try:
         return int(args.func(args) or 0)
-    except SimvaultError as err:
-        print(f"simvault: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("simvault: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Exception) as err:
+        known = err if isinstance(err, KeyboardInterrupt) else ui.as_simvault_error(err)
+        if known is None:
+            raise                   # a bug: its traceback is what a report needs
+        return ui.fail(known)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,20 +2,23 @@
 
 Sources and destinations are "card" (through host.cli.card's reader options)
 or a PATH (a .svarch file, or a directory of them). The archive bytes are the
-same wherever they go. Output is one line per fact, or JSON with --json.
+same wherever they go. Output is a few readable lines, or JSON with --json
+(host.cli.ui); transfers show a progress bar on a terminal (host.cli.progress).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from apdu_specs.sw import SW
 from host.backup import ops
 from host.archive import Archive, verify_archive
 from host.archive.build import device_id_of
+from host.cli import progress as cli_progress
+from host.cli.ui import emit as _emit
+from host.client_errors import BackupRejectedError, NotFoundOnCardError
 from host.errors import UsageError
 from host.backup.keys import (
     Identity,
@@ -53,25 +56,18 @@ def _identity(args: argparse.Namespace) -> Identity:
     return load_identity(args.key or default_key_dir(), args.name)
 
 
-def _emit(args: argparse.Namespace, doc: dict, lines: list[str]) -> None:
-    if args.json:
-        print(json.dumps(doc, sort_keys=True, indent=1))
-    else:
-        for line in lines:
-            print(line)
+def _reader(card: Any) -> str:
+    return card.link.transport.name
 
 
-def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    if not (getattr(args, "progress", False) or sys.stderr.isatty()):
-        return None
+def _apdus(card: Any) -> int:
+    return card.link.stats.apdus
 
-    def show(done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        sys.stderr.write(f"\rsimvault: {done}/{total} bytes ({pct}%)")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-    return show
+
+def _not_on_card(backup_id: bytes, err: NotFoundOnCardError) -> NotFoundOnCardError:
+    sw = err.sw or SW.REFERENCED_DATA_NOT_FOUND
+    return NotFoundOnCardError(f"backup {backup_id.hex()} is not on the card ({sw:04X}): 'simvault list' shows the "
+                               "ids it holds", sw)
 
 
 def _backup_id(text: str | None) -> bytes | None:
@@ -139,13 +135,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     tree = ops.read_tree_file(args.tree)
     device_id = device_id_of(tree)
     scope = args.scope or None
-    progress = _progress(args)
     if _is_card(args.to):
         card = _open_card(args)
+        before = _apdus(card)
         archive, report = ops.backup_tree_to_card(
             card, tree, ident, scope=scope, exclude_secrets=args.exclude_secrets,
-            incremental=not args.full, pending_dir=ops.host_state(ident).pending_dir(), progress=progress)
-        doc = {"destination": "card", **report.__dict__}
+            incremental=not args.full, pending_dir=ops.host_state(ident).pending_dir(),
+            progress=cli_progress.bar(args, "upload to card"))
+        doc = {"destination": "card", **report.__dict__, "reader": _reader(card), "apdus": _apdus(card) - before,
+               "previous": archive.host.previous.hex() if archive.host.previous else None}
+        where = (f"committed to card '{doc['reader']}': {report.bytes_sent} bytes in {doc['apdus']} APDUs, "
+                 f"{report.chunks_sent} of {report.chunks_total} chunk(s) sent")
     else:
         dest = Path(args.to)
         to_dir = ops.is_directory_target(args.to)
@@ -161,8 +161,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
                "sequence": archive.sequence, "chunks_total": len(archive.manifest.chunks),
                "chunks_new": len(new), "bytes_total": path.stat().st_size,
                "previous": previous.backup_id.hex() if previous else None}
-    _emit(args, doc, [f"backup {doc['backup_id']} (sequence {doc['sequence']}) -> {doc['destination']}"] +
-          [f"  {k}: {v}" for k, v in doc.items() if k not in ("backup_id", "sequence", "destination", "entry")])
+        where = (f"written to {path}: {doc['bytes_total']} bytes, {doc['chunks_new']} of {doc['chunks_total']} "
+                 "chunk(s) new")
+    chain = f"incremental on {doc['previous']}" if doc["previous"] else "full backup (a new chain)"
+    resumed = "; resumed an interrupted upload" if doc.get("resumed") else ""
+    _emit(args, doc, [f"backup {doc['backup_id']} {where}, {chain}{resumed}"])
     return 0
 
 
@@ -175,9 +178,13 @@ def _load(args: argparse.Namespace, where: str | None, backup_id: bytes | None, 
         if backup_id is None:
             entries = sorted(card.list_backups(), key=lambda e: ops._field(e, "sequence"))
             if not entries:
-                raise UsageError("the card holds no backup")
+                raise UsageError("the card holds no backup: make one with 'simvault backup --tree FILE', or "
+                                 "restore from a file (--from PATH)")
             backup_id = ops._field(entries[-1], "backup_id")
-        return ops.archive_from_card(card, backup_id, progress=_progress(args))
+        try:
+            return ops.archive_from_card(card, backup_id, progress=cli_progress.bar(args, "read from card"))
+        except NotFoundOnCardError as err:
+            raise _not_on_card(backup_id, err) from None
     return ops.find_archive(Path(where), backup_id)
 
 
@@ -189,8 +196,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                    force_sequence=args.force, state=ops.host_state(ident),
                                    create=args.create)
     doc = report.as_dict()
+    source = "the card" if _is_card(args.source) else args.source
     head = f"{'would restore' if args.dry_run else 'restored'} backup {report.backup_id} " \
-           f"(sequence {report.sequence}): {len(report.changes)} change(s)"
+           f"(sequence {report.sequence}) from {source} onto {args.tree}: {len(report.changes)} change(s)"
     _emit(args, doc, [head] + report.render().splitlines())
     return 0
 
@@ -214,7 +222,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         src = Path(args.source)
         if not src.exists():
-            raise UsageError(f"no such file or directory: {src}")
+            raise ops._missing(src)
         found = ops.archives_in(src) if src.is_dir() else [(src, ops.read_archive_file(src))]
         entries = [{**a.summary(), "path": str(p)} for p, a in found]
     for e in entries:
@@ -241,14 +249,17 @@ def cmd_delete(args: argparse.Namespace) -> int:
     backup_id = _backup_id(args.id)
     assert backup_id is not None
     if _is_card(args.source):
-        _open_card(args).delete_backup(backup_id)
+        try:
+            _open_card(args).delete_backup(backup_id)
+        except NotFoundOnCardError as err:
+            raise _not_on_card(backup_id, err) from None
     else:
         src = Path(args.source)
         if not src.exists():
-            raise UsageError(f"no such file or directory: {src}")
+            raise ops._missing(src)
         paths = [p for p, a in ops.archives_in(src) if a.backup_id == backup_id] if src.is_dir() else [src]
         if not paths:
-            raise UsageError(f"no backup {args.id} in {src}")
+            raise UsageError(f"no backup {args.id} in {src}: 'simvault list --from {src}' shows the ids it holds")
         for p in paths:
             p.unlink()
     _emit(args, {"deleted": args.id}, [f"deleted backup {args.id}"])
@@ -258,17 +269,30 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     archive = _load(args, "card", _backup_id(args.id))
     path = ops.write_archive_file(args.out, archive)
-    _emit(args, {"backup_id": archive.backup_id.hex(), "path": str(path), "bytes": path.stat().st_size},
-          [f"exported backup {archive.backup_id.hex()} to {path}"])
+    size = path.stat().st_size
+    _emit(args, {"backup_id": archive.backup_id.hex(), "path": str(path), "bytes": size},
+          [f"exported backup {archive.backup_id.hex()} to {path}: {size} bytes"])
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     archive = ops.read_archive_file(args.path)
-    report = ops.backup_to_card(_open_card(args), archive, _progress(args))
-    line = (f"imported backup {report.backup_id} (sequence {report.sequence}): "
-            f"{report.chunks_sent}/{report.chunks_total} chunk(s) sent")
-    _emit(args, report.__dict__, [line])
+    card = _open_card(args)
+    before = _apdus(card)
+    try:
+        report = ops.backup_to_card(card, archive, cli_progress.bar(args, "upload to card"))
+    except BackupRejectedError as err:
+        if err.sw != SW.SEQUENCE_ROLLBACK:
+            raise
+        raise BackupRejectedError(f"backup {archive.backup_id.hex()} (sequence {archive.sequence}) is not newer than "
+                                  f"the newest on this card ({err.sw:04X}): a card takes newer backups only; import "
+                                  "it onto another card (--reader), or restore from the file "
+                                  f"('simvault restore --from {args.path}')", err.sw) from None
+    doc = {**report.__dict__, "reader": _reader(card), "apdus": _apdus(card) - before}
+    line = (f"imported backup {report.backup_id} (sequence {report.sequence}) onto card '{doc['reader']}': "
+            f"{report.bytes_sent} bytes in {doc['apdus']} APDUs, {report.chunks_sent} of {report.chunks_total} "
+            "chunk(s) sent")
+    _emit(args, doc, [line])
     return 0
 
 
@@ -296,10 +320,12 @@ def register(subparsers: Any) -> None:
     _key_options(trust)
     trust.set_defaults(func=cmd_keys_trust)
 
-    def common(name: str, help_: str, func, where: str | None = None, card: bool = True):  # type: ignore[no-untyped-def]
+    def common(name: str, help_: str, func, where: str | None = None, card: bool = True,  # type: ignore[no-untyped-def]
+               transfer: bool = True):
         p = subparsers.add_parser(name, help=help_)
         _key_options(p)
-        p.add_argument("--progress", action="store_true", help="show a progress line on stderr")
+        if transfer:
+            cli_progress.add_progress_options(p)
         if where:
             p.add_argument(f"--{where}", dest="source" if where == "from" else "to", default="card",
                            metavar="card|PATH",
@@ -327,11 +353,11 @@ def register(subparsers: Any) -> None:
                         "is kept, and the diff preview says so")
     r.add_argument("--force", action="store_true", help="restore a backup older than the last restored")
     r.add_argument("--keep-secrets", action="store_true", help="keep the live credentials")
-    common("list", "list backups", cmd_list, "from")
+    common("list", "list backups", cmd_list, "from", transfer=False)
     v = common("verify", "verify a backup completely (needs the trust store and the decryption key only)",
                cmd_verify, "from")
     v.add_argument("--id", help="backup id, 32 hex digits (default: the newest; see 'simvault list')")
-    d = common("delete", "delete a backup", cmd_delete, "from")
+    d = common("delete", "delete a backup", cmd_delete, "from", transfer=False)
     d.add_argument("--id", required=True, help="backup id, 32 hex digits (see 'simvault list')")
     e = common("export", "copy a backup from the card into an archive file", cmd_export)
     e.add_argument("--id", required=True, help="backup id on the card, 32 hex digits (see 'simvault list')")

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from apdu_specs.sw import describe
+from host.cli import exitcodes
+from host.cli.ui import add_json_option, emit
 from host.errors import SimvaultError, TransportError, UsageError
 from host.cli.card_link import (  # noqa: F401 - the shared card options, importable from here as before
     ADMIN_KEY_ENV,
@@ -54,10 +56,11 @@ def _cmd_readers(args: argparse.Namespace) -> int:
                         "atr": atr.hex().upper() if present and atr else None})
     if getattr(args, "json", False):
         print(json.dumps({"readers": readers}, indent=1))
-        return 0 if names else 1
+        return exitcodes.OK if names else exitcodes.UNAVAILABLE
     if not names:
-        print("no PC/SC reader: connect one (a virtual one: install vsmartcard-vpcd and restart pcscd)")
-        return 1
+        print("simvault: error: no PC/SC reader: connect one (a virtual one: install vsmartcard-vpcd and "
+              "restart pcscd)", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     for r in readers:
         print(f"{r['index']}: {r['name']}: " + (f"card present, ATR {r['atr']}" if r["card_present"] else "no card"))
     return 0
@@ -150,8 +153,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise UsageError(f"{exc}: this card image keeps one admin key, used as K-ENC, K-MAC and K-DEK: give a key "
                          "file whose enc, mac and dek are equal (or one 16-byte key); the Java card "
                          "('card serve --impl javacard') takes three") from None
-    print(f"card image {args.image} personalised: NVM {args.capacity} bytes (image file "
-          f"{args.image.stat().st_size} bytes with header and journal), {len(points)} trust anchor(s)")
+    size = args.image.stat().st_size
+    emit(args, {"image": str(args.image), "capacity": args.capacity, "image_bytes": size, "anchors": len(points)},
+         [f"card image {args.image} personalised: NVM {args.capacity} bytes (image file "
+          f"{size} bytes with header and journal), {len(points)} trust anchor(s)"])
     return 0
 
 
@@ -192,15 +197,16 @@ def _cmd_pin(args: argparse.Namespace) -> int:
     card = open_card(args, pin=False)
     if args.pin_action == "verify":
         card.verify_pin(read_secret(args.pin_env, "PIN"))
-        print("PIN verified")
+        done = "PIN verified"
     elif args.pin_action == "change":
         old = read_secret(args.pin_env, "current PIN")
         card.change_pin(old, read_secret(args.new_pin_env, "new PIN", confirm=True))
-        print("PIN changed")
+        done = "PIN changed"
     else:
         puk = read_secret(args.puk_env, "PUK")
         card.unblock_pin(puk, read_secret(args.new_pin_env, "new PIN", confirm=True))
-        print("PIN unblocked and set")
+        done = "PIN unblocked and set"
+    emit(args, {"pin": args.pin_action, "done": True}, [done])
     return 0
 
 
@@ -208,10 +214,12 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_abort_upload(args: argparse.Namespace) -> int:
     card = open_card(args)
     if not card.status().session_active:
-        print("no interrupted upload on the card: nothing to abort")
+        emit(args, {"aborted": False}, ["no interrupted upload on the card: nothing to abort"])
         return 0
     card.abort()
-    print(f"interrupted upload aborted: its memory is free again ({card.status().free} bytes free)")
+    free = card.status().free
+    emit(args, {"aborted": True, "free": free},
+         [f"interrupted upload aborted: its memory is free again ({free} bytes free)"])
     return 0
 
 
@@ -220,12 +228,14 @@ def _cmd_trust(args: argparse.Namespace) -> int:
     from host.backup.keys import load_public_point
     card = open_card(args, pin=False)
     if args.trust_action == "list":
-        for kid in card.list_anchors():
-            print(kid.hex())
+        kids = [kid.hex() for kid in card.list_anchors()]
+        emit(args, {"anchors": kids}, kids or ["no trust anchors: add one with 'simvault card trust add KEYFILE'"])
         return 0
-    _open_admin(card, args)
     if args.trust_action == "add":
-        print(f"trust anchor {card.put_trust_anchor(load_public_point(Path(args.keyfile))).hex()} added")
+        point = load_public_point(Path(args.keyfile))       # bad input is refused before the admin channel
+        _open_admin(card, args)
+        kid = card.put_trust_anchor(point).hex()
+        emit(args, {"added": kid}, [f"trust anchor {kid} added"])
     else:
         try:
             kid = bytes.fromhex(args.key_id)
@@ -233,8 +243,9 @@ def _cmd_trust(args: argparse.Namespace) -> int:
             kid = b""
         if len(kid) != 8:
             raise UsageError("a key id is 16 hex digits (see 'simvault card trust list')")
+        _open_admin(card, args)
         card.delete_trust_anchor(kid)
-        print(f"trust anchor {kid.hex()} removed")
+        emit(args, {"removed": kid.hex()}, [f"trust anchor {kid.hex()} removed"])
     return 0
 
 
@@ -245,7 +256,7 @@ def _cmd_erase(args: argparse.Namespace) -> int:
     card = open_card(args, pin=False)
     _open_admin(card, args)
     card.erase_backups()
-    print("every backup on the card erased (PIN, keys, trust anchors and the sequence kept)")
+    emit(args, {"erased": True}, ["every backup on the card erased (PIN, keys, trust anchors and the sequence kept)"])
     return 0
 
 
@@ -274,7 +285,7 @@ def _cmd_apdu(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"<< {data.hex().upper()} {sw:04X} {info.name}: {info.meaning}".replace("<<  ", "<< "))
         if sw != 0x9000 and sw >> 8 not in (0x61,):
-            worst = 1
+            worst = exitcodes.FAILED
     if args.json:
         print(json.dumps(exchanges, indent=1))
     return worst
@@ -336,6 +347,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust", nargs="*", default=[], metavar="KEYFILE",
                    help="PEM public keys whose signatures the card accepts (more: 'card trust add')")
     p.add_argument("--force", action="store_true", help="overwrite an existing image")
+    add_json_option(p)
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("status", help="applet status: PIN tries, memory, backups")
@@ -351,6 +363,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"variable holding the new PIN (default {NEW_PIN_ENV}); else a prompt")
     p.add_argument("--puk-env", default=PUK_ENV, metavar="VAR",
                    help=f"variable holding the PUK (default {PUK_ENV}); else a prompt")
+    add_json_option(p)
     p.set_defaults(func=_cmd_pin)
 
     p = sub.add_parser("abort-upload", help="abort an interrupted backup upload and free its memory",
@@ -358,6 +371,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "backup that failed or was interrupted), so its memory is free again. "
                                    "Committed backups are not touched. Needs the PIN.")
     add_card_options(p)
+    add_json_option(p)
     p.set_defaults(func=_cmd_abort_upload)
 
     p = sub.add_parser("trust", help="trust anchors: list, add, remove (admin channel)")
@@ -372,12 +386,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_card_options(t)
         if name != "list":
             add_admin_options(t)
+        add_json_option(t)
         t.set_defaults(func=_cmd_trust)
 
     p = sub.add_parser("erase", help="erase every backup (admin channel)")
     add_card_options(p)
     add_admin_options(p)
     p.add_argument("--yes", action="store_true", help="confirm")
+    add_json_option(p)
     p.set_defaults(func=_cmd_erase)
 
     p = subparsers.add_parser(

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from host import tls
 from host.cli import dm_text as cli_text
-from host.errors import SimvaultError, TransportError, UsageError
+from host.cli import exitcodes, progress
+from host.errors import TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backup-now: where the backup goes (default: the device's policy)")
     p.add_argument("--id", dest="backup_id", default=None, help="restore: the backup id")
     p.add_argument("--source", default="card", help="restore: where the backup is, card (default) or server")
+    p.add_argument("--json", action="store_true", help="actions: print the agent's JSON answer (for scripts)")
     p.set_defaults(func=_cmd_agent)
 
 
@@ -256,17 +258,14 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:  # noqa: S310 - the admin's own server
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", "")
-        except ValueError:
-            message = ""
-        raise SimvaultError(f"server answered {exc.code}: {message}") from None
+        raise cli_text.refusal("the DM server", exc.code, exc.read(), TOKEN_ENV) from None
     except (urllib.error.URLError, OSError) as exc:
         why = untrusted(exc)
         if why:
             raise TransportError(f"the DM server at {args.api} has a certificate we do not trust "
                                  f"({why}): pass the CA that issued it with --ca-file") from None
-        raise TransportError(f"cannot reach the DM server at {args.api}: {exc}; is 'simvault dm server' running?") from None
+        raise TransportError(f"cannot reach the DM server at {args.api} ({getattr(exc, 'reason', exc)}): is "
+                             "'simvault dm server' running? (--api or $SIMVAULT_DM_API names it)") from None
 
 
 def _print(data: Any) -> None:
@@ -305,7 +304,8 @@ def _read_pem(path: Path) -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}: give the device's PEM public "
+                         "key ('simvault keys gen' writes keys/device.sign.pub.pem and device.enc.pub.pem)") from None
 
 
 def _cmd_device_remove(args: argparse.Namespace) -> int:
@@ -366,17 +366,24 @@ def _cmd_start(args: argparse.Namespace) -> int:
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
                                            "params": params})
     deadline = time.monotonic() + args.wait
-    while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        job = _api(args, "GET", f"/api/jobs/{job['id']}")
+    status = progress.waiting(args) if args.wait else None
+    try:
+        while args.wait and job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            if status:
+                status.show(f"job {job['id']} ({job['kind']} {job['target']}, {job['device_id']}): {job['state']}")
+            time.sleep(0.5)
+            job = _api(args, "GET", f"/api/jobs/{job['id']}")
+    finally:
+        if status:
+            status.close()
     _show(args, job, cli_text.job_text)
     if job["state"] == "failed":
-        return 1
+        return exitcodes.FAILED
     if args.wait and job["state"] != "succeeded":
         # a script that waited must not take an unfinished job for a success
         print(f"simvault: job {job['id']} still {job['state']} after {args.wait:g}s: is the device's agent "
               f"running ('simvault dm agent')? 'simvault dm job {job['id']}' follows it", file=sys.stderr)
-        return 3
+        return exitcodes.UNFINISHED
     return 0
 
 
@@ -434,9 +441,9 @@ def _agent_control(args: argparse.Namespace) -> int:
     req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - the local agent
-            print(resp.read().decode())
+            _show(args, json.loads(resp.read()), cli_text.agent_text)
     except urllib.error.HTTPError as exc:
-        raise SimvaultError(f"agent answered {exc.code}: {exc.read()[:200].decode(errors='replace')}") from None
+        raise cli_text.refusal("the agent", exc.code, exc.read()) from None
     except (urllib.error.URLError, OSError) as exc:
         raise TransportError(f"no agent at {base}: {exc}; start it with 'simvault dm agent --tree ...'") from None
     return 0

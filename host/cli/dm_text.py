@@ -1,8 +1,12 @@
-"""Readable output of the `simvault dm` admin commands (tables, one job as text); --json skips it."""
+"""Readable output of the `simvault dm` admin commands (tables, one job as text; --json skips it),
+and what the server's or an agent's HTTP refusals mean to the user."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
+
+from host.errors import DeniedError, SimvaultError, UsageError
 
 
 def _when(ts: Any) -> str:
@@ -73,3 +77,35 @@ def ds_accounts_text(rows: list[dict[str, Any]]) -> str:
                  [[a.get("name"), a.get("url"), a.get("username"), a.get("datastore"), a.get("auth"),
                    _when(a.get("updated"))] for a in rows],
                  "no DS accounts (add one with 'simvault dm ds-account add')")
+
+
+def agent_text(doc: dict[str, Any]) -> str:
+    """A running agent's answer to `dm agent status|backup-now|restore|sync`."""
+    if "queued" in doc:
+        return f"agent: {doc['queued']} queued ('simvault dm agent status' shows its sessions)"
+    lines = [f"agent for {doc.get('device')}: {doc.get('pending_reports', 0)} report(s) waiting for the server"]
+    for r in doc.get("sessions") or []:
+        lines.append(f"  session {_when(r.get('at'))}  {'ok' if r.get('ok') else 'failed'}  "
+                     f"{r.get('messages', 0)} message(s)" + (f"  {r['reason']}" if r.get("reason") else ""))
+    if not doc.get("sessions"):
+        lines.append("  no session yet")
+    for refused in doc.get("refused_requests") or []:
+        lines.append(f"  refused by the server: {refused}")
+    return "\n".join(lines)
+
+
+def refusal(who: str, status: int, body: bytes, token_env: str | None = None) -> SimvaultError:
+    """An HTTP error answer of the admin API (token_env given) or of an agent's control listener, as
+    the CLI's kind of error (host.cli.exitcodes) with what to do."""
+    try:
+        message = json.loads(body).get("error", "")
+    except (ValueError, AttributeError):
+        message = ""
+    said = f"{who} answered {status}" + (f": {message}" if message else "")
+    if status in (401, 403) and token_env:
+        return DeniedError(f"{said}: check --admin-token / ${token_env} (the server's --admin-token)")
+    if status == 404 and token_env:
+        return UsageError(f"{said}: 'simvault dm devices', 'dm backups' and 'dm jobs' show what the server knows")
+    if 400 <= status < 500:
+        return UsageError(said if token_env else f"{said}: 'simvault dm agent --help' lists the actions")
+    return SimvaultError(f"{said}: its log says more")

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 
 from host import tls
+from host.cli import progress as cli_progress
+from host.cli.dm_text import table
+from host.cli.ui import add_json_option, emit
 from host.errors import UsageError
 from host.cli.prompt import read_secret
 
@@ -63,29 +66,40 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     _store(args).add_user(args.name, read_secret(PASSWORD_ENV, f"password for {args.name}", confirm=True, strip=False), replace=args.replace)
-    print(f"DS user {args.name} {'updated' if args.replace else 'added'}")
+    done = "updated" if args.replace else "added"
+    emit(args, {"user": args.name, "done": done}, [f"DS user {args.name} {done}"])
     return 0
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
     store = _store(args)
-    for name in store.users():
-        print(f"{name}\t{' '.join(store.datastores(name))}")
+    users = [{"user": name, "datastores": store.datastores(name)} for name in store.users()]
+    emit(args, {"users": users}, [table(["USER", "DATASTORES"], [[u["user"], " ".join(u["datastores"])]
+                                                                 for u in users],
+                                        "no DS users (add one with 'simvault ds user add NAME')")])
     return 0
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
     if not _store(args).remove_user(args.name):
-        raise UsageError(f"no DS user {args.name!r}")
-    print(f"DS user {args.name} removed")
+        raise UsageError(f"no DS user {args.name!r}: 'simvault ds user list' shows them")
+    emit(args, {"user": args.name, "done": "removed"}, [f"DS user {args.name} removed"])
     return 0
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    for s in _store(args).sessions(args.limit):
-        print(json.dumps({"user": s.user_name, "device": s.device_id, "datastore": s.datastore, "mode": s.mode,
-                          "status": s.status, "items_in": s.items_in, "items_out": s.items_out,
-                          "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "message": s.message}))
+    rows = [{"user": s.user_name, "device": s.device_id, "datastore": s.datastore, "mode": s.mode,
+             "status": s.status, "items_in": s.items_in, "items_out": s.items_out,
+             "bytes_in": s.bytes_in, "bytes_out": s.bytes_out, "message": s.message}
+            for s in _store(args).sessions(args.limit)]
+    if args.json:           # JSON lines, one session each (as before --json existed)
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(table(["USER", "DEVICE", "DATASTORE", "MODE", "STATUS", "IN", "OUT", "MESSAGE"],
+                [[r["user"], r["device"], r["datastore"], r["mode"], r["status"],
+                  f"{r['items_in']} / {r['bytes_in']} B", f"{r['items_out']} / {r['bytes_out']} B",
+                  (r["message"] or "")[:60]] for r in rows], "no DS sessions yet"))
     return 0
 
 
@@ -103,12 +117,25 @@ def cmd_push(args: argparse.Namespace) -> int:
     from host.ds.state import AnchorStore
     data = Path(args.archive).read_bytes()
     archive = Archive.from_bytes(data)  # refuse to upload something that is not an archive
-    result = DsClient(_account(args), AnchorStore(args.state)).backup(data, archive.backup_id.hex())
-    print(json.dumps({"backup_id": result.backup_id, "mode": sync_mode_name(int(result.mode)),
-                      "alert": int(result.mode), "slow_sync": result.slow_sync,
-                      "bytes_sent": result.bytes_sent, "messages": result.messages,
-                      "anchor_state": str(args.state)}))
+    show = cli_progress.bar(args, "push to DS")
+    total = (len(data) + 2) // 3 * 4    # the item goes as base64; SyncML around it makes the rest
+    progress = (lambda sent, _received: show(min(sent, total - 1), total)) if show else None
+    result = DsClient(_account(args), AnchorStore(args.state), progress=progress).backup(data, archive.backup_id.hex())
+    if show:
+        show(total, total)
+    doc = {"backup_id": result.backup_id, "mode": sync_mode_name(int(result.mode)),
+           "alert": int(result.mode), "slow_sync": result.slow_sync,
+           "bytes_sent": result.bytes_sent, "messages": result.messages, "anchor_state": str(args.state)}
+    slow = " (a slow sync: the anchors were new or lost)" if result.slow_sync else ""
+    _print_one(args, doc, f"backup {doc['backup_id']} pushed to {args.url} as {args.user} (datastore "
+                          f"{args.datastore}): {doc['bytes_sent']} bytes in {doc['messages']} message(s), "
+                          f"{doc['mode']} sync{slow}; anchors in {args.state}")
     return 0
+
+
+def _print_one(args: argparse.Namespace, doc: dict, line: str) -> None:
+    """--json: the one-line JSON object these commands have always printed; else the line."""
+    print(json.dumps(doc) if args.json else line)
 
 
 # SyncML DS sync types by the names `ds push --mode` uses (201, a slow sync, is a two-way sync
@@ -126,11 +153,18 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from host.backup.ops import atomic_write
     from host.ds.client import DsClient
     from host.ds.state import AnchorStore
-    result = DsClient(_account(args), AnchorStore(args.state)).restore(args.id)
+    show = cli_progress.bar(args, "pull from DS")
+    progress = (lambda _sent, received: show(received, None)) if show else None
+    try:
+        result = DsClient(_account(args), AnchorStore(args.state), progress=progress).restore(args.id)
+    finally:
+        if show:
+            show.close()
     assert result.archive is not None
     Archive.from_bytes(result.archive)
     atomic_write(Path(args.out), result.archive)
-    print(json.dumps({"backup_id": result.backup_id, "bytes": len(result.archive), "out": str(args.out)}))
+    doc = {"backup_id": result.backup_id, "bytes": len(result.archive), "out": str(args.out)}
+    _print_one(args, doc, f"backup {doc['backup_id']} pulled from {args.url} into {args.out}: {doc['bytes']} bytes")
     return 0
 
 
@@ -156,14 +190,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = with_db(usub.add_parser("add", help=f"add a user (password from {PASSWORD_ENV} or a prompt)"))
     p.add_argument("name", help="the DS user name")
     p.add_argument("--replace", action="store_true", help="change the password of an existing user")
+    add_json_option(p)
     p.set_defaults(func=cmd_user_add)
     p = with_db(usub.add_parser("list", help="list users and their datastores"))
+    add_json_option(p)
     p.set_defaults(func=cmd_user_list)
     p = with_db(usub.add_parser("remove", help="remove a user and all their datastores"))
     p.add_argument("name", help="the DS user name")
+    add_json_option(p)
     p.set_defaults(func=cmd_user_remove)
 
-    p = with_db(dsub.add_parser("sessions", help="recent DS sessions (JSON lines)"))
+    p = with_db(dsub.add_parser("sessions", help="recent DS sessions (--json: JSON lines)"))
+    add_json_option(p, "one JSON object per session (JSON lines)")
     p.add_argument("--limit", type=int, default=20, help="how many sessions, newest first (default 20)")
     p.set_defaults(func=cmd_sessions)
 
@@ -179,6 +217,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--state", default=str(DEFAULT_STATE), metavar="FILE",
                        help=f"where the sync anchors are kept between sessions (default {DEFAULT_STATE}); "
                             "losing it only makes the next two-way push a slow sync")
+        add_json_option(p, "the result as one JSON object")
+        cli_progress.add_progress_options(p)
         return p
 
     p = with_account(dsub.add_parser("push", help="back up an archive file to a DS server (two-way by default)"))

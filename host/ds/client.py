@@ -24,6 +24,7 @@ import logging
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,7 @@ class _Session(ReplyHandling):
         self.sent_items_ok = 0
         self.item_statuses: list[int] = []  # the server's final Status per archive item sent
         self.bytes_sent = self.bytes_received = self.messages = 0
+        self.progress: Callable[[int, int], None] | None = None
         self.slow_sync = False
         self.peer_no_end_of_data = False
 
@@ -193,6 +195,8 @@ class _Session(ReplyHandling):
         self.messages += 1
         self.bytes_sent += len(body)
         self.bytes_received += len(reply.body)
+        if self.progress is not None:
+            self.progress(self.bytes_sent, self.bytes_received)
         try:  # a peer may answer in the other encoding: decode by its Content-Type
             answer = wbxml.decode_wbxml(reply.body, b64_chunks_as_text=True) \
                 if reply.content_type == CONTENT_TYPE_WBXML else codec.decode(reply.body, b64_chunks_as_text=True)
@@ -303,8 +307,11 @@ class DsClient:
     """
 
     def __init__(self, account: DsAccount, state: AnchorStore | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, *,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """progress(bytes sent, bytes received) is called after each message of a session."""
         self.account = account
+        self.progress = progress
         self.store = state if state is not None else AnchorStore(None)
         self.transport = transport if transport is not None else HttpTransport(ca_file=account.ca_file)
         self.key = AnchorStore.key(account.url, account.username, account.datastore)
@@ -312,6 +319,7 @@ class DsClient:
     def _run(self, mode: int, text: str | None, luid: str | None, deletes: list[str] | None = None) -> _Session:
         session = _Session(self.account, self.transport, self.store.get(self.key), mode, text, luid)
         session.deletes = list(deletes or [])
+        session.progress = self.progress
         try:
             try:
                 session.run()
