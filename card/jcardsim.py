@@ -46,8 +46,6 @@ START_SECONDS = 30.0
 class JavaCardUnavailable(SimvaultError):
     """No Java, no Maven, or the jar does not build: the message names the command to run."""
 
-    exit_code = 2
-
 
 # ---- personalisation ------------------------------------------------------------------
 

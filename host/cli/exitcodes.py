@@ -13,6 +13,7 @@ from host.client_errors import (
     NotFoundOnCardError,
     PinError,
 )
+from card.jcardsim import JavaCardUnavailable
 from host.ds.errors import DsNoBackupError, DsTransportError
 from host.errors import (
     ArchiveError,
@@ -53,6 +54,7 @@ _BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (
     (NoAppletError, UNAVAILABLE),
     (TransportError, UNAVAILABLE),
     (DsTransportError, UNAVAILABLE),
+    (JavaCardUnavailable, UNAVAILABLE),  # no Java or Maven, or the applet's jar does not build
     (NotFoundOnCardError, USAGE),       # the id, chunk or key named is not on the card
     (PinError, DENIED),
     (AdminAuthError, DENIED),
