@@ -24,7 +24,9 @@ final class Perso {
     static final short KEYS_LENGTH = 48;
     static final short DEFAULT_BLOCKS = 256;            // 65536 bytes
     static final short MIN_BLOCKS = 64;                 // 16384 bytes
-    static final short MAX_CHUNK_ENTRIES = 1023;        // 32-byte ids in one short-indexed array
+    static final short MAX_CHUNK_ENTRIES = (short) (Chunks.PAGES_MAX * Chunks.PAGE);   // 8192
+    static final short MIN_DEFAULT_ENTRIES = 64;
+    static final short ENTRY_BLOCKS = 8;                // default: one chunk entry per 8 blocks
     static final short DEFAULT_MAX_CHUNK = 16384;
     static final short DEFAULT_MAX_MANIFEST = 8192;
     static final short MIN_MANIFEST = 256;
@@ -71,9 +73,9 @@ final class Perso {
             fail();
         }
         if (chunkEntries < 0) {
-            chunkEntries = (short) (blocks / 8);
-            if (chunkEntries < 64) {
-                chunkEntries = 64;
+            chunkEntries = (short) (blocks / ENTRY_BLOCKS);     // apdu_specs default_chunk_entries
+            if (chunkEntries < MIN_DEFAULT_ENTRIES) {
+                chunkEntries = MIN_DEFAULT_ENTRIES;
             }
             if (chunkEntries > MAX_CHUNK_ENTRIES) {
                 chunkEntries = MAX_CHUNK_ENTRIES;
