@@ -87,7 +87,7 @@ def test_card_full_is_refused_before_the_upload_with_both_numbers_and_the_way_ou
     code, out, err = run(["backup", "--tree", "big.xml", *card], capsys)
     assert code == 1 and err.count("\n") == 1
     m = re.fullmatch(r"simvault: error: card full, nothing written: bytes ran out: this backup needs (\d+) bytes "
-                     r"\((\d+) new chunks \+ manifest, 256-byte blocks\) and \2 chunk entries; the card has (\d+) of "
+                     r"\((\d+) new chunks, manifest, id list; 256-byte blocks\) and \2 chunk entries; the card has (\d+) of "
                      r"\3 bytes and 64 of 64 entries free: delete a backup \('simvault list', 'simvault delete --id "
                      r"ID'\) and, once the old chain is gone, 'simvault backup --full'; back up less \(--scope, "
                      r"--exclude-secrets\); or a bigger card \('simvault card init --capacity BYTES --chunk-entries "

@@ -1,14 +1,17 @@
 """Whether a backup fits a card, asked before the first byte goes up, and what a full card means.
 
-    need = upload_need(new_chunk_sizes, manifest_length, block_size)   # whole blocks, new entries
+    need = upload_need(new_chunk_sizes, manifest_length, chunk_count, block_size)   # blocks, entries
     room = CardRoom.of(card.status())                                  # free/total bytes and entries
     check_fits(room, need)             # CardFullError before BEGIN: both numbers and the way out
     full_message(sw, room, need)       # the same words for a 6A84 / 668B during an upload
 
 A chunk takes whole blocks and one chunk entry however many backups share it; the
 manifest takes whole blocks at COMMIT (apdu_specs/README.md, "Personalisation" and
-GET STATUS). A card of an earlier version reports no entries and no block size: then
-only bytes are checked, in 256-byte blocks.
+GET STATUS). The Python emulator also keeps each backup's chunk id list (32 bytes per
+chunk) in blocks; the Java card reads it from the manifest. It is counted for both: on
+the Java card the check errs on the safe side by those blocks. A card of an earlier
+version reports no entries and no block size: then only bytes are checked, in 256-byte
+blocks.
 """
 from __future__ import annotations
 
@@ -51,9 +54,12 @@ def blocks_bytes(size: int, block_size: int) -> int:
     return -(-size // block_size) * block_size
 
 
-def upload_need(new_chunk_sizes: Iterable[int], manifest_length: int, block_size: int) -> UploadNeed:
+def upload_need(new_chunk_sizes: Iterable[int], manifest_length: int, chunk_count: int,
+                block_size: int) -> UploadNeed:
+    """chunk_count: every chunk of the backup, shared ones too (its id list)."""
     sizes = list(new_chunk_sizes)
-    total = sum(blocks_bytes(s, block_size) for s in sizes) + blocks_bytes(manifest_length, block_size)
+    total = (sum(blocks_bytes(s, block_size) for s in sizes) + blocks_bytes(manifest_length, block_size)
+             + blocks_bytes(C.CHUNK_ID_LENGTH * chunk_count, block_size))
     return UploadNeed(total, len(sizes), len(sizes))
 
 
@@ -64,7 +70,7 @@ def _short(room: CardRoom, need: UploadNeed) -> tuple[bool, bool]:
 
 
 def _numbers(room: CardRoom, need: UploadNeed) -> str:
-    wants = (f"needs {need.bytes} bytes ({need.chunks} new chunks + manifest, {room.block_size}-byte blocks) "
+    wants = (f"needs {need.bytes} bytes ({need.chunks} new chunks, manifest, id list; {room.block_size}-byte blocks) "
              f"and {need.entries} chunk entries; the card has {room.free_bytes} of {room.total_bytes} bytes")
     if room.free_entries is None:
         return wants + " free (it does not report its chunk entries)"

@@ -161,7 +161,8 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
     present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []
     todo = [c for c, here in zip(unknown, present) if not here]
     _all_at_hand(archive, todo)
-    need = upload_need({c.chunk_id: c.size for c in todo}.values(), len(archive.manifest_bytes), room.block_size)
+    need = upload_need({c.chunk_id: c.size for c in todo}.values(), len(archive.manifest_bytes),
+                       len(archive.manifest.chunks), room.block_size)
     check_fits(room, need)
     # BEGIN of another id drops a pending session's chunks: then ask again after it
     try:
