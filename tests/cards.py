@@ -39,12 +39,13 @@ TEST_KEY_ID = key_id(TEST_POINT)
 
 def build_test_card(path: str | os.PathLike[str], *, capacity: int = TEST_CAPACITY,
                     limits: CardLimits | None = None, anchors: list[bytes] | None = None,
-                    journal_capacity: int | None = None, force: bool = False) -> VirtualCard:
+                    journal_capacity: int | None = None, force: bool = False,
+                    chunk_entries: int | None = None) -> VirtualCard:
     """A personalised card image at ``path`` (PIN 1234, PUK 12345678,
     TEST_ADMIN_KEY, trust anchor TEST_POINT) opened as a VirtualCard, powered off."""
     emulator.personalise(Path(path), capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY,
                          [TEST_POINT] if anchors is None else anchors, force=force,
-                         journal_capacity=journal_capacity)
+                         journal_capacity=journal_capacity, chunk_entries=chunk_entries)
     return VirtualCard.open(path, limits)
 
 

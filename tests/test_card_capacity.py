@@ -13,18 +13,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_ADMIN_KEY, TEST_PIN, TEST_PUK
+from cards import build_test_card, emulator_client
 
 from apdu_specs import constants as C
 from apdu_specs.sw import SW
-from card import emulator
-from card.emulator import VirtualCard
 from host.backup import ops
 from host.backup.card_fit import CardRoom, check_fits, upload_need
 from host.backup.keys import generate_identity
-from host.client import BackupCard
 from host.errors import CardFullError, UsageError
-from host.link import EmulatorTransport, Link
 from host.tree.generate import generate_tree
 
 
@@ -42,18 +38,13 @@ def ident(tmp_path):
     return generate_identity(tmp_path / "keys")
 
 
-def make_card(path: Path, ident, capacity: int = 1 << 20, entries: int | None = None) -> VirtualCard:
-    emulator.personalise(path, capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY, [ident.signer.public_point],
-                         chunk_entries=entries)
-    return VirtualCard.open(path)
+def make_card(path: Path, ident, capacity: int = 1 << 20, entries: int | None = None):
+    return build_test_card(path, capacity=capacity, anchors=[ident.signer.public_point], chunk_entries=entries)
 
 
-def open_card(vcard, tracer=None) -> BackupCard:
-    link = Link(EmulatorTransport(vcard), tracer=tracer)
-    link.connect()
-    card = BackupCard(link)
-    card.select()
-    card.verify_pin(TEST_PIN)
+def open_card(vcard, tracer=None):
+    card = emulator_client(vcard)
+    card.link.tracer = tracer
     return card
 
 
@@ -181,3 +172,25 @@ def test_a_card_that_does_not_report_entries_fails_mid_upload_naming_entries(tmp
     card.abort()
     assert real_status().chunks == 0
     vcard.close()
+
+
+def test_cli_init_takes_chunk_entries_and_status_shows_both(tmp_path, capsys, monkeypatch):
+    import json
+
+    from cards import run_cli
+    from host.cli import card as cli_card
+    monkeypatch.chdir(tmp_path)
+    init = ["card", "init", "--pin", "2468", "--puk", "13572468", "--admin-key-file", "admin.key"]
+    code, out, err = run_cli([*init, "--image", "c.img", "--chunk-entries", "100"], capsys, cli_card)
+    assert code == 0, err
+    assert out.endswith(", 0 trust anchor(s), 100 chunk entries\n")
+    code, out, err = run_cli(["card", "status", "--emulator", "c.img"], capsys, cli_card)
+    assert code == 0, err
+    assert "bytes free; 100 of 100 chunk entries free\n" in out
+    doc = json.loads(run_cli(["card", "status", "--json", "--emulator", "c.img"], capsys, cli_card)[1])
+    assert (doc["chunk_entries"], doc["free_entries"], doc["block_size"]) == (100, 100, 256)
+    for bad in ("0", "8193"):
+        code, out, err = run_cli([*init, "--image", "bad.img", "--chunk-entries", bad], capsys, cli_card)
+        assert code == 2 and err == (f"simvault: error: chunk entries {bad}: 1 to 8192 (default one per 2048 "
+                                     "bytes of capacity, at least 64)\n")
+        assert not (tmp_path / "bad.img").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, TEST_PUK, build_test_card, run_cli
+from cards import TEST_PIN, TEST_PUK, build_test_card, emulator_client, run_cli
 
 from host.cli import backup as cli_backup
 from host.cli import card as cli_card
@@ -100,17 +100,9 @@ def test_card_full_is_refused_before_the_upload_with_both_numbers_and_the_way_ou
 
 def test_abort_upload_frees_an_interrupted_uploads_memory(env, capsys):
     from apdu_specs.manifest import key_id
-    from host.client import BackupCard
-    from host.link import EmulatorTransport, Link
-    from card.emulator import VirtualCard
-    build_test_card(env / "c.img").close()
     card = ["--emulator", "c.img"]
-    vcard = VirtualCard.open(env / "c.img")
-    link = Link(EmulatorTransport(vcard))
-    link.connect()
-    bc = BackupCard(link)
-    bc.select()
-    bc.verify_pin(TEST_PIN)
+    vcard = build_test_card(env / "c.img")
+    bc = emulator_client(vcard)
     bc.begin_backup(b"\x01" * 16, 7, 300)
     bc.put_chunk(key_id(b"x") * 4, b"x" * 5000)       # an upload cut short after one chunk
     vcard.close()
