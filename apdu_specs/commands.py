@@ -72,17 +72,18 @@ GET_STATUS_RESPONSE = struct_codec("GET_STATUS_RESPONSE", Struct(
     # in the 31-byte answer of earlier cards
     "chunk_entries" / Optional(Int32ub),
     "block_size" / Optional(Int16ub),
+    "max_manifest" / Optional(Int32ub),
 ), [("01" "07" "00" "03" "03" "0A" "00" "00100000" "00080000" "02" "10" "00000005" "01" "0000000000000009" "00"
-     "00000200" "0100",
+     "00000200" "0100" "00002000",
      {"applet_version": 1, "life_cycle": 7, "pin_verified": False, "pin_tries": 3, "pin_max_tries": 3,
       "puk_tries": 10, "admin_authenticated": False, "capacity": 0x100000, "free": 0x80000, "backups": 2,
       "max_backups": 16, "chunks": 5, "anchors": 1, "highest_sequence": 9, "session_active": False,
-      "chunk_entries": 512, "block_size": 256}),
+      "chunk_entries": 512, "block_size": 256, "max_manifest": 8192}),
     ("01" "07" "00" "03" "03" "0A" "00" "00100000" "00080000" "02" "10" "00000005" "01" "0000000000000009" "00",
      {"applet_version": 1, "life_cycle": 7, "pin_verified": False, "pin_tries": 3, "pin_max_tries": 3,
       "puk_tries": 10, "admin_authenticated": False, "capacity": 0x100000, "free": 0x80000, "backups": 2,
       "max_backups": 16, "chunks": 5, "anchors": 1, "highest_sequence": 9, "session_active": False,
-      "chunk_entries": None, "block_size": None})])
+      "chunk_entries": None, "block_size": None, "max_manifest": None})])
 
 # --- backup upload --------------------------------------------------------------
 

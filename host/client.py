@@ -70,6 +70,7 @@ class CardStatus:
     session_active: bool
     chunk_entries: int | None = None      # None: a card before install parameter 07 was reported
     block_size: int | None = None
+    max_manifest: int | None = None       # the longest manifest BEGIN BACKUP takes
 
     @property
     def free_entries(self) -> int | None:

@@ -194,3 +194,18 @@ def test_cli_init_takes_chunk_entries_and_status_shows_both(tmp_path, capsys, mo
         assert code == 2 and err == (f"simvault: error: chunk entries {bad}: 1 to 8192 (default one per 2048 "
                                      "bytes of capacity, at least 64)\n")
         assert not (tmp_path / "bad.img").exists()
+
+
+def test_a_manifest_longer_than_the_card_takes_is_refused_first():
+    """The Java card's manifest buffer (install parameter 09, reported in GET STATUS) bounds the
+    chunks of one backup: a 2 MB archive of 16 KiB chunks has a manifest over the old 8192."""
+    room = CardRoom(free_bytes=4 << 20, total_bytes=4 << 20, free_entries=2048, total_entries=2048,
+                    block_size=256, max_manifest=8192)
+    need = upload_need([16384] * 124, 8574, 124, 256)
+    with pytest.raises(CardFullError) as exc:
+        check_fits(room, need)
+    assert str(exc.value) == ("nothing written: this backup's manifest (8574 bytes for 124 chunks) is longer than "
+                              "the card takes (8192 bytes, install parameter 09): back up less at a time (--scope), "
+                              "or install the applet with a larger 09 (up to 32767: about 480 chunks); the Python "
+                              "emulator takes 256 KiB")
+    check_fits(dataclasses.replace(room, max_manifest=C.default_max_manifest(4 << 20)), need)   # 32767 now

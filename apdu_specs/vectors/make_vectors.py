@@ -130,18 +130,20 @@ ENTRY_MASK = bytes([0xFF] * (K.BACKUP_ENTRY.sizeof() - 4) + [0] * 4)     # store
 
 def status(**changes: object) -> tuple[bytes, bytes]:
     """GET STATUS of the test card with ``changes``; mask: capacity and free memory (what the
-    store's own tables take is the implementation's)."""
+    store's own tables take is the implementation's) and the largest manifest (the Java card's
+    buffer, install parameter 09; the emulator's 256 KiB)."""
     fields = {"applet_version": C.APPLET_VERSION, "life_cycle": int(C.LifeCycle.PERSONALISED),
               "pin_verified": False, "pin_tries": C.PIN_MAX_TRIES, "pin_max_tries": C.PIN_MAX_TRIES,
               "puk_tries": C.PUK_MAX_TRIES, "admin_authenticated": False, "capacity": CAPACITY, "free": 0,
               "backups": 0, "max_backups": C.MAX_BACKUPS, "chunks": 0, "anchors": 1, "highest_sequence": 0,
               "session_active": False, "chunk_entries": C.default_chunk_entries(CAPACITY),
-              "block_size": C.BLOCK_SIZE}
+              "block_size": C.BLOCK_SIZE, "max_manifest": C.default_max_manifest(CAPACITY)}
     fields.update(changes)
     data = K.GET_STATUS_RESPONSE.encode(fields)
     mask = bytearray(b"\xff" * len(data))
     capacity_at = 7                                   # after the seven 1-byte fields
     mask[capacity_at:capacity_at + 8] = b"\x00" * 8   # capacity, free
+    mask[-4:] = b"\x00" * 4                           # max manifest
     return data, bytes(mask)
 
 

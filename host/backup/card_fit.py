@@ -1,9 +1,10 @@
 """Whether a backup fits a card, asked before the first byte goes up, and what a full card means.
 
     need = upload_need(new_chunk_sizes, manifest_length, chunk_count, block_size)   # blocks, entries
-    room = CardRoom.of(card.status())                                  # free/total bytes and entries
+    room = CardRoom.of(card.status())               # free/total bytes and entries, max manifest
     check_fits(room, need)             # CardFullError before BEGIN: both numbers and the way out
     full_message(sw, room, need)       # the same words for a 6A84 / 668B during an upload
+    manifest_too_long(length, limit, chunk_count)   # what a 6A84 to BEGIN BACKUP means
 
 A chunk takes whole blocks and one chunk entry however many backups share it; the
 manifest takes whole blocks at COMMIT (apdu_specs/README.md, "Personalisation" and
@@ -30,9 +31,10 @@ WAY_OUT = ("delete a backup ('simvault list', 'simvault delete --id ID') and, on
 
 @dataclass(frozen=True)
 class UploadNeed:
-    bytes: int            # new chunks and the manifest, each rounded up to whole blocks
-    entries: int          # new chunk entries (chunks not yet on the card)
-    chunks: int           # the same count, for the message
+    bytes: int            # new chunks, manifest and id list, each rounded up to whole blocks
+    entries: int          # new chunk entries: the chunks not yet on the card
+    chunk_count: int      # every chunk of the backup
+    manifest: int         # the manifest's length (BEGIN BACKUP announces it)
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,13 @@ class CardRoom:
     free_entries: int | None          # None: a card that does not report its chunk table
     total_entries: int | None
     block_size: int
+    max_manifest: int | None = None   # None: not reported (BEGIN BACKUP is the judge)
 
     @classmethod
     def of(cls, status: Any) -> CardRoom:
         entries = getattr(status, "chunk_entries", None)
         return cls(status.free, status.capacity, None if entries is None else max(0, entries - status.chunks),
-                   entries, getattr(status, "block_size", None) or C.BLOCK_SIZE)
+                   entries, getattr(status, "block_size", None) or C.BLOCK_SIZE, getattr(status, "max_manifest", None))
 
 
 def blocks_bytes(size: int, block_size: int) -> int:
@@ -60,7 +63,7 @@ def upload_need(new_chunk_sizes: Iterable[int], manifest_length: int, chunk_coun
     sizes = list(new_chunk_sizes)
     total = (sum(blocks_bytes(s, block_size) for s in sizes) + blocks_bytes(manifest_length, block_size)
              + blocks_bytes(C.CHUNK_ID_LENGTH * chunk_count, block_size))
-    return UploadNeed(total, len(sizes), len(sizes))
+    return UploadNeed(total, len(sizes), chunk_count, manifest_length)
 
 
 def _short(room: CardRoom, need: UploadNeed) -> tuple[bool, bool]:
@@ -70,7 +73,7 @@ def _short(room: CardRoom, need: UploadNeed) -> tuple[bool, bool]:
 
 
 def _numbers(room: CardRoom, need: UploadNeed) -> str:
-    wants = (f"needs {need.bytes} bytes ({need.chunks} new chunks, manifest, id list; {room.block_size}-byte blocks) "
+    wants = (f"needs {need.bytes} bytes ({need.entries} new chunks, manifest, id list; {room.block_size}-byte blocks) "
              f"and {need.entries} chunk entries; the card has {room.free_bytes} of {room.total_bytes} bytes")
     if room.free_entries is None:
         return wants + " free (it does not report its chunk entries)"
@@ -83,8 +86,18 @@ def _what(bytes_short: bool, entries_short: bool) -> str:
     return "chunk entries ran out" if entries_short else "bytes ran out"
 
 
+def manifest_too_long(length: int, limit: int | None, chunk_count: int) -> str:
+    return (f"this backup's manifest ({length} bytes for {chunk_count} chunks) is longer than the card takes"
+            + (f" ({limit} bytes, install parameter 09)" if limit is not None else " (BEGIN BACKUP answered 6A84)")
+            + ": back up less at a time (--scope), or install the applet with a larger 09 (up to 32767: about 480 "
+            "chunks); the Python emulator takes 256 KiB")
+
+
 def check_fits(room: CardRoom, need: UploadNeed) -> None:
     """CardFullError (nothing sent yet) when the card cannot take need."""
+    if room.max_manifest is not None and need.manifest > room.max_manifest:
+        raise CardFullError("nothing written: " + manifest_too_long(need.manifest, room.max_manifest, need.chunk_count),
+                            SW.NOT_ENOUGH_MEMORY)
     bytes_short, entries_short = _short(room, need)
     if bytes_short or entries_short:
         sw = SW.CHUNK_TABLE_FULL if entries_short and not bytes_short else SW.NOT_ENOUGH_MEMORY

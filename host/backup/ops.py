@@ -26,6 +26,7 @@ from typing import Any
 
 from apdu_specs import constants as C
 from apdu_specs.manifest import verify_raw
+from apdu_specs.sw import SW
 from host.archive import DEFAULT_POLICY, Archive, RebasePolicy, make_archive, make_layered_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
@@ -45,7 +46,7 @@ from host.backup.files import (  # noqa: F401 - part of this module's API
     read_tree_file,
     write_archive_file,
 )
-from host.backup.card_fit import FULL_SWS, CardRoom, check_fits, full_message, upload_need
+from host.backup.card_fit import FULL_SWS, CardRoom, check_fits, full_message, manifest_too_long, upload_need
 from host.backup.keys import Identity
 from host.backup.restore import (  # noqa: F401 - part of this module's API
     IDENTITY_URIS,
@@ -175,7 +176,12 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
 
 def _upload(card: Any, archive: Archive, progress: Progress | None, unknown: list, todo: list | None) -> UploadReport:
     m = archive.manifest
-    begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
+    try:
+        begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
+    except CardError as err:        # BEGIN reserves nothing: its 6A84 is the manifest's length
+        if err.sw != SW.NOT_ENOUGH_MEMORY:
+            raise
+        raise CardFullError(manifest_too_long(len(archive.manifest_bytes), None, len(m.chunks)), err.sw) from None
     resumed = bool(_field(begin, "resumed", False))
     if todo is None:
         present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []

@@ -39,7 +39,8 @@ final class Info {
         return Util.setShort(buf, o, value);
     }
 
-    /** GET_STATUS_RESPONSE (37 bytes: the 31 of earlier versions, chunk entries u32, block size u16). */
+    /** GET_STATUS_RESPONSE (41 bytes: the 31 of earlier versions, chunk entries u32, block size u16,
+     *  max manifest u32). */
     void getStatus(APDU apdu, byte[] buf) {
         BackupApplet.requireP1P2Zero(buf);
         byte tries = applet.credentials.pinTries();
@@ -63,6 +64,8 @@ final class Info {
         o = Util.setShort(buf, o, (short) 0);
         o = Util.setShort(buf, o, applet.store.chunks.max);
         o = Util.setShort(buf, o, Pool.BLOCK);
+        o = Util.setShort(buf, o, (short) 0);
+        o = Util.setShort(buf, o, applet.store.maxManifest);
         applet.io.send(apdu, buf, (short) 0, o);
     }
 

@@ -173,11 +173,12 @@ class AppletTest {
         TestCard c = TestCard.personalised(0x7FFF00, String.format("0702%04X", entries));
         c.selectAndVerify();
         byte[] s = status(c);
-        assertEquals(37, s.length);
+        assertEquals(41, s.length);
         assertEquals(0x7FFF00, u32At(s, 7));
         assertEquals(0x7FFF00, u32At(s, 11), "every block free");
         assertEquals(entries, u32At(s, 31));
         assertEquals(256, ((s[35] & 0xFF) << 8) | (s[36] & 0xFF));
+        assertEquals(32767, u32At(s, 37), "manifest buffer: store / 128, at most 32767");
         c.expect(0x9000, 0x80, 0x20, 0, 0, concat(ID_A, u64(1), u32(300)), 0);
         for (int i = 0; i < entries; i++) {
             byte[] chunk = bytes(10, 1000 + i);
