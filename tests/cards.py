@@ -73,7 +73,8 @@ def record_personalisations() -> None:
         p = a.arguments
         PERSONALISED[Path(p["image_path"]).resolve()] = Personalisation(
             pin=p["pin"], puk=p["puk"], admin_key=bytes(p["admin_key"]), trust_anchors=tuple(p["trust_anchors"]),
-            capacity=p["capacity"], admin_key_version=p.get("admin_key_version", 1))
+            capacity=p["capacity"], admin_key_version=p.get("admin_key_version", 1),
+            chunk_entries=p.get("chunk_entries"))
 
     personalise.records_personalisation = True          # type: ignore[attr-defined]
     emulator.personalise = personalise
