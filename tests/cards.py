@@ -155,6 +155,13 @@ def emulator_client(card: VirtualCard, pin: bool = True):
     return BackupCard.connect(EmulatorTransport(card), TEST_PIN if pin else None)
 
 
+def pcsc_card(reader: str):
+    """A BackupCard on a PC/SC reader (pcscd): connected, selected, the PIN verified."""
+    from host.client import BackupCard
+    from host.link import PcscTransport
+    return BackupCard.connect(PcscTransport(reader), TEST_PIN)
+
+
 def upload(client, backup: TestBackup, commit: bool = True):
     """BEGIN, the missing chunks, the manifest, COMMIT (the entry) or None."""
     client.begin_backup(backup.backup_id, backup.sequence, len(backup.manifest))

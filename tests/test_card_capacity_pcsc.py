@@ -11,26 +11,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, build_test_card
+from cards import build_test_card, pcsc_card
 
 from apdu_specs.sw import SW
 from host.backup import ops
 from host.backup.keys import generate_identity
-from host.client import BackupCard
 from host.errors import CardFullError
-from host.link import Link, PcscTransport
 from host.tree.generate import generate_tree
 
 pytestmark = pytest.mark.pcsc
-
-
-def pcsc_card(reader: str) -> BackupCard:
-    link = Link(PcscTransport(reader))
-    link.connect()
-    card = BackupCard(link)
-    card.select()
-    card.verify_pin(TEST_PIN)
-    return card
 
 
 def random_tree(blobs: int):
