@@ -209,3 +209,39 @@ def test_a_manifest_longer_than_the_card_takes_is_refused_first():
                               "or install the applet with a larger 09 (up to 32767: about 480 chunks); the Python "
                               "emulator takes 256 KiB")
     check_fits(dataclasses.replace(room, max_manifest=C.default_max_manifest(4 << 20)), need)   # 32767 now
+
+
+def test_a_card_that_refuses_the_manifest_at_begin_says_so(tmp_path, ident, monkeypatch):
+    """A card that does not report its manifest limit answers 6A84 to BEGIN BACKUP: the host
+    names the manifest's length, not the bytes (BEGIN reserves none), and nothing is open."""
+    from card import store as card_store
+    vcard = make_card(tmp_path / "c.img", ident)
+    card = open_card(vcard)
+    monkeypatch.setattr(card_store, "MAX_MANIFEST", 1000)        # the emulator's limit, as a small card's
+    real_status = card.status
+    monkeypatch.setattr(card, "status", lambda: dataclasses.replace(real_status(), max_manifest=None))
+    archive = ops.backup_tree(blob_tree(30, 500), ident, max_chunk_size=1024, archive_format=1)
+    assert len(archive.manifest_bytes) > 1000
+    with pytest.raises(CardFullError) as exc:
+        ops.backup_to_card(card, archive)
+    assert exc.value.sw == SW.NOT_ENOUGH_MEMORY
+    assert str(exc.value).startswith(f"this backup's manifest ({len(archive.manifest_bytes)} bytes for "
+                                     f"{len(archive.manifest.chunks)} chunks) is longer than the card takes "
+                                     "(BEGIN BACKUP answered 6A84): ")
+    assert not real_status().session_active and real_status().chunks == 0
+    vcard.close()
+
+
+def test_a_card_with_every_backup_slot_used_is_refused_first(tmp_path, ident):
+    vcard = make_card(tmp_path / "c.img", ident)
+    card = open_card(vcard)
+    tree = generate_tree(500, 3)
+    for i in range(C.MAX_BACKUPS):
+        tree.replace("./DevInfo/DevId", f"IMEI:{i:015d}")          # another device each time: full backups
+        ops.backup_tree_to_card(card, tree, ident, incremental=False)
+    before = card.status()
+    assert before.backups == before.max_backups == C.MAX_BACKUPS
+    with pytest.raises(CardFullError, match=r"^card full, nothing written: every backup slot is used: delete"):
+        ops.backup_tree_to_card(card, tree, ident, incremental=False)
+    assert card.status() == before
+    vcard.close()

@@ -45,12 +45,14 @@ class CardRoom:
     total_entries: int | None
     block_size: int
     max_manifest: int | None = None   # None: not reported (BEGIN BACKUP is the judge)
+    free_slots: int | None = None     # directory slots (max backups - backups)
 
     @classmethod
     def of(cls, status: Any) -> CardRoom:
         entries = getattr(status, "chunk_entries", None)
         return cls(status.free, status.capacity, None if entries is None else max(0, entries - status.chunks),
-                   entries, getattr(status, "block_size", None) or C.BLOCK_SIZE, getattr(status, "max_manifest", None))
+                   entries, getattr(status, "block_size", None) or C.BLOCK_SIZE, getattr(status, "max_manifest", None),
+                   status.max_backups - status.backups)
 
 
 def blocks_bytes(size: int, block_size: int) -> int:
@@ -95,6 +97,9 @@ def manifest_too_long(length: int, limit: int | None, chunk_count: int) -> str:
 
 def check_fits(room: CardRoom, need: UploadNeed) -> None:
     """CardFullError (nothing sent yet) when the card cannot take need."""
+    if room.free_slots is not None and room.free_slots <= 0:
+        raise CardFullError("card full, nothing written: every backup slot is used: delete a backup ('simvault "
+                            "list', 'simvault delete --id ID')", SW.NOT_ENOUGH_MEMORY)
     if room.max_manifest is not None and need.manifest > room.max_manifest:
         raise CardFullError("nothing written: " + manifest_too_long(need.manifest, room.max_manifest, need.chunk_count),
                             SW.NOT_ENOUGH_MEMORY)

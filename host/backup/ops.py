@@ -149,7 +149,8 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
                    known_on_card: Iterable[bytes] = ()) -> UploadReport:
     """Upload archive to a selected, PIN-verified BackupCard: first whether it fits
     (GET STATUS, QUERY CHUNKS: free bytes and chunk entries against the new chunks and
-    the manifest in whole blocks; CardFullError before anything is written), then BEGIN
+    the manifest in whole blocks, a free backup slot, the card's manifest limit;
+    host.backup.card_fit; CardFullError before anything is written), then BEGIN
     (resumes an interrupted upload of the same id), PUT CHUNK for the missing ones
     only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence.
     known_on_card: chunk ids the caller knows the card holds (those of a committed
@@ -165,23 +166,29 @@ def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None
     need = upload_need({c.chunk_id: c.size for c in todo}.values(), len(archive.manifest_bytes),
                        len(archive.manifest.chunks), room.block_size)
     check_fits(room, need)
+    begin = _begin(card, archive)
     # BEGIN of another id drops a pending session's chunks: then ask again after it
     try:
-        return _upload(card, archive, progress, unknown, None if status.session_active else todo)
+        return _upload(card, archive, begin, progress, unknown, None if status.session_active else todo)
     except CardError as err:
         if err.sw not in FULL_SWS:
             raise
         raise CardFullError(full_message(err.sw, room, need), err.sw) from None
 
 
-def _upload(card: Any, archive: Archive, progress: Progress | None, unknown: list, todo: list | None) -> UploadReport:
+def _begin(card: Any, archive: Archive) -> Any:
     m = archive.manifest
     try:
-        begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
+        return card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
     except CardError as err:        # BEGIN reserves nothing: its 6A84 is the manifest's length
         if err.sw != SW.NOT_ENOUGH_MEMORY:
             raise
         raise CardFullError(manifest_too_long(len(archive.manifest_bytes), None, len(m.chunks)), err.sw) from None
+
+
+def _upload(card: Any, archive: Archive, begin: Any, progress: Progress | None, unknown: list,
+            todo: list | None) -> UploadReport:
+    m = archive.manifest
     resumed = bool(_field(begin, "resumed", False))
     if todo is None:
         present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []
