@@ -11,8 +11,10 @@ from construct import (
     GreedyBytes,
     GreedyRange,
     Int8ub,
+    Int16ub,
     Int32ub,
     Int64ub,
+    Optional,
     Struct,
 )
 
@@ -66,10 +68,22 @@ GET_STATUS_RESPONSE = struct_codec("GET_STATUS_RESPONSE", Struct(
     "anchors" / Int8ub,
     "highest_sequence" / Int64ub,
     "session_active" / Flag,
-), [("01" "07" "00" "03" "03" "0A" "00" "00100000" "00080000" "02" "10" "00000005" "01" "0000000000000009" "00",
+    # appended in applet version 1 with the chunk-entries install parameter; absent (None)
+    # in the 31-byte answer of earlier cards
+    "chunk_entries" / Optional(Int32ub),
+    "block_size" / Optional(Int16ub),
+    "max_manifest" / Optional(Int32ub),
+), [("01" "07" "00" "03" "03" "0A" "00" "00100000" "00080000" "02" "10" "00000005" "01" "0000000000000009" "00"
+     "00000200" "0100" "00002000",
      {"applet_version": 1, "life_cycle": 7, "pin_verified": False, "pin_tries": 3, "pin_max_tries": 3,
       "puk_tries": 10, "admin_authenticated": False, "capacity": 0x100000, "free": 0x80000, "backups": 2,
-      "max_backups": 16, "chunks": 5, "anchors": 1, "highest_sequence": 9, "session_active": False})])
+      "max_backups": 16, "chunks": 5, "anchors": 1, "highest_sequence": 9, "session_active": False,
+      "chunk_entries": 512, "block_size": 256, "max_manifest": 8192}),
+    ("01" "07" "00" "03" "03" "0A" "00" "00100000" "00080000" "02" "10" "00000005" "01" "0000000000000009" "00",
+     {"applet_version": 1, "life_cycle": 7, "pin_verified": False, "pin_tries": 3, "pin_max_tries": 3,
+      "puk_tries": 10, "admin_authenticated": False, "capacity": 0x100000, "free": 0x80000, "backups": 2,
+      "max_backups": 16, "chunks": 5, "anchors": 1, "highest_sequence": 9, "session_active": False,
+      "chunk_entries": None, "block_size": None, "max_manifest": None})])
 
 # --- backup upload --------------------------------------------------------------
 

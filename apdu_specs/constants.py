@@ -80,6 +80,30 @@ MAX_CHUNK_SIZE = 65535
 MAX_MANIFEST_SIZE = 1 << 20
 DEVICE_ID_MAX = 64
 
+# Chunk table (install parameter 07 / `card init --chunk-entries`): one entry per chunk
+# stored, shared by every backup that references it. Default: one entry per
+# CHUNK_ENTRY_BLOCKS blocks of the store (a chunk of 2 KiB on average), within the bounds.
+BLOCK_SIZE = 256
+CHUNK_ENTRY_BLOCKS = 8
+CHUNK_ENTRIES_MIN = 64            # the default's floor (an explicit value may be smaller: 1)
+CHUNK_ENTRIES_MAX = 8192          # the Java applet keeps them in 256-entry pages (32 pages)
+
+
+# The Java card's manifest buffer (install parameter 09; one short-indexed array, so at most
+# 32767 bytes: about 480 chunks per backup). Default: 1/128 of the store within the bounds.
+# The Python emulator takes any manifest up to 256 KiB. Both report theirs in GET STATUS.
+MANIFEST_BUFFER_MIN, MANIFEST_BUFFER_MAX = 8192, 32767
+
+
+def default_max_manifest(store_bytes: int) -> int:
+    """The Java card's manifest buffer for a store of store_bytes when 09 is not given."""
+    return max(MANIFEST_BUFFER_MIN, min(MANIFEST_BUFFER_MAX, store_bytes // 128))
+
+
+def default_chunk_entries(store_bytes: int) -> int:
+    """The chunk table size both cards choose for a store of store_bytes when none is given."""
+    return max(CHUNK_ENTRIES_MIN, min(CHUNK_ENTRIES_MAX, store_bytes // (BLOCK_SIZE * CHUNK_ENTRY_BLOCKS)))
+
 # SCP03-style secure channel
 SCP_KEY_LENGTH = 16
 SCP_CHALLENGE_LENGTH = 8

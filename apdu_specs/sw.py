@@ -42,6 +42,7 @@ class SW(IntEnum):
     SIGNATURE_INVALID = 0x6688
     CHUNK_HASH_MISMATCH = 0x6689
     SEQUENCE_ROLLBACK = 0x668A
+    CHUNK_TABLE_FULL = 0x668B
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ _MEANINGS: dict[int, str] = {
     SW.WRONG_DATA: "incorrect data field (malformed command data or manifest)",
     SW.FUNCTION_NOT_SUPPORTED: "function not supported",
     SW.FILE_NOT_FOUND: "application not found",
-    SW.NOT_ENOUGH_MEMORY: "not enough memory on the card: delete a backup",
+    SW.NOT_ENOUGH_MEMORY: "card full: not enough free bytes on the card: delete a backup",
     SW.INCORRECT_P1P2: "incorrect P1-P2",
     SW.REFERENCED_DATA_NOT_FOUND: "referenced data not found (no such backup, chunk or key)",
     SW.DATA_ALREADY_EXISTS: "data already exists on the card",
@@ -80,6 +81,7 @@ _MEANINGS: dict[int, str] = {
     SW.SIGNATURE_INVALID: "manifest signature invalid: tampered or signed by another key",
     SW.CHUNK_HASH_MISMATCH: "a chunk on the card does not match the manifest hash: tampered or foreign chunk",
     SW.SEQUENCE_ROLLBACK: "sequence number not above the newest committed backup: rollback refused",
+    SW.CHUNK_TABLE_FULL: "card full: no free chunk entry on the card (its bytes may still be free): delete a backup",
 }
 
 

@@ -177,6 +177,8 @@ class BackupApplet:
             "backups": committed, "max_backups": stats.max_backups, "chunks": stats.chunks,
             "anchors": len(store.list_anchors()), "highest_sequence": store.high_water_mark,
             "session_active": store.session() is not None,
+            "chunk_entries": stats.max_chunks, "block_size": stats.block_size,
+            "max_manifest": min(S.MAX_MANIFEST, C.MAX_MANIFEST_SIZE),
         })
 
     # ---- upload ----------------------------------------------------------------

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from apdu_specs.constants import BLOCK_SIZE, CHUNK_ENTRIES_MAX, CHUNK_ENTRIES_MIN, CHUNK_ENTRY_BLOCKS
 from apdu_specs.manifest import key_id
 from card.applet import BackupApplet
 from card.nvm import FaultInjector, PersistentMemory, PowerLoss
@@ -149,16 +150,25 @@ class ImageLock:
             self._fd = None
 
 
+def check_chunk_entries(entries: int | None) -> None:
+    """UsageError for a chunk table size neither card takes (None: the default)."""
+    if entries is not None and not 1 <= entries <= CHUNK_ENTRIES_MAX:
+        raise UsageError(f"chunk entries {entries}: 1 to {CHUNK_ENTRIES_MAX} (default one per "
+                         f"{BLOCK_SIZE * CHUNK_ENTRY_BLOCKS} bytes of capacity, at least {CHUNK_ENTRIES_MIN})")
+
+
 def personalise(image_path: str | os.PathLike[str], capacity: int, pin: str, puk: str, admin_key: bytes,
                 trust_anchors: Sequence[bytes] = (), *, force: bool = False, admin_key_version: int = 1,
-                journal_capacity: int | None = None) -> None:
+                journal_capacity: int | None = None, chunk_entries: int | None = None) -> None:
     """Create a new personalised card image: blank store, PIN, PUK, admin key
-    (16 bytes, AES-128) and trust anchors (uncompressed P-256 points).
+    (16 bytes, AES-128) and trust anchors (uncompressed P-256 points); chunk_entries:
+    the chunk table (None: apdu_specs default_chunk_entries(capacity), as the Java card).
     An existing image is refused unless ``force``."""
     path = Path(image_path)
     if capacity < MIN_CAPACITY:
         raise UsageError(f"card capacity {capacity} bytes is too small: at least {MIN_CAPACITY} bytes "
                          f"(default {DEFAULT_CAPACITY})")
+    check_chunk_entries(chunk_entries)
     if path.exists():
         if not force:
             raise UsageError(f"{path} already exists: it may hold backups; pass --force to overwrite it")
@@ -169,7 +179,7 @@ def personalise(image_path: str | os.PathLike[str], capacity: int, pin: str, puk
     tmp.unlink(missing_ok=True)
     nvm = PersistentMemory.create(tmp, capacity, journal_capacity)
     try:
-        store = BackupStore.format(nvm)
+        store = BackupStore.format(nvm, max_chunks=chunk_entries)
         store.personalise(pin.encode("ascii"), puk.encode("ascii"), bytes(admin_key), admin_key_version)
         for point in trust_anchors:
             store.add_anchor(key_id(bytes(point)), bytes(point))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from card.emulator import check_chunk_entries
 from host.errors import SimvaultError, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +93,7 @@ class Personalisation:
         for point in self.trust_anchors:
             if len(point) != 65 or point[0] != 0x04:
                 raise UsageError("a trust anchor is an uncompressed P-256 point (65 bytes, 04...)")
+        check_chunk_entries(self.chunk_entries)
         if not 16384 <= self.capacity < 1 << 23:
             raise UsageError(f"store size {self.capacity}: 16384 bytes to 8 MiB for the Java card")
         if len(self.install_params()) > INSTALL_DATA_MAX:

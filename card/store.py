@@ -19,6 +19,7 @@ import heapq
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from apdu_specs.constants import CHUNK_ENTRIES_MAX, default_chunk_entries
 from card import store_check
 from card.alloc import NO_BLOCK, AllocatorFull, BlockAllocator
 from card.nvm import JREC_OVERHEAD, JournalFull, PersistentMemory, PowerLoss
@@ -62,6 +63,7 @@ from card.store_layout import (
     ChunkInfo,
     ChunkNotFound,
     ChunkState,
+    ChunkTableFull,
     InvalidArgument,
     LifeCycle,
     NoSession,
@@ -95,6 +97,7 @@ __all__ = [
     "ChunkInfo",
     "ChunkNotFound",
     "ChunkState",
+    "ChunkTableFull",
     "InvalidArgument",
     "LifeCycle",
     "NoSession",
@@ -134,7 +137,9 @@ class BackupStore(BackupsMixin, CredentialsMixin):
         off_dir = off_anchors + MAX_ANCHORS * ANCHOR_SIZE
         off_chunks = off_dir + MAX_BACKUPS * DIR_SIZE
         if max_chunks is None:
-            max_chunks = max(64, nvm.capacity // 2048)
+            max_chunks = default_chunk_entries(nvm.capacity)
+        if not 1 <= max_chunks <= CHUNK_ENTRIES_MAX:
+            raise InvalidArgument(f"{max_chunks} chunk entries: 1 to {CHUNK_ENTRIES_MAX}")
         off_fat = off_chunks + max_chunks * CHUNK_SIZE
         # FAT (4 bytes) + block (block_size) per block, blocks aligned
         room = nvm.capacity - off_fat - block_size
@@ -330,7 +335,7 @@ class BackupStore(BackupsMixin, CredentialsMixin):
         if chunk_id in self._chunks:
             raise ChunkExists(f"chunk {chunk_id.hex()[:16]} is already on the card")
         if not self._free_slots:
-            raise StoreFull(f"the chunk table ({self.max_chunks} entries) is full: delete a backup")
+            raise ChunkTableFull(f"the chunk table ({self.max_chunks} entries) is full: delete a backup")
         sha = hashlib.sha256(data).digest()
         blocks = self._reserve(len(data))
         cost = _RC_COST + self.alloc.fat_journal_cost(blocks)

@@ -157,8 +157,13 @@ class StoreError(SimvaultError):
 
 
 class StoreFull(StoreError):
-    """No space (blocks, chunk table, directory, anchors or journal)."""
+    """No space (blocks, directory, anchors or journal)."""
     sw = 0x6A84
+
+
+class ChunkTableFull(StoreFull):
+    """Every chunk entry is taken (the bytes may still be free): apdu_specs CHUNK_TABLE_FULL."""
+    sw = 0x668B
 
 
 class InvalidArgument(StoreError):

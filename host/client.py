@@ -68,6 +68,13 @@ class CardStatus:
     anchors: int
     highest_sequence: int
     session_active: bool
+    chunk_entries: int | None = None      # None: a card before install parameter 07 was reported
+    block_size: int | None = None
+    max_manifest: int | None = None       # the longest manifest BEGIN BACKUP takes
+
+    @property
+    def free_entries(self) -> int | None:
+        return None if self.chunk_entries is None else max(0, self.chunk_entries - self.chunks)
 
     @property
     def life_cycle_name(self) -> str:

@@ -5,7 +5,7 @@ from the status word with a one-line message saying what went wrong and what to 
 from __future__ import annotations
 
 from apdu_specs.sw import SW, describe, pin_tries
-from host.errors import CardError, PinError
+from host.errors import CardError, CardFullError, PinError
 
 class WrongPinError(PinError):
     """Wrong PIN or PUK; ``tries_left`` tries remain."""
@@ -43,10 +43,6 @@ class AlreadyOnCardError(CardError):
     """The chunk (or backup id) is already on the card (6A89)."""
 
 
-class CardFullError(CardError):
-    """Not enough memory on the card (6A84)."""
-
-
 class BackupRejectedError(CardError):
     """COMMIT refused: signature, untrusted signer, rollback, chunk hash (6688/6984/668A/6689)."""
 
@@ -66,6 +62,7 @@ _ERRORS: dict[int, type[CardError]] = {
     SW.FILE_NOT_FOUND: NotFoundOnCardError,
     SW.DATA_ALREADY_EXISTS: AlreadyOnCardError,
     SW.NOT_ENOUGH_MEMORY: CardFullError,
+    SW.CHUNK_TABLE_FULL: CardFullError,
     SW.SIGNATURE_INVALID: BackupRejectedError,
     SW.REFERENCE_DATA_NOT_USABLE: BackupRejectedError,
     SW.SEQUENCE_ROLLBACK: BackupRejectedError,

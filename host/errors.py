@@ -35,6 +35,11 @@ class PinError(CardError):
     """Wrong PIN, PIN blocked, or PIN required."""
 
 
+class CardFullError(CardError):
+    """Not enough free bytes (6A84) or chunk entries (668B) on the card, answered by the
+    card or foreseen by the host before an upload (host.backup.card_fit)."""
+
+
 class TreeError(SimvaultError):
     """A DM tree or TNDS document is malformed or an operation on it is invalid."""
 

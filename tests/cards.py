@@ -39,12 +39,13 @@ TEST_KEY_ID = key_id(TEST_POINT)
 
 def build_test_card(path: str | os.PathLike[str], *, capacity: int = TEST_CAPACITY,
                     limits: CardLimits | None = None, anchors: list[bytes] | None = None,
-                    journal_capacity: int | None = None, force: bool = False) -> VirtualCard:
+                    journal_capacity: int | None = None, force: bool = False,
+                    chunk_entries: int | None = None) -> VirtualCard:
     """A personalised card image at ``path`` (PIN 1234, PUK 12345678,
     TEST_ADMIN_KEY, trust anchor TEST_POINT) opened as a VirtualCard, powered off."""
     emulator.personalise(Path(path), capacity, TEST_PIN, TEST_PUK, TEST_ADMIN_KEY,
                          [TEST_POINT] if anchors is None else anchors, force=force,
-                         journal_capacity=journal_capacity)
+                         journal_capacity=journal_capacity, chunk_entries=chunk_entries)
     return VirtualCard.open(path, limits)
 
 
@@ -72,7 +73,8 @@ def record_personalisations() -> None:
         p = a.arguments
         PERSONALISED[Path(p["image_path"]).resolve()] = Personalisation(
             pin=p["pin"], puk=p["puk"], admin_key=bytes(p["admin_key"]), trust_anchors=tuple(p["trust_anchors"]),
-            capacity=p["capacity"], admin_key_version=p.get("admin_key_version", 1))
+            capacity=p["capacity"], admin_key_version=p.get("admin_key_version", 1),
+            chunk_entries=p.get("chunk_entries"))
 
     personalise.records_personalisation = True          # type: ignore[attr-defined]
     emulator.personalise = personalise
@@ -151,6 +153,13 @@ def emulator_client(card: VirtualCard, pin: bool = True):
     from host.client import BackupCard
     from host.link import EmulatorTransport
     return BackupCard.connect(EmulatorTransport(card), TEST_PIN if pin else None)
+
+
+def pcsc_card(reader: str):
+    """A BackupCard on a PC/SC reader (pcscd): connected, selected, the PIN verified."""
+    from host.client import BackupCard
+    from host.link import PcscTransport
+    return BackupCard.connect(PcscTransport(reader), TEST_PIN)
 
 
 def upload(client, backup: TestBackup, commit: bool = True):

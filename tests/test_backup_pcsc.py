@@ -11,30 +11,20 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, build_test_card
+from cards import build_test_card, pcsc_card
 from conftest import served_image, vpcd_slot_lock
 
 from host.backup import ops
 from host.archive import verify_archive
-from host.client import BackupCard
 from host.errors import SimvaultError
 from host.backup.keys import generate_identity
-from host.link import Link, PcscTransport, card_present
+from host.link import card_present
 from host.tree.generate import generate_tree, mutate_leaves
 from host.tree.tnds import read_tnds
 
 pytestmark = pytest.mark.pcsc
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "phone_tree.tnds.xml"
-
-
-def pcsc_card(reader: str) -> BackupCard:
-    link = Link(PcscTransport(reader))
-    link.connect()
-    card = BackupCard(link)
-    card.select()
-    card.verify_pin(TEST_PIN)
-    return card
 
 
 def test_sample_round_trip_through_pcscd(vpcd_card, tmp_path):

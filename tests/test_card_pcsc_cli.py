@@ -39,7 +39,7 @@ def test_serve_readers_status_apdu(tmp_path, vpcd_card, capsys):   # vpcd_card: 
             found = json.loads(capsys.readouterr().out)["readers"]
             assert {"index": 0, "name": reader, "card_present": True,
                     "atr": "3B8E800180738021C05873696D7661756C74C8"} in found
-            # case 1 over T=1: the card answers 611F, the link fetches it with GET RESPONSE
+            # case 1 over T=1: the card answers 6129, the link fetches it with GET RESPONSE
             assert main(["apdu", "--json", "--reader", reader, "00A404000AF053494D5641554C5401",
                          "80100000", "8010000000"]) == 0
             got = json.loads(capsys.readouterr().out)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cards import TEST_PIN, TEST_PUK, build_test_card, run_cli
+from cards import TEST_PIN, TEST_PUK, build_test_card, emulator_client, run_cli
 
 from host.cli import backup as cli_backup
 from host.cli import card as cli_card
@@ -75,7 +75,7 @@ def _card_ids(capsys) -> list[str]:
 # 3 ---------------------------------------------------------------------------------------
 
 
-def test_card_full_names_the_remedies_and_abort_upload_frees_memory(env, capsys):
+def test_card_full_is_refused_before_the_upload_with_both_numbers_and_the_way_out(env, capsys):
     ident = load_identity(env / "home")
     build_test_card(env / "small.img", capacity=96 * 1024, anchors=[ident.signer.public_point]).close()
     big = generate_tree(2_000, 2)
@@ -83,22 +83,39 @@ def test_card_full_names_the_remedies_and_abort_upload_frees_memory(env, capsys)
         big.add(f"./Vendor/Blob{i}", os.urandom(2000), format="bin", create_parents=True)
     (env / "big.xml").write_bytes(write_tnds(big))
     card = ["--emulator", "small.img"]
+    before = run(["card", "status", "--json", *card], capsys)[1]
     code, out, err = run(["backup", "--tree", "big.xml", *card], capsys)
     assert code == 1 and err.count("\n") == 1
-    m = re.fullmatch(r"simvault: error: card full: (\d+) bytes free, this backup needs ~(\d+): delete a backup "
-                     r"\(simvault list; simvault delete --id ID\) or back up with --exclude-secrets/--scope; "
-                     r"the partial upload holds card memory until 'simvault card abort-upload' "
-                     r"\(or resumes when the same backup runs again\)\n", err)
+    m = re.fullmatch(r"simvault: error: card full, nothing written: bytes ran out: this backup needs (\d+) bytes "
+                     r"\((\d+) new chunks, manifest, id list; 256-byte blocks\) and \2 chunk entries; the card has (\d+) of "
+                     r"\3 bytes and 64 of 64 entries free: delete a backup \('simvault list', 'simvault delete --id "
+                     r"ID'\) and, once the old chain is gone, 'simvault backup --full'; back up less \(--scope, "
+                     r"--exclude-secrets\); or a bigger card \('simvault card init --capacity BYTES --chunk-entries "
+                     r"N'; install parameters 06, 07\)\n", err)
     assert m, err
-    assert int(m.group(2)) > int(m.group(1)) and int(m.group(2)) > 96 * 1024
+    assert int(m.group(1)) > int(m.group(3)) and int(m.group(1)) > 96 * 1024
+    assert run(["card", "status", "--json", *card], capsys)[1] == before    # nothing written, no pending upload
+    assert not json.loads(before)["session_active"]
+
+
+def test_abort_upload_frees_an_interrupted_uploads_memory(env, capsys):
+    from apdu_specs.manifest import key_id
+    card = ["--emulator", "c.img"]
+    vcard = build_test_card(env / "c.img")
+    bc = emulator_client(vcard)
+    bc.begin_backup(b"\x01" * 16, 7, 300)
+    bc.put_chunk(key_id(b"x") * 4, b"x" * 5000)       # an upload cut short after one chunk
+    vcard.close()
     code, out, _ = run(["card", "status", *card], capsys)
     assert "an interrupted upload is pending" in out and "'simvault card abort-upload'" in out
     held = int(re.search(r"memory: (\d+) of", out).group(1))
+    assert re.search(r"; 511 of 512 chunk entries free\n", out), out
     code, out, err = run(["card", "abort-upload", *card], capsys)
     assert code == 0, err
     assert out.startswith("interrupted upload aborted: its memory is free again")
     code, out, _ = run(["card", "status", *card], capsys)
     assert "pending" not in out and int(re.search(r"memory: (\d+) of", out).group(1)) > held
+    assert "512 of 512 chunk entries free" in out
     assert run(["card", "abort-upload", *card], capsys)[1] == "no interrupted upload on the card: nothing to abort\n"
 
 

@@ -177,13 +177,13 @@ def test_select_rules(card):
 def test_get_response_rules(selected):
     assert tx(selected, "00C0000022")[1] == 0x9000                  # the FCI of SELECT without Le
     assert tx(selected, "00C0000000")[1] == 0x6985                  # nothing pending
-    assert tx(selected, "80100000")[1] == 0x611F
+    assert tx(selected, "80100000")[1] == 0x6129             # GET STATUS: 41 bytes
     assert tx(selected, "00C0010000")[1] == 0x6A86                  # kept pending
-    assert tx(selected, "00C000001F")[1] == 0x9000
-    assert tx(selected, "00C000001F")[1] == 0x6985                  # consumed
-    assert tx(selected, "80100000")[1] == 0x611F
+    assert tx(selected, "00C0000029")[1] == 0x9000
+    assert tx(selected, "00C0000029")[1] == 0x6985                  # consumed
+    assert tx(selected, "80100000")[1] == 0x6129
     assert tx(selected, "8040000000")[1] == 0x9000                  # another command drops it
-    assert tx(selected, "00C000001F")[1] == 0x6985
+    assert tx(selected, "00C0000029")[1] == 0x6985
 
 
 def _long_card(tmp_path, limits: CardLimits | None = None):
@@ -316,9 +316,9 @@ def test_power_loss_goes_to_the_emulator(selected):
 
 def test_power_cycle_and_reset_clear_volatile_state(selected):
     assert tx(selected, VERIFY_APDU)[1] == 0x9000
-    assert tx(selected, "80100000")[1] == 0x611F                       # a pending answer
+    assert tx(selected, "80100000")[1] == 0x6129                       # a pending answer
     selected.reset()
-    assert tx(selected, "00C000001F")[1] == 0x6986 or tx(selected, "00C000001F")[1] == 0x6985
+    assert tx(selected, "00C0000029")[1] == 0x6986 or tx(selected, "00C000001F")[1] == 0x6985
     assert tx(selected, "8010000000")[1] == 0x6986                      # not selected
     assert tx(selected, SELECT_APDU)[1] == 0x6122
     status = K.GET_STATUS_RESPONSE.decode(tx(selected, "8010000000")[0])

@@ -14,7 +14,8 @@ File format (one scenario per file, each starting from a freshly personalised ca
 
     {"name", "description",
      "personalisation": {"pin", "puk", "admin_key" (hex), "trust_anchors" [hex points],
-                         "capacity", "install_params" (hex: the Java applet's install data)},
+                         "capacity", "chunk_entries" (optional: absent means the default
+                         for the capacity), "install_params" (hex: the Java applet's install data)},
      "steps": [{"note", "command" (hex C-APDU), "response" (hex data without SW),
                 "sw" (4 hex digits), "mask" (hex, as long as response; optional: absent
                 means all bits compared)} | {"note", "power": "cycle"}]}
@@ -129,17 +130,20 @@ ENTRY_MASK = bytes([0xFF] * (K.BACKUP_ENTRY.sizeof() - 4) + [0] * 4)     # store
 
 def status(**changes: object) -> tuple[bytes, bytes]:
     """GET STATUS of the test card with ``changes``; mask: capacity and free memory (what the
-    store's own tables take is the implementation's)."""
+    store's own tables take is the implementation's) and the largest manifest (the Java card's
+    buffer, install parameter 09; the emulator's 256 KiB)."""
     fields = {"applet_version": C.APPLET_VERSION, "life_cycle": int(C.LifeCycle.PERSONALISED),
               "pin_verified": False, "pin_tries": C.PIN_MAX_TRIES, "pin_max_tries": C.PIN_MAX_TRIES,
               "puk_tries": C.PUK_MAX_TRIES, "admin_authenticated": False, "capacity": CAPACITY, "free": 0,
               "backups": 0, "max_backups": C.MAX_BACKUPS, "chunks": 0, "anchors": 1, "highest_sequence": 0,
-              "session_active": False}
+              "session_active": False, "chunk_entries": C.default_chunk_entries(CAPACITY),
+              "block_size": C.BLOCK_SIZE, "max_manifest": C.default_max_manifest(CAPACITY)}
     fields.update(changes)
     data = K.GET_STATUS_RESPONSE.encode(fields)
     mask = bytearray(b"\xff" * len(data))
     capacity_at = 7                                   # after the seven 1-byte fields
     mask[capacity_at:capacity_at + 8] = b"\x00" * 8   # capacity, free
+    mask[-4:] = b"\x00" * 4                           # max manifest
     return data, bytes(mask)
 
 
@@ -158,6 +162,7 @@ class Scenario:
     name: str
     description: str
     steps: list[dict] = field(default_factory=list)
+    chunk_entries: int | None = None        # install parameter 07 (None: the default)
 
     def send(self, note: str, command: bytes, sw: int = SW.OK, response: bytes = b"",
              mask: bytes | None = None) -> None:
@@ -180,6 +185,8 @@ class Scenario:
                   apdu(0x00, C.Ins.VERIFY, 0x00, C.PIN_REFERENCE, K.pin_block(pin)), sw)
 
     def status(self, note: str, **changes: object) -> None:
+        if self.chunk_entries is not None:
+            changes.setdefault("chunk_entries", self.chunk_entries)
         data, mask = status(**changes)
         self.send(note, apdu(0x80, C.Ins.GET_STATUS, le=0), response=data, mask=mask)
 
@@ -482,19 +489,52 @@ def scenario_admin_errors() -> Scenario:
     return s
 
 
-SCENARIOS = (scenario_select, scenario_pin, scenario_backup, scenario_commit_checks, scenario_admin_errors)
+def scenario_capacity() -> Scenario:
+    s = Scenario("capacity", "A chunk table of 3 entries (install parameter 07): GET STATUS reports it, a fourth "
+                             "chunk is refused with CHUNK_TABLE_FULL (668B, not 6A84: the bytes are free), shared "
+                             "chunks take no entry", chunk_entries=3)
+    s.select()
+    s.verify()
+    s.status("GET STATUS: 3 chunk entries, all free", pin_verified=True)
+    four = make_backup("capacity-four", 2, [100, 100, 100, 100])
+    s.begin(four, note="BEGIN BACKUP of 4 chunks")
+    for n, (cid, data) in enumerate(four.chunks.items()):
+        s.put_chunk(cid, data, SW.OK if n < 3 else SW.CHUNK_TABLE_FULL,
+                    note="PUT CHUNK" if n < 3 else "PUT CHUNK of a fourth chunk: no free entry")
+    s.status("GET STATUS: 3 pending chunks, no entry free", pin_verified=True, chunks=3, session_active=True)
+    s.abort()
+    s.status("GET STATUS after ABORT: the entries are free again", pin_verified=True)
+    three = make_backup("capacity-three", 3, [100, 200, 300])
+    s.upload(three, "3 chunks, every entry")
+    shared = make_backup("capacity-three", 4, [100, 200, 300], backup_id=b"\x04" * 16)
+    s.begin(shared, note="BEGIN BACKUP of the same 3 chunks under another id")
+    ids = b"".join(shared.chunks)
+    s.send("QUERY CHUNKS: all on the card", apdu(0x80, C.Ins.QUERY_CHUNKS, data=ids, le=0),
+           response=K.QUERY_CHUNKS_RESPONSE.encode([True, True, True]))
+    s.put_manifest(shared)
+    s.commit(shared)
+    s.status("GET STATUS: two backups over the same 3 entries", pin_verified=True, backups=2, chunks=3,
+             highest_sequence=4)
+    return s
 
 
-def personalisation() -> dict:
+SCENARIOS = (scenario_select, scenario_pin, scenario_backup, scenario_commit_checks, scenario_admin_errors,
+             scenario_capacity)
+
+
+def personalisation(chunk_entries: int | None = None) -> dict:
     from card.jcardsim import Personalisation
-    perso = Personalisation(pin=PIN, puk=PUK, admin_key=ADMIN_KEY, trust_anchors=(SIGNER_POINT,), capacity=CAPACITY)
+    perso = Personalisation(pin=PIN, puk=PUK, admin_key=ADMIN_KEY, trust_anchors=(SIGNER_POINT,), capacity=CAPACITY,
+                            chunk_entries=chunk_entries)
+    extra = {} if chunk_entries is None else {"chunk_entries": chunk_entries}
     return {"pin": PIN, "puk": PUK, "admin_key": ADMIN_KEY.hex().upper(),
-            "trust_anchors": [SIGNER_POINT.hex().upper()], "capacity": CAPACITY,
+            "trust_anchors": [SIGNER_POINT.hex().upper()], "capacity": CAPACITY, **extra,
             "install_params": perso.install_params().hex().upper()}
 
 
 def document(s: Scenario) -> dict:
-    return {"name": s.name, "description": s.description, "personalisation": personalisation(), "steps": s.steps}
+    return {"name": s.name, "description": s.description, "personalisation": personalisation(s.chunk_entries),
+            "steps": s.steps}
 
 
 def render(doc: dict) -> str:
@@ -530,7 +570,7 @@ def replay_on_emulator(doc: dict) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         image = Path(tmp) / "card.img"
         personalise(image, perso["capacity"], perso["pin"], perso["puk"], bytes.fromhex(perso["admin_key"]),
-                    [bytes.fromhex(p) for p in perso["trust_anchors"]])
+                    [bytes.fromhex(p) for p in perso["trust_anchors"]], chunk_entries=perso.get("chunk_entries"))
         with VirtualCard.open(image) as card:
             card.power_on()
             for n, step in enumerate(doc["steps"]):

@@ -8,7 +8,7 @@
     write_archive_file(path, archive, *, directory=None) / read_archive_file(path) -> Archive
     restore_tree_file(tree_path, archive, identity, *, dry_run=False, keep_secrets=False,
                       force_device=False, force_sequence=False, state=None, create=False) -> RestoreReport
-    card_entries(card, with_device=False); card_full_message(free, needed); is_directory_target(path)
+    card_entries(card, with_device=False); is_directory_target(path)
     HostState(path): last sequences per device, pending card uploads (resume)
 
 Everything is verified before anything is written; files are replaced
@@ -26,11 +26,12 @@ from typing import Any
 
 from apdu_specs import constants as C
 from apdu_specs.manifest import verify_raw
+from apdu_specs.sw import SW
 from host.archive import DEFAULT_POLICY, Archive, RebasePolicy, make_archive, make_layered_archive
 from host.archive.build import CODEC_BYTE, chain_keys_of, device_id_of, tree_digest
 from host.archive.crypto import STORED_OVERHEAD
 from host.archive.keyblock import recipients_of
-from host.errors import ArchiveError, CardError, IntegrityError, SimvaultError, UsageError
+from host.errors import ArchiveError, CardError, CardFullError, IntegrityError, SimvaultError, UsageError
 from host.fsutil import atomic_write
 from host.backup.files import (  # noqa: F401 - part of this module's API
     ARCHIVE_SUFFIX,
@@ -45,6 +46,7 @@ from host.backup.files import (  # noqa: F401 - part of this module's API
     read_tree_file,
     write_archive_file,
 )
+from host.backup.card_fit import FULL_SWS, CardRoom, check_fits, full_message, manifest_too_long, upload_need
 from host.backup.keys import Identity
 from host.backup.restore import (  # noqa: F401 - part of this module's API
     IDENTITY_URIS,
@@ -145,52 +147,54 @@ class UploadReport:
 
 def backup_to_card(card: Any, archive: Archive, progress: Progress | None = None, *,
                    known_on_card: Iterable[bytes] = ()) -> UploadReport:
-    """Upload archive to a selected, PIN-verified BackupCard: BEGIN (resumes an
-    interrupted upload of the same id), QUERY CHUNKS, PUT CHUNK for the missing ones
+    """Upload archive to a selected, PIN-verified BackupCard: first whether it fits
+    (GET STATUS, QUERY CHUNKS: free bytes and chunk entries against the new chunks and
+    the manifest in whole blocks, a free backup slot, the card's manifest limit;
+    host.backup.card_fit; CardFullError before anything is written), then BEGIN
+    (resumes an interrupted upload of the same id), PUT CHUNK for the missing ones
     only, PUT MANIFEST, COMMIT. The card verifies signature, hashes and sequence.
     known_on_card: chunk ids the caller knows the card holds (those of a committed
     backup it lists), not queried again: 32 bytes each on the wire. Should one be
     gone after all, COMMIT refuses the backup and nothing changes."""
-    m = archive.manifest
-    plan = {"needed": sum(c.size for c in m.chunks) + len(archive.manifest_bytes), "sent": 0}
-    try:
-        return _upload(card, archive, progress, plan, frozenset(known_on_card))
-    except CardError as err:
-        if err.sw != CARD_FULL_SW:
-            raise
-        try:        # free before this run: what is free now plus what this run stored
-            free: int | str = card.status().free + plan["sent"]
-        except SimvaultError:
-            free = "?"
-        raise type(err)(card_full_message(free, plan["needed"]), err.sw) from None
-
-
-CARD_FULL_SW = 0x6A84
-
-
-def card_full_message(free: int | str, needed: int) -> str:
-    """What a 6A84 during an upload means and what to do about it."""
-    return (f"card full: {free} bytes free, this backup needs ~{needed}: delete a backup "
-            "(simvault list; simvault delete --id ID) or back up with --exclude-secrets/--scope; "
-            "the partial upload holds card memory until 'simvault card abort-upload' "
-            "(or resumes when the same backup runs again)")
-
-
-def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict,
-            known: frozenset[bytes]) -> UploadReport:
-    m = archive.manifest
-    begin = card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
-    resumed = bool(_field(begin, "resumed", False))
-    ids = [c.chunk_id for c in m.chunks]
-    unknown = [c for c in m.chunks if c.chunk_id not in known]
+    status = card.status()
+    room = CardRoom.of(status)
+    known = frozenset(known_on_card)
+    unknown = [c for c in archive.manifest.chunks if c.chunk_id not in known]
     present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []
     todo = [c for c, here in zip(unknown, present) if not here]
-    missing = [c.chunk_id for c in todo if c.chunk_id not in archive.chunks]
-    if missing:
-        raise ArchiveError(f"{len(missing)} chunk(s) are neither on the card nor in the archive; "
-                           "make a full backup")
+    _all_at_hand(archive, todo)
+    need = upload_need({c.chunk_id: c.size for c in todo}.values(), len(archive.manifest_bytes),
+                       len(archive.manifest.chunks), room.block_size)
+    check_fits(room, need)
+    begin = _begin(card, archive)
+    # BEGIN of another id drops a pending session's chunks: then ask again after it
+    try:
+        return _upload(card, archive, begin, progress, unknown, None if status.session_active else todo)
+    except CardError as err:
+        if err.sw not in FULL_SWS:
+            raise
+        raise CardFullError(full_message(err.sw, room, need), err.sw) from None
+
+
+def _begin(card: Any, archive: Archive) -> Any:
+    m = archive.manifest
+    try:
+        return card.begin_backup(m.backup_id, m.sequence, len(archive.manifest_bytes))
+    except CardError as err:        # BEGIN reserves nothing: its 6A84 is the manifest's length
+        if err.sw != SW.NOT_ENOUGH_MEMORY:
+            raise
+        raise CardFullError(manifest_too_long(len(archive.manifest_bytes), None, len(m.chunks)), err.sw) from None
+
+
+def _upload(card: Any, archive: Archive, begin: Any, progress: Progress | None, unknown: list,
+            todo: list | None) -> UploadReport:
+    m = archive.manifest
+    resumed = bool(_field(begin, "resumed", False))
+    if todo is None:
+        present = card.query_chunks([c.chunk_id for c in unknown]) if unknown else []
+        todo = [c for c, here in zip(unknown, present) if not here]
+        _all_at_hand(archive, todo)
     total = sum(c.size for c in todo) + len(archive.manifest_bytes)
-    plan["needed"] = total
     done = 0
     for ref in todo:
         try:
@@ -199,7 +203,6 @@ def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict,
             if err.sw != 0x6A89:  # already there (a race with a resumed session): fine
                 raise
         done += ref.size
-        plan["sent"] = done
         if progress:
             progress(done, total)
     card.put_manifest(archive.manifest_bytes)
@@ -207,8 +210,15 @@ def _upload(card: Any, archive: Archive, progress: Progress | None, plan: dict,
     if progress:
         progress(done, total)
     entry = card.commit(archive.signature)
-    return UploadReport(m.backup_id.hex(), m.sequence, len(ids), len(todo), done, total, resumed,
+    return UploadReport(m.backup_id.hex(), m.sequence, len(m.chunks), len(todo), done, total, resumed,
                         _entry_dict(entry))
+
+
+def _all_at_hand(archive: Archive, todo: list) -> None:
+    missing = [c.chunk_id for c in todo if c.chunk_id not in archive.chunks]
+    if missing:
+        raise ArchiveError(f"{len(missing)} chunk(s) are neither on the card nor in the archive; "
+                           "make a full backup ('simvault backup --full')")
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:

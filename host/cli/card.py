@@ -113,7 +113,8 @@ def _serve_javacard(args: argparse.Namespace, host: str, port: int) -> int:
     puk = args.puk or read_secret(args.puk_env, "new PUK (8 digits)", confirm=True)
     keys = read_admin_keys(args.admin_key_file, create=True)
     card = JavaCard(Personalisation(pin=pin, puk=puk, admin_key=keys.to_bytes(), trust_anchors=tuple(points),
-                                    capacity=args.capacity, admin_key_version=keys.version or 1), host, port,
+                                    capacity=args.capacity, admin_key_version=keys.version or 1,
+                                    chunk_entries=args.chunk_entries), host, port,
                     notify=_stderr_line)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -146,7 +147,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     keys = read_admin_keys(args.admin_key_file, create=True, single_key=True)
     try:
         personalise(args.image, args.capacity, pin, puk, _emulator_admin_key(keys), points, force=args.force,
-                    admin_key_version=keys.version or 1)
+                    admin_key_version=keys.version or 1, chunk_entries=args.chunk_entries)
     except UsageError as exc:
         if keys.single_key or "admin key" not in str(exc):
             raise
@@ -154,10 +155,16 @@ def _cmd_init(args: argparse.Namespace) -> int:
                          "file whose enc, mac and dek are equal (or one 16-byte key); the Java card "
                          "('card serve --impl javacard') takes three") from None
     size = args.image.stat().st_size
-    emit(args, {"image": str(args.image), "capacity": args.capacity, "image_bytes": size, "anchors": len(points)},
+    entries = f", {args.chunk_entries} chunk entries" if args.chunk_entries is not None else ""
+    emit(args, {"image": str(args.image), "capacity": args.capacity, "image_bytes": size, "anchors": len(points),
+                "chunk_entries": args.chunk_entries},
          [f"card image {args.image} personalised: NVM {args.capacity} bytes (image file "
-          f"{size} bytes with header and journal), {len(points)} trust anchor(s)"])
+          f"{size} bytes with header and journal), {len(points)} trust anchor(s){entries}"])
     return 0
+
+
+ENTRIES_HELP = ("chunk table size, 1-8192: how many distinct chunks the card holds (default one per 2 KiB "
+                "of capacity, at least 64; install parameter 07)")
 
 
 def _tries_word(n: int) -> str:
@@ -171,7 +178,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     status = card.status()
     fci = card.fci
     assert fci is not None
-    doc = {**status.__dict__, "life_cycle_name": status.life_cycle_name,
+    doc = {**status.__dict__, "life_cycle_name": status.life_cycle_name, "free_entries": status.free_entries,
            "max_command_data": fci.max_command_data, "max_response_data": fci.max_response_data,
            "max_chunk_size": fci.max_chunk_size, "extended_length": fci.extended_length,
            "reader": card.link.transport.name}
@@ -182,7 +189,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"PIN: {status.pin_tries}/{status.pin_max_tries} {_tries_word(status.pin_tries)} left, "
           f"PUK: {tries_left(status.puk_tries)}" + ("; the PIN is blocked: " + UNBLOCK_HINT if not status.pin_tries
                                                      else ""))
-    print(f"memory: {status.free} of {status.capacity} bytes free; {status.chunks} chunks")
+    entries = (f"{status.free_entries} of {status.chunk_entries} chunk entries free" if status.chunk_entries
+               is not None else f"{status.chunks} chunks stored (this card does not report its chunk entries)")
+    print(f"memory: {status.free} of {status.capacity} bytes free; {entries}")
     print(f"backups: {status.backups} of {status.max_backups}; highest sequence {status.highest_sequence}"
           + ("; an interrupted upload is pending (run the same backup again to resume it, or "
              "'simvault card abort-upload' to free its memory)" if status.session_active else ""))
@@ -318,6 +327,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "are lost when it stops); its jar is built on first use (cd javacard && mvn -q package)")
     g = p.add_argument_group("personalisation of the Java card (--impl javacard)")
     g.add_argument("--capacity", type=int, default=1 << 20, help="store size in bytes (default 1 MiB)")
+    g.add_argument("--chunk-entries", type=int, default=None, metavar="N", help=ENTRIES_HELP)
     g.add_argument("--pin", default=None, help=f"PIN (prefer ${PIN_ENV} or the prompt)")
     g.add_argument("--puk", default=None, help=f"PUK (prefer ${PUK_ENV} or the prompt)")
     g.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")
@@ -337,6 +347,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--capacity", type=int, default=1 << 20,
                    help="the card's NVM in bytes, at least 16384 (default 1 MiB); the image file is larger "
                         "(header and transaction journal)")
+    p.add_argument("--chunk-entries", type=int, default=None, metavar="N", help=ENTRIES_HELP)
     p.add_argument("--pin", default=None, help=f"new PIN (prefer ${PIN_ENV} or the prompt)")
     p.add_argument("--puk", default=None, help=f"new PUK (prefer ${PUK_ENV} or the prompt)")
     p.add_argument("--pin-env", default=PIN_ENV, metavar="VAR", help=f"variable holding the PIN (default {PIN_ENV})")

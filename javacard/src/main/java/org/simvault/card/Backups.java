@@ -214,7 +214,7 @@ final class Backups {
         if (n > room) {
             n = room;
         }
-        applet.io.sendPool(apdu, store.chunks.runs(), Chunks.runsOffset(slot), offset, n);
+        applet.io.sendPool(apdu, store.chunks.runsPage(slot), Chunks.runsOffset(slot), offset, n);
     }
 
     void delete(byte[] buf, short cdata, short lc) {

@@ -39,7 +39,8 @@ final class Info {
         return Util.setShort(buf, o, value);
     }
 
-    /** GET_STATUS_RESPONSE (31 bytes). */
+    /** GET_STATUS_RESPONSE (41 bytes: the 31 of earlier versions, chunk entries u32, block size u16,
+     *  max manifest u32). */
     void getStatus(APDU apdu, byte[] buf) {
         BackupApplet.requireP1P2Zero(buf);
         byte tries = applet.credentials.pinTries();
@@ -60,6 +61,11 @@ final class Info {
         buf[o++] = (byte) applet.credentials.anchorCount();
         o = Util.arrayCopyNonAtomic(applet.store.highWater(), (short) 0, buf, o, (short) 8);
         buf[o++] = applet.store.sessionActive() ? (byte) 1 : (byte) 0;
+        o = Util.setShort(buf, o, (short) 0);
+        o = Util.setShort(buf, o, applet.store.chunks.max);
+        o = Util.setShort(buf, o, Pool.BLOCK);
+        o = Util.setShort(buf, o, (short) 0);
+        o = Util.setShort(buf, o, applet.store.maxManifest);
         applet.io.send(apdu, buf, (short) 0, o);
     }
 

@@ -24,9 +24,11 @@ final class Perso {
     static final short KEYS_LENGTH = 48;
     static final short DEFAULT_BLOCKS = 256;            // 65536 bytes
     static final short MIN_BLOCKS = 64;                 // 16384 bytes
-    static final short MAX_CHUNK_ENTRIES = 1023;        // 32-byte ids in one short-indexed array
+    static final short MAX_CHUNK_ENTRIES = (short) (Chunks.PAGES_MAX * Chunks.PAGE);   // 8192
+    static final short MIN_DEFAULT_ENTRIES = 64;
+    static final short ENTRY_BLOCKS = 8;                // default: one chunk entry per 8 blocks
     static final short DEFAULT_MAX_CHUNK = 16384;
-    static final short DEFAULT_MAX_MANIFEST = 8192;
+    static final short MIN_DEFAULT_MANIFEST = 8192;    // default: store bytes / 128 (blocks * 2) within 8192..32767
     static final short MIN_MANIFEST = 256;
 
     final byte[] data;
@@ -39,7 +41,7 @@ final class Perso {
     short blocks = DEFAULT_BLOCKS;
     short chunkEntries = -1;
     short maxChunk = DEFAULT_MAX_CHUNK;
-    short maxManifest = DEFAULT_MAX_MANIFEST;
+    short maxManifest = -1;
     short txnBudget = 0;
     boolean empty = true;
 
@@ -70,10 +72,16 @@ final class Perso {
         if (!empty && (pin < 0 || puk < 0 || keys < 0)) {
             fail();
         }
+        if (maxManifest < 0) {                     // apdu_specs default_max_manifest
+            maxManifest = blocks >= 16384 ? Sw.MAX_SHORT : (short) (blocks * 2);
+            if (maxManifest < MIN_DEFAULT_MANIFEST) {
+                maxManifest = MIN_DEFAULT_MANIFEST;
+            }
+        }
         if (chunkEntries < 0) {
-            chunkEntries = (short) (blocks / 8);
-            if (chunkEntries < 64) {
-                chunkEntries = 64;
+            chunkEntries = (short) (blocks / ENTRY_BLOCKS);     // apdu_specs default_chunk_entries
+            if (chunkEntries < MIN_DEFAULT_ENTRIES) {
+                chunkEntries = MIN_DEFAULT_ENTRIES;
             }
             if (chunkEntries > MAX_CHUNK_ENTRIES) {
                 chunkEntries = MAX_CHUNK_ENTRIES;

@@ -36,7 +36,8 @@ final class Pool {
 
     Pool(short blocks) {
         this.blocks = blocks;
-        short npages = (short) ((short) (blocks + PAGE_BLOCKS - 1) / PAGE_BLOCKS);
+        // ceilings without blocks + n - 1: blocks may be 32767, the sum would overflow a short
+        short npages = (short) (blocks / PAGE_BLOCKS + ((blocks % PAGE_BLOCKS) != 0 ? 1 : 0));
         pages = new Object[npages];
         for (short i = 0; i < npages; i++) {
             short inPage = (short) (blocks - (short) (i * PAGE_BLOCKS));
@@ -45,7 +46,7 @@ final class Pool {
             }
             pages[i] = new byte[(short) (inPage * BLOCK)];
         }
-        bitmap = new byte[(short) ((short) (blocks + 7) / 8)];
+        bitmap = new byte[(short) (blocks / 8 + ((blocks & 7) != 0 ? 1 : 0))];
         scratch = JCSystem.makeTransientByteArray((short) 24, JCSystem.CLEAR_ON_DESELECT);
     }
 
@@ -58,22 +59,21 @@ final class Pool {
         return (bitmap[(short) (b >> 3)] & (byte) (0x80 >> (b & 7))) == 0;
     }
 
+    /** Blocks minus the used bits (padding bits past the last block stay 0): no short overflows. */
     short freeBlocks() {
-        short n = 0;
+        short used = 0;
         for (short i = 0; i < (short) bitmap.length; i++) {
             byte v = bitmap[i];
             if (v == 0) {
-                n += 8;
                 continue;
             }
             for (short bit = 0; bit < 8; bit++) {
-                if ((v & (byte) (0x80 >> bit)) == 0) {
-                    n++;
+                if ((v & (byte) (0x80 >> bit)) != 0) {
+                    used++;
                 }
             }
         }
-        short extra = (short) ((short) (bitmap.length * 8) - blocks);   // padding bits past the end
-        return (short) (n - extra);
+        return (short) (blocks - used);
     }
 
     /** Clear the whole bitmap (ERASE BACKUPS; idempotent, non-atomic). */

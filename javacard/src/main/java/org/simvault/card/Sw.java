@@ -36,4 +36,5 @@ final class Sw {
     static final short SIGNATURE_INVALID = 0x6688;
     static final short CHUNK_HASH_MISMATCH = 0x6689;
     static final short SEQUENCE_ROLLBACK = 0x668A;
+    static final short CHUNK_TABLE_FULL = 0x668B;
 }

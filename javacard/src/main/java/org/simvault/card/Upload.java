@@ -188,7 +188,7 @@ final class Upload {
             }
             short slot = store.chunks.freeSlot();
             if (slot < 0) {
-                ISOException.throwIt(Sw.NOT_ENOUGH_MEMORY);   // the chunk table is full
+                ISOException.throwIt(Sw.CHUNK_TABLE_FULL);
             }
             short want = total >= 0 ? Pool.blocksFor((short) (total - ID)) : Pool.blocksFor(applet.maxChunk);
             short cap = store.pool.reserve(want, runs, (short) 0);

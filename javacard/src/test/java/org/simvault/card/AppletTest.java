@@ -161,6 +161,41 @@ class AppletTest {
         assertArrayEquals(small, readAllByGetResponse(c, sha256(small), small.length));
     }
 
+    static int u32At(byte[] s, int at) {
+        return ((s[at] & 0xFF) << 24) | ((s[at + 1] & 0xFF) << 16) | ((s[at + 2] & 0xFF) << 8) | (s[at + 3] & 0xFF);
+    }
+
+    /** The largest store (32767 blocks) with a chunk table past the 1023 one array held: both
+     *  used to overflow a short at install (jCardSim 6444); entries run out as 668B, not 6A84. */
+    @Test
+    void aLargeStoreAndChunkTableInstallAndTheTableRunsOutAs668B() throws Exception {
+        int entries = 1100;
+        TestCard c = TestCard.personalised(0x7FFF00, String.format("0702%04X", entries));
+        c.selectAndVerify();
+        byte[] s = status(c);
+        assertEquals(41, s.length);
+        assertEquals(0x7FFF00, u32At(s, 7));
+        assertEquals(0x7FFF00, u32At(s, 11), "every block free");
+        assertEquals(entries, u32At(s, 31));
+        assertEquals(256, ((s[35] & 0xFF) << 8) | (s[36] & 0xFF));
+        assertEquals(32767, u32At(s, 37), "manifest buffer: store / 128, at most 32767");
+        c.expect(0x9000, 0x80, 0x20, 0, 0, concat(ID_A, u64(1), u32(300)), 0);
+        for (int i = 0; i < entries; i++) {
+            byte[] chunk = bytes(10, 1000 + i);
+            c.expect(0x9000, 0x80, 0x24, 0, 0, concat(sha256(chunk), chunk), null);
+        }
+        byte[] one = bytes(10, 99);
+        c.expect(0x668B, 0x80, 0x24, 0, 0, concat(sha256(one), one), null);
+        s = status(c);
+        assertEquals(entries, u32At(s, 17));
+        assertEquals(0x7FFF00 - entries * 256, u32At(s, 11), "one block per chunk, the last slot's too");
+        byte[] last = bytes(10, 1000 + entries - 1);                      // the last page's last slot
+        assertEquals((byte) 0x80, c.expect(0x9000, 0x80, 0x22, 0, 0, sha256(last), 0)[0]);
+        c.expect(0x9000, 0x80, 0x2A, 0, 0, new byte[0], null);            // ABORT frees every entry
+        assertEquals(0, chunks(c));
+        assertEquals(0x7FFF00, free(c));
+    }
+
     @Test
     void aCommitSplitOverSmallTransactions() throws Exception {
         TestCard c = TestCard.personalised(512 * 1024, "0A020200");        // 512-byte commit budget
