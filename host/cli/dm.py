@@ -25,7 +25,6 @@ http://127.0.0.1:8080, token as above) and print tables; --json prints the JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -38,15 +37,14 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from host import tls
-from host.cli import dm_text as cli_text
+from host.cli import dm_server, dm_text as cli_text
+from host.cli.dm_server import TOKEN_ENV, hostport
 from host.errors import SimvaultError, TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
     from host.dm.agent.core import AgentConfig
 
-TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
 PASSWORD_ENV = "SIMVAULT_DM_PASSWORD"
 SERVER_PASSWORD_ENV = "SIMVAULT_DM_SERVER_PASSWORD"
 DS_PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
@@ -55,31 +53,11 @@ DEFAULT_CONTROL = "http://127.0.0.1:7701"
 AGENT_STOP_GRACE = 3.0  # seconds a session in progress may take to finish after SIGTERM
 
 
-def _hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080")
-    return host or "127.0.0.1", int(port)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     dm = sub.add_parser("dm", help="OMA DM server, its administration, and the device agent")
     dsub = dm.add_subparsers(dest="dm_command", metavar="DM_COMMAND")
 
-    p = dsub.add_parser("server", help="run the DM server (HTTP, loopback by default)")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                   help="where the DM endpoint (/dm) and the admin API (/api) listen (default 127.0.0.1:8080)")
-    p.add_argument("--db", default="sqlite:///simvault-dm.db",
-                   help="sqlite:///PATH (default) or postgresql+psycopg://USER@HOST:PORT/DB")
-    p.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
-    p.add_argument("--server-id", default="simvault-dms",
-                   help="the server's DM identity (ServerID; the devices' DMAcc must match; default simvault-dms)")
-    p.add_argument("--max-msg-size", type=int, default=64 * 1024, metavar="BYTES",
-                   help="largest SyncML message the server accepts and announces (default 65536)")
-    p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
-                   help="seconds a running job may wait for its result (default 900)")
-    tls.add_server_options(p)
-    p.set_defaults(func=_cmd_server)
+    dm_server.register(dsub)
 
     def api_opts(q: argparse.ArgumentParser, json_out: bool = True) -> None:
         q.add_argument("--api", default=os.environ.get("SIMVAULT_DM_API", DEFAULT_API),
@@ -191,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--card-reader", metavar="R", help="a PC/SC reader name (e.g. \"Virtual PCD 00 00\")")
     p.add_argument("--pin-env", default="SIMVAULT_PIN", metavar="VAR",
                    help="environment variable with the card PIN (default SIMVAULT_PIN)")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT",
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT",
                    help="the agent's notification and control listener (default 127.0.0.1:7701)")
     p.add_argument("--max-msg-size", type=int, default=16 * 1024, metavar="BYTES",
                    help="largest SyncML message the agent accepts and announces (default 16384)")
@@ -203,32 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_agent)
 
 
-# ------------------------------------------------------------------ server
+# ------------------------------------------------------------------ admin token
 def _token(args: argparse.Namespace) -> str | None:
-    return args.admin_token or os.environ.get(TOKEN_ENV)
-
-
-def _cmd_server(args: argparse.Namespace) -> int:
-    from host.dm.server.webapp import build_server
-    host, port = args.listen
-    context = tls.server_context_from(args)
-    web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
-                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
-
-    async def main() -> None:
-        await web.start()
-        print(f"simvault DM server on {web.url}/dm (db {web.server.store.safe_url}); "
-              f"admin API {'on' if web.admin_token else 'off (no token)'}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await web.stop()
-        web.server.store.close()
-
-    asyncio.run(main())
-    return 0
+    return dm_server.admin_token(args)
 
 
 # ------------------------------------------------------------------ admin via the API

@@ -1,0 +1,67 @@
+"""`simvault dm server`: its options and its runner (host.cli.dm registers it).
+
+    simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
+                       $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
+                       [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+from host import tls
+
+TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
+
+
+def hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080")
+    return host or "127.0.0.1", int(port)
+
+
+def admin_token(args: argparse.Namespace) -> str | None:
+    return args.admin_token or os.environ.get(TOKEN_ENV)
+
+
+def register(dsub: argparse._SubParsersAction) -> None:
+    p = dsub.add_parser("server", help="run the DM server (HTTP, loopback by default)")
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                   help="where the DM endpoint (/dm) and the admin API (/api) listen (default 127.0.0.1:8080)")
+    p.add_argument("--db", default="sqlite:///simvault-dm.db",
+                   help="sqlite:///PATH (default) or postgresql+psycopg://USER@HOST:PORT/DB")
+    p.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
+    p.add_argument("--server-id", default="simvault-dms",
+                   help="the server's DM identity (ServerID; the devices' DMAcc must match; default simvault-dms)")
+    p.add_argument("--max-msg-size", type=int, default=64 * 1024, metavar="BYTES",
+                   help="largest SyncML message the server accepts and announces (default 65536)")
+    p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="seconds a running job may wait for its result (default 900)")
+    tls.add_server_options(p)
+    p.set_defaults(func=_cmd_server)
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    from host.dm.server.webapp import build_server
+    host, port = args.listen
+    context = tls.server_context_from(args)
+    web = build_server(args.db, host=host, port=port, admin_token=admin_token(args), server_id=args.server_id,
+                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
+
+    async def main() -> None:
+        await web.start()
+        print(f"simvault DM server on {web.url}/dm (db {web.server.store.safe_url}); "
+              f"admin API {'on' if web.admin_token else 'off (no token)'}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await web.stop()
+        web.server.store.close()
+
+    asyncio.run(main())
+    return 0
