@@ -1,10 +1,9 @@
 """`simvault dm ...`: the DM server, its admin commands, and the device agent.
 
-    simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
-                       $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
-                       [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
-    simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--enc-key keys/device.enc.pub.pem]
-                       [--auth md5|hmac]   (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
+    simvault dm server ...                            (host.cli.dm_server)
+    simvault dm device-add DEVICE [--public-key keys/device.sign.pub.pem] [--enc-key keys/device.enc.pub.pem]
+                       [--auth md5|hmac|basic] [--user NAME]   (passwords from $SIMVAULT_DM_PASSWORD and
+                       $SIMVAULT_DM_SERVER_PASSWORD; --public-key: a device with simvault's agent)
     simvault dm device-key DEVICE --enc-key keys/device.enc.pub.pem   (DS passwords are sealed to it)
     simvault dm device-remove DEVICE [--purge]        (server backups kept unless --purge)
     simvault dm devices | backups [--device D] | jobs [--device D] | job ID   [--json]
@@ -70,12 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("device-add", help="register a device (passwords from the environment)")
     p.add_argument("device", help="the device id (the tree's ./DevInfo/DevId, e.g. IMEI:...)")
-    p.add_argument("--public-key", type=Path, required=True, help="the device's signing public key (PEM)")
+    p.add_argument("--public-key", type=Path, default=None,
+                   help="the device's signing public key (PEM; a device with simvault's agent)")
+    p.add_argument("--user", default=None, metavar="NAME",
+                   help="the account's user name (its DMAcc AAuthName; default the device id)")
     p.add_argument("--enc-key", type=Path, default=None, metavar="PEM",
                    help="the device's encryption public key (device.enc.pub.pem): DS passwords are sealed "
                         "to it; without it DS jobs need the server on https")
-    p.add_argument("--auth", choices=("md5", "hmac"), default="hmac",
-                   help="hmac (default): every message signed; md5: a digest on a session's first message")
+    p.add_argument("--auth", choices=("md5", "hmac", "basic"), default="hmac",
+                   help="hmac (default): every message signed; md5: a digest on a session's first message; "
+                        "basic: syncml:auth-basic (or md5), over TLS or a server with --allow-basic-over-http")
     p.add_argument("--notify-url", default=None,
                    help="the agent's notification listener (default: the agent reports it)")
     api_opts(p)
@@ -230,7 +233,10 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
     if not pw or not spw:
         raise UsageError(f"set ${PASSWORD_ENV} (the device's) and ${SERVER_PASSWORD_ENV} (the server's) passwords")
     body = {"device": args.device, "password": pw, "server_password": spw, "auth": args.auth,
-            "public_key_pem": _read_pem(args.public_key), "notify_url": args.notify_url}
+            "notify_url": args.notify_url}
+    for key, value in (("user", args.user), ("public_key_pem", args.public_key and _read_pem(args.public_key))):
+        if value:
+            body[key] = value
     if args.enc_key is not None:
         body["enc_key_pem"] = _read_pem(args.enc_key)
     row = _api(args, "POST", "/api/devices", body)

@@ -3,6 +3,8 @@
     simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
                        [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
+                       [--path /dm --path /funambol/dm]   (the DM endpoint's paths; default /dm)
+                       [--allow-basic-over-http] [--min-password-length 8]
 """
 from __future__ import annotations
 
@@ -40,6 +42,14 @@ def register(dsub: argparse._SubParsersAction) -> None:
                    help="largest SyncML message the server accepts and announces (default 65536)")
     p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
                    help="seconds a running job may wait for its result (default 900)")
+    p.add_argument("--path", dest="paths", action="append", default=None, metavar="PATH",
+                   help="a path the DM endpoint answers on, repeatable (default /dm); e.g. /funambol/dm, "
+                        "the address a device's DMAcc names")
+    p.add_argument("--allow-basic-over-http", action="store_true",
+                   help="accept syncml:auth-basic (the password in base64) over plain HTTP too; without it "
+                        "basic is accepted over TLS only (default off)")
+    p.add_argument("--min-password-length", type=int, default=8, metavar="N",
+                   help="device and server passwords shorter than N are refused at registration (default 8)")
     tls.add_server_options(p)
     p.set_defaults(func=_cmd_server)
 
@@ -49,11 +59,13 @@ def _cmd_server(args: argparse.Namespace) -> int:
     host, port = args.listen
     context = tls.server_context_from(args)
     web = build_server(args.db, host=host, port=port, admin_token=admin_token(args), server_id=args.server_id,
-                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context)
+                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context,
+                       paths=args.paths or ["/dm"], allow_basic_over_http=args.allow_basic_over_http,
+                       min_password_length=args.min_password_length)
 
     async def main() -> None:
         await web.start()
-        print(f"simvault DM server on {web.url}/dm (db {web.server.store.safe_url}); "
+        print(f"simvault DM server on {', '.join(web.url + p for p in web.paths)} (db {web.server.store.safe_url}); "
               f"admin API {'on' if web.admin_token else 'off (no token)'}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -26,7 +26,7 @@ from host.errors import SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
 from host.syncml.packing import LargeObjectAssembler, pack
-from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, decode_wbxml, encode_wbxml
+from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, CONTENT_TYPE_DS_WBXML, decode_wbxml, encode_wbxml
 
 DEFAULT_MAX_MSG_SIZE = 64 * 1024
 MIN_MAX_MSG_SIZE = 2048  # below this, a Status block alone may not fit
@@ -53,10 +53,19 @@ WIRE_XML = Wire(codec.CONTENT_TYPE_DM_XML, codec.encode, codec.decode)
 WIRE_WBXML = Wire(CONTENT_TYPE_DM_WBXML, encode_wbxml, decode_wbxml)
 
 
+# Stock DM clients (libdmclient, Funambol's) label DM messages with the plain SyncML types;
+# OMA DM 1.2 names the .dm+ ones. Both are DM here, answered under the label the client used.
+DM_WIRES = {w.content_type: w for w in (
+    WIRE_XML, WIRE_WBXML,
+    Wire(codec.CONTENT_TYPE_DS_XML, codec.encode, codec.decode),
+    Wire(CONTENT_TYPE_DS_WBXML, encode_wbxml, decode_wbxml))}
+DM_CONTENT_TYPES = tuple(DM_WIRES)
+
+
 def wire_for(content_type: str | None) -> Wire | None:
-    """The Wire of an HTTP Content-Type (parameters ignored); None when it is neither DM type."""
+    """The Wire of an HTTP Content-Type (parameters ignored); None when it is no DM type."""
     base = (content_type or "").split(";", 1)[0].strip().lower()
-    return {WIRE_XML.content_type: WIRE_XML, WIRE_WBXML.content_type: WIRE_WBXML}.get(base)
+    return DM_WIRES.get(base)
 
 
 def command_size(cmd: m.Command) -> int:

@@ -1,0 +1,146 @@
+"""intel libdmclient's testdmclient as a device of simvault's DM server (tests' helper, no tests).
+
+``testdmclient`` (session fixture) builds it with scripts/libdmclient.sh (once per source,
+cached) and fails loudly when it cannot. ``StockDevice`` is one provisioned client: its DM
+account is tests/mgtobj/simvault.dmacc filled in (server address with the path it uses,
+ServerID, user, passwords, auth type) and read by the DMAcc plugin tests/mgtobj/dmacc_file.c,
+which keeps the nonces the server hands out from one run to the next. Its DevId is
+libdmclient's test DevInfo value, ``DMCtest``.
+
+    dev = StockDevice(client, tmp_path, address=f"{world.url}/funambol/dm")
+    dev.register(world.web.server.store)             # dm device-add DMCtest --user dmctest --auth basic
+    run = dev.session(wbxml=True)                    # one testdmclient process, one DM session
+    assert run.returncode == 0, run.log
+"""
+from __future__ import annotations
+
+import os
+import string
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from host.dm.server.registry import register_device
+from host.syncml import model as m
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = ROOT / "scripts" / "libdmclient.sh"
+ACCOUNT_TEMPLATE = Path(__file__).parent / "mgtobj" / "simvault.dmacc"
+DEV_ID = "DMCtest"  # libdmclient's tests/mgtobj/DevInfo: ./DevInfo/DevId
+SERVER_ID = "simvault-dms"
+USER = "dmctest"
+PASSWORD = "dmc-password-1"
+SERVER_PASSWORD = "dmc-server-pw-1"
+RUN_TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="session")
+def testdmclient() -> Path:
+    """The built client (scripts/libdmclient.sh; about 20-40 s the first time, then cached)."""
+    run = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, f"scripts/libdmclient.sh failed:\n{run.stderr[-3000:]}"
+    client = Path(run.stdout.strip().splitlines()[-1])
+    assert client.is_file(), f"scripts/libdmclient.sh printed {client}, which does not exist"
+    return client
+
+
+@dataclass
+class Run:
+    returncode: int
+    log: str  # testdmclient's stderr: every packet it sent and received
+
+
+class StockDevice:
+    """One testdmclient with its own provisioned DM account file."""
+
+    def __init__(self, client: Path, root: Path, *, address: str, auth_type: str = "BASIC", user: str = USER,
+                 password: str = PASSWORD, server_password: str = SERVER_PASSWORD) -> None:
+        self.client = client
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.password = password
+        self.server_password = server_password
+        self.user = user
+        self.account = root / "dmacc.tsv"
+        self.account.write_text(string.Template(ACCOUNT_TEMPLATE.read_text()).substitute(
+            server_id=SERVER_ID, address=address, auth_type=auth_type, user=user,
+            password=password, server_password=server_password))
+
+    def register(self, store, *, auth: str = "basic", password: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+        """The operator's side of the provisioning: dm device-add DMCtest --user dmctest --auth AUTH."""
+        return register_device(store, SERVER_ID, DEV_ID, password or self.password, self.server_password,
+                               auth_type=auth, username=self.user)
+
+    def session(self, *, wbxml: bool = False, timeout: float = RUN_TIMEOUT) -> Run:
+        """One testdmclient run: one client-initiated session (Alert 1201, SessionID 1)."""
+        env = {**os.environ, "SIMVAULT_DMACC": str(self.account)}
+        cmd = [str(self.client), "-s", SERVER_ID] + (["-w"] if wbxml else [])
+        run = subprocess.run(cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=timeout)
+        return Run(run.returncode, run.stderr.decode("utf-8", "replace"))
+
+    def account_value(self, uri: str) -> str:
+        for line in self.account.read_text().splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and fields[1] == uri:
+                return unquote(fields[3], errors="replace") if len(fields) > 3 else ""  # %XX-escaped
+        raise KeyError(uri)
+
+
+class Prober:
+    """A server plugin that sends fixed commands in a device's first session and records its
+    answers: {label: (status code, [(uri, format, data)] of the Results)} -- the capability probe."""
+
+    name = "prober"
+
+    def __init__(self, commands: dict[str, "m.Command"]) -> None:
+        self.commands = commands
+        self.answers: dict[str, tuple[int | None, list[tuple[str | None, str | None, object]]]] = {}
+        self.sent = False
+
+    def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        if self.sent:
+            return
+        self.sent = True
+        for label, cmd in self.commands.items():
+            self.answers[label] = (None, [])
+            ctx.send(cmd, label)
+
+    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
+        if tag in self.answers and self.answers[tag][0] is None:  # Atomic: the first Status is the Atomic's
+            self.answers[tag] = (status.data, self.answers[tag][1])
+
+    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
+        if tag in self.answers:
+            fmt = item.meta.format if item.meta else (results.meta.format if results.meta else None)
+            self.answers[tag][1].append((item.source.loc_uri if item.source else None, fmt, item.data))
+
+    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
+        return None
+
+
+class HoldOpen:
+    """A server plugin whose first session asks the user to confirm (Alert 1101): testdmclient
+    waits on its stdin, so the session stays open on the server until the client is killed."""
+
+    name = "hold-open"
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        if not self.asked:
+            self.asked = True
+            ctx.send(m.Alert(cmd_id=1, data=1101, items=[m.Item(data="Proceed with the update?")]))
+
+    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
+        return None
