@@ -25,6 +25,7 @@ import pytest
 
 from host.dm.server.registry import register_device
 from host.syncml import model as m
+from test_dm_fixtures import QuietPlugin
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "libdmclient.sh"
@@ -74,13 +75,23 @@ class StockDevice:
         return register_device(store, SERVER_ID, DEV_ID, password or self.password, self.server_password,
                                auth_type=auth, username=self.user)
 
+    def command(self, *, wbxml: bool = False) -> tuple[list[str], dict[str, str]]:
+        return ([str(self.client), "-s", SERVER_ID] + (["-w"] if wbxml else []),
+                {**os.environ, "SIMVAULT_DMACC": str(self.account)})
+
     def session(self, *, wbxml: bool = False, timeout: float = RUN_TIMEOUT) -> Run:
-        """One testdmclient run: one client-initiated session (Alert 1201, SessionID 1)."""
-        env = {**os.environ, "SIMVAULT_DMACC": str(self.account)}
-        cmd = [str(self.client), "-s", SERVER_ID] + (["-w"] if wbxml else [])
+        """One testdmclient run: one client-initiated session (Alert 1201, SessionID 1); a UI
+        alert (1100-1103) is answered with no input."""
+        cmd, env = self.command(wbxml=wbxml)
         run = subprocess.run(cmd, cwd=self.root, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                              timeout=timeout)
         return Run(run.returncode, run.stderr.decode("utf-8", "replace"))
+
+    def start(self) -> subprocess.Popen:
+        """A testdmclient in the background, its stdin a pipe: a UI alert waits for the user."""
+        cmd, env = self.command()
+        return subprocess.Popen(cmd, cwd=self.root, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def account_value(self, uri: str) -> str:
         for line in self.account.read_text().splitlines():
@@ -90,7 +101,7 @@ class StockDevice:
         raise KeyError(uri)
 
 
-class Prober:
+class Prober(QuietPlugin):
     """A server plugin that sends fixed commands in a device's first session and records its
     answers: {label: (status code, [(uri, format, data)] of the Results)} -- the capability probe."""
 
@@ -118,11 +129,8 @@ class Prober:
             fmt = item.meta.format if item.meta else (results.meta.format if results.meta else None)
             self.answers[tag][1].append((item.source.loc_uri if item.source else None, fmt, item.data))
 
-    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
-        return None
 
-
-class HoldOpen:
+class HoldOpen(QuietPlugin):
     """A server plugin whose first session asks the user to confirm (Alert 1101): testdmclient
     waits on its stdin, so the session stays open on the server until the client is killed."""
 
@@ -135,12 +143,3 @@ class HoldOpen:
         if not self.asked:
             self.asked = True
             ctx.send(m.Alert(cmd_id=1, data=1101, items=[m.Item(data="Proceed with the update?")]))
-
-    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
-        return None

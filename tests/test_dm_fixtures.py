@@ -83,6 +83,24 @@ def comparable(tree: DMTree) -> DMTree:
     return copy
 
 
+class QuietPlugin:
+    """A test server plugin's base: every hook does nothing (override those you need)."""
+
+    name = "test-quiet"
+
+    def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
+        return None
+
+
 def differences(a: DMTree, b: DMTree) -> list[tuple[str, str]]:
     return [(c.kind, c.uri) for c in diff(comparable(a), comparable(b))]
 

@@ -8,8 +8,9 @@ loopback to the real server and database.
 from __future__ import annotations
 
 import logging
+import base64
 import re
-import subprocess
+import time
 
 import pytest
 
@@ -130,15 +131,11 @@ def test_a_new_session_with_session_id_1_supersedes_the_open_one(make_world, tes
     hold = HoldOpen()
     world = make_world(plugins=[hold])
     dev = stock(world, testdmclient, tmp_path)
-    # the first run waits for the user's answer to the server's Alert 1101 (its stdin): killed
-    first = subprocess.Popen([str(dev.client), "-s", "simvault-dms"], cwd=dev.root, stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**__import__("os").environ, "SIMVAULT_DMACC": str(dev.account)})
+    first = dev.start()  # it waits for the user's answer to the server's Alert 1101 (its stdin): killed
     try:
-        for _ in range(200):
-            if hold.asked and world.web.server.open_sessions():
-                break
-            __import__("time").sleep(0.05)
+        deadline = time.monotonic() + 10
+        while not (hold.asked and world.web.server.open_sessions()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert world.web.server.open_sessions() == 1
     finally:
         first.kill()
@@ -162,7 +159,6 @@ def test_one_access_log_line_per_request_and_no_credential(make_world, testdmcli
     assert len(lines) == 1, lines
     assert re.fullmatch(r"POST /funambol/dm device=DMCtest session=1 msg=1 status=200 in=\d+ out=\d+ ms=[\d.]+",
                         lines[0]), lines[0]
-    import base64
     basic = base64.b64encode(f"{dev.user}:{dev.password}".encode()).decode()
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert dev.password not in everything and basic not in everything
