@@ -350,6 +350,9 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         target = "device"
     if kind in ("restore", "delete") and not backup_id:
         raise UsageError(f"a {kind} job needs a backup id (--id)")
+    if kind in ("backup", "restore") and target == "server":  # params.mode, dry_run (agentless)
+        from host.dm.server.agentless.plugin import check_job_params
+        params = check_job_params(store, kind, device_id, backup_id, params)
     if kind == "restore" and target == "server" and backup_id:
         if store.backup_archive(device_id, backup_id) is None:
             owners = store.backup_owner(backup_id)
@@ -388,13 +391,17 @@ class ServerThread:
 def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_token: str | None = None,
                  server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
-                 plugins: list | None = None, ssl_context: ssl.SSLContext | None = None) -> DMWebServer:
-    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
+                 plugins: list | None = None, ssl_context: ssl.SSLContext | None = None,
+                 agentless: Any = None) -> DMWebServer:
+    """The standard DM server: Store + DMServer + AgentlessPlugin and BackupPlugin + HttpNotifier +
+    web app. ``agentless``: a host.dm.server.agentless.config.AgentlessConfig (server key, caps)."""
+    from host.dm.server.agentless.plugin import AgentlessPlugin
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
     store = Store(db_url)
     if plugins is None:
-        plugins = [BackupPlugin()]
+        standard = AgentlessPlugin(agentless)
+        plugins = [standard, BackupPlugin(handover=standard)]
         try:
             from host.dm.server.ds_jobs import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
