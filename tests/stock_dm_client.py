@@ -5,7 +5,8 @@ Get ?list=TNDS / ?prop=, Add/Replace/Delete, Atomic) on a plain tree, without th
 agent around it, and can be configured to look like other stock clients:
 ``tnds=False`` answers ?list=TNDS with 406, ``structdata=True`` answers
 ?list=StructData, ``atomic="refuse"`` answers Atomic with 406, ``atomic="ignore"``
-runs an Atomic's commands without a Status for it (libdmclient's way),
+runs an Atomic's commands without a Status for it (libdmclient's way), ``tnds_limit``
+answers 413 to a TNDS longer than that,
 ``fault`` rewrites each outgoing message (bad-input tests), ``stop_after`` stops
 answering after that many messages (a client that dies mid-walk).
 
@@ -59,6 +60,9 @@ class _Executor(CommandExecutor):
                                       data=data))
             return out
         items = super()._get_items(uri, node, asked, query)
+        if query is not None and query.startswith("list=TNDS") and self.client.tnds_limit is not None \
+                and len(items[0].data) > self.client.tnds_limit:
+            raise SyncMLStatusError("TNDS too large to send", StatusCode.REQUEST_ENTITY_TOO_LARGE)
         if query is None and self.client.no_format:  # some clients leave Meta Format out
             items = [i if i.meta is None or i.meta.format == "b64" else
                      m.Item(source=i.source, meta=m.Meta(type=i.meta.type), data=i.data) for i in items]
@@ -88,11 +92,13 @@ class StockClient:
     def __init__(self, url: str, device_id: str, password: str, tree: DMTree, *, server_id: str = "simvault-dms",
                  user: str | None = None, tnds: bool = True, structdata: bool = False, atomic: str = "yes",
                  no_format: bool = False, max_msg_size: int = 16 * 1024, wbxml: bool = False,
+                 tnds_limit: int | None = None,
                  fault: Callable[[m.SyncMLMessage], m.SyncMLMessage | bytes] | None = None,
                  stop_after: int | None = None) -> None:
         self.url, self.device_id, self.password, self.tree = url, device_id, password, tree
         self.server_id, self.user = server_id, user or device_id
         self.tnds, self.structdata, self.atomic, self.no_format = tnds, structdata, atomic, no_format
+        self.tnds_limit = tnds_limit  # a TNDS longer than this is answered 413
         self.max_msg_size, self.wire = max_msg_size, WIRE_WBXML if wbxml else WIRE_XML
         self.fault, self.stop_after = fault, stop_after
         self.lock = threading.RLock()

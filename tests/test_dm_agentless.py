@@ -17,7 +17,7 @@ from host.dm.server.registry import register_device
 from host.dm.server.webapp import ServerThread, build_server, create_job_checked
 from host.errors import UsageError
 from host.syncml import model as m
-from host.tree.model import DMNode, DMTree
+from host.tree.model import DMTree
 from stock_dm_client import StockClient, open_tree
 from test_dm_fixtures import db_url, pg_cluster  # noqa: F401 - fixtures
 
@@ -281,7 +281,7 @@ def test_scope(rig) -> None:
                                                                                                "./DevDetail"))}
 
 
-def test_postgres_backup_and_restore(rig, db_url) -> None:  # noqa: F811 - fixture
+def test_backup_and_restore_on_each_database(rig, db_url) -> None:  # noqa: F811 - fixture (sqlite, postgres)
     web, thread, _, _ = rig
     tree = phone()
     c = client(thread, tree, tnds=False, structdata=True)
@@ -313,4 +313,80 @@ def test_interior_leaf_helpers() -> None:
     assert leaf_from("K", "./K", b"\x01", "b64", None).value == "AQ=="
     with pytest.raises(ReadError):
         leaf_from("K", "./K", "x", "weird", None)
-    assert isinstance(DMNode("x"), DMNode)
+
+
+def test_tnds_too_large_is_read_subtree_by_subtree(rig) -> None:
+    web, thread, ident, _ = rig
+    tree = phone()
+    job = backup(web, client(thread, tree, tnds_limit=1500))  # the whole tree is refused (413), parts are not
+    assert job["state"] == "succeeded", job["reason"]
+    assert "strategy tnds" in job["reason"]
+    got = verify_archive(Archive.from_bytes(web.server.store.backup_archive(DEV, job["backup_id"])),
+                         ident.trust, ident.decryptor, device_id=DEV)
+    assert comparable(got.tree) == comparable(tree, drop=("./DMAcc/srv/Secret",))
+
+
+def test_wbxml_session(rig) -> None:
+    web, thread, _, _ = rig
+    tree = phone()
+    c = client(thread, tree, wbxml=True, tnds=False)
+    bid = backup(web, c)["backup_id"]
+    tree.replace("./DMAcc/srv/Key", base64.b64encode(b"other").decode())
+    job = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
+    c.session()
+    assert web.server.store.job(job["id"])["state"] == "succeeded"
+    assert tree.get("./DMAcc/srv/Key").data == b"\x00\x01\xfe\xff"
+
+
+def test_cli(tmp_path) -> None:
+    """dm server --server-key/--recipient, dm backup-start --mode, dm restore-start --dry-run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_dm_cli import _port, _wait_http
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, SIMVAULT_DM_ADMIN_TOKEN="cli-token-123", SIMVAULT_DM_PASSWORD=PASSWORD,
+               SIMVAULT_DM_SERVER_PASSWORD=SERVER_PASSWORD, PYTHONPATH=str(root))
+    dm = [sys.executable, "-m", "host.cli.dm", "dm"]
+    port = _port()
+    api = f"http://127.0.0.1:{port}"
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(dm + list(args) + ["--api", api, "--json"], env=env, capture_output=True,
+                                text=True, timeout=60, cwd=root)
+        assert (result.returncode == 0) == ok, result.stderr
+        return result
+
+    generate_identity(tmp_path / "srv")
+    generate_identity(tmp_path / "op")
+    generate_identity(tmp_path / "dev")
+    bad = subprocess.run(dm + ["server", "--recipient", str(tmp_path / "op" / "device.enc.pub.pem")], env=env,
+                         capture_output=True, text=True, timeout=60, cwd=root)
+    assert bad.returncode != 0 and "--server-key" in bad.stderr and "Traceback" not in bad.stderr
+    server = subprocess.Popen(dm + ["server", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path}/dm.db",
+                                    "--server-key", str(tmp_path / "srv"),
+                                    "--recipient", str(tmp_path / "op" / "device.enc.pub.pem")],
+                              env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_http(f"{api}/api/health")
+        run("device-add", DEV, "--auth", "md5", "--public-key", str(tmp_path / "dev" / "device.sign.pub.pem"))
+        assert "go with --target ds" in run("backup-start", DEV, "--mode", "refresh", ok=False).stderr
+        job = json.loads(run("backup-start", DEV, "--mode", "standard").stdout)
+        assert job["params"] == {"mode": "standard"}
+        tree = phone()
+        c = StockClient(f"{api}/dm", DEV, PASSWORD, tree)
+        c.session()
+        job = json.loads(run("job", str(job["id"])).stdout)
+        assert job["state"] == "succeeded" and "strategy tnds" in job["reason"], job
+        tree.replace("./Settings/S0", "5")
+        preview = json.loads(run("restore-start", DEV, "--id", job["backup_id"], "--dry-run").stdout)
+        c.session()
+        text = subprocess.run(dm + ["job", str(preview["id"]), "--api", api], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=root).stdout
+        assert "nothing applied" in text and "~ ./Settings/S0: value '5' -> '0'" in text, text
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
