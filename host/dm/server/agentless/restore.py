@@ -85,7 +85,7 @@ def to_command(op: Op) -> m.Command:
         return m.Delete(cmd_id=1, items=[m.Item(target=target)])
     assert op.node is not None
     if op.node.interior:
-        item = m.Item(target=target, meta=m.Meta(format="node"))
+        item = m.Item(target=target, meta=m.Meta(format="node"), data="")  # <Data/>: libdmclient reads its length
     else:
         data, fmt = _wire_value(op.node)
         item = m.Item(target=target, meta=m.Meta(format=fmt, type=op.node.type), data=data)
