@@ -144,15 +144,17 @@ def test_restore_with_each_atomic_behaviour(rig, atomic) -> None:
     tree = phone()
     c = client(thread, tree, atomic=atomic, tnds=False)
     bid = backup(web, c)["backup_id"]
-    tree.replace("./Settings/S1", "0")
-    tree.delete("./Settings/Empty")
+    before = comparable(tree)
+    tree.delete("./Settings")  # a whole subtree lost: Add, parents first
+    tree.add("./Extra/A/B", "x", format="chr", create_parents=True)  # one grown: one Delete at its top
+    tree.replace("./DMAcc/srv/Addr", "http://evil.example/dm")
     restore = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
     c.session()
     restore = web.server.store.job(restore["id"])
     assert restore["state"] == "succeeded", restore["reason"]
     assert "every changed node read back" in restore["reason"]
     assert ("in one Atomic" in restore["reason"]) == (atomic == "yes")
-    assert tree.get("./Settings/S1").value == "7" and tree.find("./Settings/Empty") is not None
+    assert comparable(tree) == before
 
 
 def test_atomic_rollback_reports_every_refusal(rig) -> None:

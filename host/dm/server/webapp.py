@@ -9,6 +9,8 @@ Routes
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
+                             backup/restore target server: params {"mode": "auto"|"agent"|"standard"},
+                              restore {"dry_run": true} (agentless: docs/DM.md "Devices without simvault")
                              firmware_update: {"device": ID, "kind": "firmware_update",
                               "params": {"node": "./FUMO/x"}} (target "device"; default node ./FUMO/FwUpdate)
     POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",

@@ -56,12 +56,16 @@ class _Run:
 
 
 def backup_strategy(store: Any, device_id: str, backup_id: str | None) -> str | None:
-    """The read strategy a stored backup records (None: the device's agent made it)."""
-    for row in store.backups(device_id):
-        if row["backup_id"] == backup_id:
-            strategy = (row.get("meta") or {}).get("strategy")
-            return strategy if strategy in STRATEGIES else None
-    return None
+    """The read strategy a stored backup records (None: the device's agent made it, or no such
+    backup). One column read: BackupPlugin asks this for every open restore job each round."""
+    from sqlalchemy import select
+
+    from host.dm.server.tables import BackupRow
+    with store.reading() as s:
+        meta = s.scalars(select(BackupRow.meta).where(BackupRow.device_id == device_id,
+                                                      BackupRow.backup_id == (backup_id or ""))).first()
+    strategy = (meta or {}).get("strategy")
+    return strategy if strategy in STRATEGIES else None
 
 
 def check_job_params(store: Any, kind: str, device_id: str, backup_id: str | None,

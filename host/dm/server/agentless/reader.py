@@ -255,7 +255,7 @@ class TreeReader:
                 if not names:
                     raise ReadError("StructData gives the root a value")
                 self._put(uri, leaf_from(names[-1], uri, item.data, fmt, mime))
-        if p.uri not in seen:
+        if not seen or self.tree.find(p.uri) is None:
             raise ReadError(f"StructData for {p.uri} does not hold that node")
 
     def _on_get(self, p: _Pending) -> None:
@@ -280,9 +280,9 @@ class TreeReader:
             self.todo.appendleft(("fmt", uri))
             self._fmt_data[uri] = (data, mime)
             return
-        if fmt == "node":
+        if fmt == "node":  # (Meta Type here is the child list's, text/plain: not the node's Type)
             children = child_names(data, uri)
-            self._put(uri, DMNode(names[-1] if names else ".", interior=True, type=mime), keep_children=True)
+            self._put(uri, DMNode(names[-1] if names else ".", interior=True), keep_children=True)
             self._count_nodes(len(children), uri)
             for child in children:
                 self.todo.append((then, join_uri(names + [child])))
