@@ -310,6 +310,9 @@ def test_no_server_key(tmp_path) -> None:
 def test_interior_leaf_helpers() -> None:
     from host.dm.server.agentless.reader import ReadError, child_names, leaf_from
     assert child_names("a/b", "./X") == ["a", "b"] and child_names("", "./X") == []
+    assert child_names(b"leaf\x00", "./X") == ["leaf"]  # libdmclient's memory plugin, in WBXML
+    with pytest.raises(ReadError):
+        child_names(b"a\x00b", "./X")
     with pytest.raises(ReadError):
         child_names("a/a", "./X")
     assert leaf_from("K", "./K", b"\x01", "b64", None).value == "AQ=="

@@ -101,13 +101,14 @@ def leaf_from(name: str, uri: str, data: object, fmt: str | None, mime: str | No
 
 
 def child_names(data: object, uri: str) -> list[str]:
-    """An interior node's child list 'a/b/c' ('' or none: no children)."""
-    text = item_text(data, uri).strip()
+    """An interior node's child list 'a/b/c' ('' or none: no children). A trailing NUL is a C
+    string's terminator sent along (libdmclient's memory plugin, in WBXML): dropped."""
+    text = item_text(data, uri).rstrip("\x00").strip()
     if not text:
         return []
     names = text.split("/")
     for n in names:
-        if n in ("", ".", "..") or len(n) > 255:
+        if n in ("", ".", "..") or len(n) > 255 or "\x00" in n:
             raise ReadError(f"{uri}: the device's child list {text[:60]!r} holds an invalid node name")
     if len(set(names)) != len(names):
         raise ReadError(f"{uri}: the device's child list names a node twice")
