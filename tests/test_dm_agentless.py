@@ -40,10 +40,14 @@ def phone() -> DMTree:
     t.add("./DMAcc/srv/Addr", "http://127.0.0.1/dm", format="chr", type="text/plain")
     t.add("./DMAcc/srv/Key", base64.b64encode(b"\x00\x01\xfe\xff").decode(), format="b64")
     t.add("./DMAcc/srv/Secret", "s3cret", format="chr", acl="Replace=*")  # a secret the client hides
+    t.add("./DMAcc/ours", None, format="node")  # the server's own account: a restore keeps it live
+    t.add("./DMAcc/ours/ServerID", "simvault-dms", format="chr")
+    t.add("./DMAcc/ours/AAuthName", "dev-user", format="chr")
     t.add("./Settings", None, format="node")
     for i in range(12):
         t.add(f"./Settings/S{i}", str(i * 7), format="int")
     t.add("./Settings/Empty", None, format="node")
+    t.add("./Settings/Locked", "on", format="chr", acl="Get=*")  # the server may read it, not write it
     return t
 
 
@@ -117,7 +121,9 @@ def test_restore_preview_apply_and_read_back(rig) -> None:
     tree.replace("./Settings/S3", "999")
     tree.delete("./DMAcc/srv/Key")
     tree.add("./Settings/Junk", "x", format="chr")
-    tree.replace("./DevInfo/Man", "Evil")  # read-only to the server: the restore cannot undo it
+    tree.replace("./Settings/Locked", "off")  # read-only to the server: the restore cannot undo it
+    tree.replace("./DevDetail/FwV", "2.0.0")  # a firmware update since: the device's identity stays live
+    tree.replace("./DMAcc/ours/AAuthName", "new-user")  # our own account: stays live
     preview = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid,
                                  params={"dry_run": True}, notify=False)
     c.session()
@@ -125,7 +131,9 @@ def test_restore_preview_apply_and_read_back(rig) -> None:
     assert preview["state"] == "succeeded", preview["reason"]
     assert "nothing applied" in preview["reason"]
     [diff] = [r["data"]["diff"] for r in web.server.store.results(preview["id"])]
-    assert "./Settings/Junk" in diff and "./DMAcc/srv/Key" in diff and "./DevInfo/Man" in diff
+    assert "./Settings/Junk" in diff and "./DMAcc/srv/Key" in diff and "./Settings/Locked" in diff
+    assert "FwV" not in diff and "AAuthName" not in diff
+    assert "kept live: ./DevInfo ./DevDetail ./DMAcc/ours" in preview["reason"]
     assert tree.find("./Settings/Junk") is not None  # nothing written
 
     restore = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
@@ -133,7 +141,8 @@ def test_restore_preview_apply_and_read_back(rig) -> None:
     restore = web.server.store.job(restore["id"])
     assert restore["state"] == "failed"  # one node refused: reported, the rest applied
     refused = [r["data"] for r in web.server.store.results(restore["id"]) if "uri" in r["data"]]
-    assert [(r["uri"], r["command"], r["code"]) for r in refused] == [("./DevInfo/Man", "Replace", 425)]
+    assert [(r["uri"], r["command"], r["code"]) for r in refused] == [("./Settings/Locked", "Replace", 425)]
+    assert tree.get("./DevDetail/FwV").value == "2.0.0" and tree.get("./DMAcc/ours/AAuthName").value == "new-user"
     assert tree.find("./Settings/Junk") is None and tree.get("./Settings/S3").value == "21"
     assert tree.get("./DMAcc/srv/Key").data == b"\x00\x01\xfe\xff"
 
@@ -163,14 +172,14 @@ def test_atomic_rollback_reports_every_refusal(rig) -> None:
     c = client(thread, tree)
     bid = backup(web, c)["backup_id"]
     tree.replace("./Settings/S1", "0")
-    tree.replace("./DevInfo/Lang", "fr")
+    tree.replace("./Settings/Locked", "off")
     restore = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
     c.session()
     restore = web.server.store.job(restore["id"])
     assert restore["state"] == "failed" and "rolled the Atomic back" in restore["reason"]
     assert tree.get("./Settings/S1").value == "0"  # nothing applied
     refused = [r["data"] for r in web.server.store.results(restore["id"]) if "uri" in r["data"]]
-    assert [(r["uri"], r["code"]) for r in refused] == [("./DevInfo/Lang", 425)]
+    assert [(r["uri"], r["code"]) for r in refused] == [("./Settings/Locked", 425)]
 
 
 def test_modes_and_job_checks(rig) -> None:

@@ -35,7 +35,7 @@ from host.tree.ops import apply_restore, render_diff
 
 from .config import MODES, STRATEGIES, AgentlessConfig
 from .reader import Limits, ReadError, TreeReader
-from .restore import Applier, ReadBack, plan
+from .restore import Applier, ReadBack, keep_live, plan
 
 log = logging.getLogger(__name__)
 
@@ -267,13 +267,14 @@ class AgentlessPlugin:
         params = run.job.get("params") or {}
         verified = run.verified
         keep = bool(params.get("keep_secrets")) or verified.archive.host.secrets == "excluded"
+        kept = keep_live(reader.tree, verified.tree, ctx.server_id)
         changes = apply_restore(reader.tree, verified.tree, verified.scope, keep_live_secrets=keep, dry_run=True)
         ops, skipped = plan(changes)
         run.reports = list(skipped)
         diff = render_diff(changes)
         ctx.store.add_result(ctx.device_id, run.job["id"], 200, {"diff": diff[:60_000],
                                                                  "strategy": reader.strategy})
-        counts = diff.strip().splitlines()[-1]
+        counts = diff.strip().splitlines()[-1] + (f" (kept live: {' '.join(kept)})" if kept else "")
         if params.get("dry_run"):
             self._finish(ctx, run, "succeeded", f"preview of backup {run.job['backup_id']} (nothing applied, "
                                                 f"strategy {reader.strategy}): {counts}")

@@ -95,6 +95,8 @@ def leaf_from(name: str, uri: str, data: object, fmt: str | None, mime: str | No
     if fmt in ("b64", "bin") and isinstance(data, bytes):
         value: str | bytes = base64.b64encode(data).decode("ascii")
         fmt = "b64"
+    elif fmt == "bin":  # binary as text (no b64 Format on the wire): its UTF-8 bytes, kept as b64
+        value, fmt = base64.b64encode(item_text(data, uri).encode("utf-8")).decode("ascii"), "b64"
     else:
         value = item_text(data, uri)
     return DMNode(name, value=value, format=fmt, type=mime or None)

@@ -19,10 +19,11 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from host.backup.ops import IDENTITY_URIS
 from host.dm.session import command_size
 from host.syncml import model as m
 from host.syncml.status import status_name
-from host.tree.model import DMNode
+from host.tree.model import DMNode, DMTree
 from host.tree.ops import Change
 from host.tree.uri import split_uri
 
@@ -39,6 +40,30 @@ class Op:
     command: str  # Add | Replace | Delete
     uri: str
     node: DMNode | None = None  # the node as the backup has it (Add/Replace)
+
+
+def keep_live(live: DMTree, restored: DMTree, server_id: str) -> list[str]:
+    """Put the live device's identity (./DevInfo, ./DevDetail: read-only on a real device, and
+    changed by a firmware update) and this server's own DM account (the ./DMAcc/<x> whose
+    ServerID is ours: its credentials and nonces are the session's) into ``restored``, in
+    place; the URIs kept. Restoring them would break the device's identity or our access."""
+    uris = list(IDENTITY_URIS)
+    for tree in (live, restored):
+        acc = tree.find("./DMAcc")
+        for name, node in (acc.children.items() if acc is not None and acc.interior else ()):
+            sid = node.children.get("ServerID")
+            if sid is not None and sid.value == server_id and f"./DMAcc/{name}" not in uris:
+                uris.append(f"./DMAcc/{name}")
+    kept = []
+    for uri in uris:
+        mine, theirs = live.find(uri), restored.find(uri)
+        if theirs is not None:
+            restored.delete(uri)
+        if mine is not None:
+            restored.add_subtree(uri, mine.copy(), create_parents=True)
+        if mine is not None or theirs is not None:
+            kept.append(uri)
+    return kept
 
 
 def plan(changes: list[Change]) -> tuple[list[Op], list[dict]]:
