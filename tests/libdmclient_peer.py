@@ -110,6 +110,7 @@ class Prober(QuietPlugin):
     def __init__(self, commands: dict[str, "m.Command"]) -> None:
         self.commands = commands
         self.answers: dict[str, tuple[int | None, list[tuple[str | None, str | None, object]]]] = {}
+        self.statuses: dict[str, list[tuple[str, int]]] = {}  # every Status that reached a label
         self.sent = False
 
     def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -121,8 +122,10 @@ class Prober(QuietPlugin):
             ctx.send(cmd, label)
 
     def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
-        if tag in self.answers and self.answers[tag][0] is None:  # Atomic: the first Status is the Atomic's
-            self.answers[tag] = (status.data, self.answers[tag][1])
+        if tag in self.answers:
+            self.statuses.setdefault(tag, []).append((status.cmd, status.data))
+            if status.cmd == self.commands[tag].name:  # (an Atomic's commands report to its tag too)
+                self.answers[tag] = (status.data, self.answers[tag][1])
 
     def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
         if tag in self.answers:

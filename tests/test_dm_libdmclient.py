@@ -224,6 +224,7 @@ def test_what_testdmclient_supports(make_world, testdmclient, tmp_path) -> None:
         "atomic": None,  # no Status for an Atomic at all (the commands inside run one by one)
         "exec": 200,
     }, codes
+    assert probe.statuses["atomic"] == [("Add", 200)]  # its command's, applied alone
     results = {label: res for label, (_code, res) in probe.answers.items()}
     assert results["get interior"] == [("./DevInfo/Ext", "node", "Intel/other")]
     assert results["get leaf"] == [("./DevInfo/Man", "chr", "test manufacturer")]

@@ -124,8 +124,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("server", "card", "ds"), default="server",
                    help="where the backup goes (default server; ds needs --ds-account)")
     p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
-    p.add_argument("--mode", choices=("two-way", "refresh"), default=None,
-                   help="DS sync type (default two-way: the previous backup stays until the new one is whole)")
+    p.add_argument("--mode", choices=("auto", "agent", "standard", "two-way", "refresh"), default=None,
+                   help="--target server: auto (default: the BaR MO when the device has it, else standard "
+                        "DM commands), agent, standard; --target ds: the sync type, two-way (default: the "
+                        "previous backup stays until the new one is whole) or refresh")
     p.add_argument("--scope", default=None, help="space-separated URIs (default: the whole tree)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
@@ -137,9 +139,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", dest="target", choices=("server", "card", "ds"), default="server",
                    help="where the backup is (default server; ds needs --ds-account)")
     p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
+    p.add_argument("--mode", choices=("auto", "agent", "standard"), default=None,
+                   help="--source server: auto (default), agent (BaR MO), standard (a backup the server read)")
+    p.add_argument("--dry-run", action="store_true", help="standard: the diff as the job's result, no write")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
-    p.set_defaults(func=_cmd_start, kind="restore", scope=None, mode=None)
+    p.set_defaults(func=_cmd_start, kind="restore", scope=None)
     p = dsub.add_parser("fumo-start", help="firmware update (OMA FUMO Exec <node>/Update); the device's "
                                            "Policy/BeforeFirmwareUpdate backs up first")
     p.add_argument("device", help="the device id")
@@ -308,10 +313,17 @@ def _cmd_start(args: argparse.Namespace) -> int:
             raise UsageError("a DS job needs --ds-account NAME (simvault dm ds-account list)")
         kind = f"{kind}_via_ds"
         params = {"account": args.ds_account, **({"mode": args.mode} if args.mode else {})}
-    elif args.ds_account or getattr(args, "mode", None):
-        raise UsageError("--ds-account and --mode go with --target ds / --source ds")
+        if args.mode not in (None, "two-way", "refresh"):
+            raise UsageError(f"--mode {args.mode} goes with --target server; DS modes are two-way, refresh")
+    elif args.ds_account or getattr(args, "mode", None) in ("two-way", "refresh"):
+        raise UsageError("--ds-account and --mode two-way|refresh go with --target ds / --source ds")
     elif kind == "restore" and not args.backup_id:
         raise UsageError("restore-start needs --id (simvault dm backups lists them)")
+    if args.target == "server" and kind in ("backup", "restore"):
+        params = {k: v for k, v in (("mode", getattr(args, "mode", None)),
+                                    ("dry_run", getattr(args, "dry_run", False) or None)) if v}
+    elif getattr(args, "mode", None) and args.target != "ds":
+        raise UsageError("--mode goes with --target server (auto, agent, standard) or ds")
     job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": kind, "target": args.target,
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
                                            "params": params})

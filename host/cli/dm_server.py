@@ -14,6 +14,7 @@ import os
 import signal
 
 from host import tls
+from host.dm.server.agentless.config import add_agentless_options, agentless_config_from
 
 TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
 
@@ -51,6 +52,7 @@ def register(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-password-length", type=int, default=8, metavar="N",
                    help="device and server passwords shorter than N are refused at registration (default 8)")
     tls.add_server_options(p)
+    add_agentless_options(p)
     p.set_defaults(func=_cmd_server)
 
 
@@ -61,7 +63,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
     web = build_server(args.db, host=host, port=port, admin_token=admin_token(args), server_id=args.server_id,
                        max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context,
                        paths=args.paths or ["/dm"], allow_basic_over_http=args.allow_basic_over_http,
-                       min_password_length=args.min_password_length)
+                       min_password_length=args.min_password_length, agentless=agentless_config_from(args))
 
     async def main() -> None:
         await web.start()

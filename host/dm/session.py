@@ -101,6 +101,7 @@ class Channel:
     peer_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     own_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     max_obj_size: int | None = None
+    peer_max_obj_size: int | None = None  # the peer's SyncHdr MaxObjSize, once it stated one
     last_sent_msg_id: int = 0
     last_received_msg_id: int = 0
     statuses: list[m.Status] = field(default_factory=list)
@@ -246,6 +247,9 @@ class Channel:
 
     def _record(self, msg_id: int, out: Outgoing) -> None:
         self.sent[(msg_id, out.cmd.cmd_id)] = (out.cmd.name, out.tag)
+        if isinstance(out.cmd, (m.Atomic, m.Sequence)):  # their commands' Statuses reach the same tag
+            for child in out.cmd.commands:
+                self.sent[(msg_id, child.cmd_id)] = (child.name, out.tag)
 
 
 def next_message_alert(channel: Channel) -> m.Alert:

@@ -256,6 +256,8 @@ class DMServer(JobsMixin):
         sess.last_activity = time.monotonic()
         if msg.header.meta is not None and msg.header.meta.max_msg_size:
             ch.peer_max_msg_size = max(MIN_MAX_MSG_SIZE, min(msg.header.meta.max_msg_size, 16 * 1024 * 1024))
+        if msg.header.meta is not None and msg.header.meta.max_obj_size:
+            ch.peer_max_obj_size = msg.header.meta.max_obj_size  # what agentless restore may Replace
         if ch.last_received_msg_id > MAX_MESSAGES_PER_SESSION:
             self._end(sess, "failed", "too many messages")
             return Reply(429, text="too many messages in one session")

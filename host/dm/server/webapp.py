@@ -10,6 +10,8 @@ Routes
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
+                             backup/restore target server: params {"mode": "auto"|"agent"|"standard"},
+                              restore {"dry_run": true} (agentless: docs/DM.md "Devices without simvault")
                              firmware_update: {"device": ID, "kind": "firmware_update",
                               "params": {"node": "./FUMO/x"}} (target "device"; default node ./FUMO/FwUpdate)
     POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5"|"basic",
@@ -369,6 +371,9 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         target = "device"
     if kind in ("restore", "delete") and not backup_id:
         raise UsageError(f"a {kind} job needs a backup id (--id)")
+    if kind in ("backup", "restore") and target == "server":  # params.mode, dry_run (agentless)
+        from host.dm.server.agentless.plugin import check_job_params
+        params = check_job_params(store, kind, device_id, backup_id, params)
     if kind == "restore" and target == "server" and backup_id:
         if store.backup_archive(device_id, backup_id) is None:
             owners = store.backup_owner(backup_id)
@@ -420,8 +425,10 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
                  plugins: list | None = None, ssl_context: ssl.SSLContext | None = None,
                  paths: list[str] | tuple[str, ...] = ("/dm",), allow_basic_over_http: bool = False,
-                 min_password_length: int = 8) -> DMWebServer:
-    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app."""
+                 min_password_length: int = 8, agentless: Any = None) -> DMWebServer:
+    """The standard DM server: Store + DMServer + AgentlessPlugin and BackupPlugin + HttpNotifier +
+    web app. ``agentless``: a host.dm.server.agentless.config.AgentlessConfig (server key, caps)."""
+    from host.dm.server.agentless.plugin import AgentlessPlugin
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
     if min_password_length < 1:
@@ -429,7 +436,8 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
     paths = check_paths(paths)
     store = Store(db_url)
     if plugins is None:
-        plugins = [BackupPlugin()]
+        standard = AgentlessPlugin(agentless)
+        plugins = [standard, BackupPlugin(handover=standard)]
         try:
             from host.dm.server.ds_jobs import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
