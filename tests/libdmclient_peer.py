@@ -19,7 +19,7 @@ import string
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -70,10 +70,11 @@ class StockDevice:
             server_id=SERVER_ID, address=address, auth_type=auth_type, user=user,
             password=password, server_password=server_password))
 
-    def register(self, store, *, auth: str = "basic", password: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    def register(self, store, *, auth: str = "basic", password: str | None = None,  # type: ignore[no-untyped-def]
+                 **kw) -> dict:
         """The operator's side of the provisioning: dm device-add DMCtest --user dmctest --auth AUTH."""
         return register_device(store, SERVER_ID, DEV_ID, password or self.password, self.server_password,
-                               auth_type=auth, username=self.user)
+                               auth_type=auth, username=self.user, **kw)
 
     def command(self, *, wbxml: bool = False) -> tuple[list[str], dict[str, str]]:
         return ([str(self.client), "-s", SERVER_ID] + (["-w"] if wbxml else []),
@@ -92,6 +93,27 @@ class StockDevice:
         cmd, env = self.command()
         return subprocess.Popen(cmd, cwd=self.root, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def edit_account(self, *, values: dict[str, str] | None = None, remove: tuple[str, ...] = (),
+                     acl: dict[str, str] | None = None, nodes: dict[str, str] | None = None) -> None:
+        """Change the device's DMAcc file as the device itself would (between sessions): leaf
+        values (a new URI is added as a leaf), leaves removed, ACLs of new leaves, new interior
+        nodes with their ACL."""
+        lines, seen = [], set()
+        for line in self.account.read_text().splitlines():
+            fields = line.split("\t")
+            uri = fields[1] if len(fields) > 1 else None
+            if uri in remove:
+                continue
+            if uri in (values or {}):
+                fields = fields[:3] + [quote(values[uri], safe="")]
+                seen.add(uri)
+            lines.append("\t".join(fields))
+        lines += ["\t".join(("node", uri, node_acl)) for uri, node_acl in (nodes or {}).items()]
+        for uri, value in (values or {}).items():
+            if uri not in seen:
+                lines.append("\t".join(("leaf", uri, (acl or {}).get(uri, "-"), quote(value, safe=""))))
+        self.account.write_text("\n".join(lines) + "\n")
 
     def account_value(self, uri: str) -> str:
         for line in self.account.read_text().splitlines():

@@ -5,9 +5,12 @@
  *
  * testdmclient ships a DMAcc plugin with the account compiled in (address
  * http://127.0.0.1:8080/funambol/dm, no persistent nonces). This one reads the
- * file named by $SIMVAULT_DMACC and writes every Replace back to it, so the
- * nonces a server hands out survive from one testdmclient run to the next, as
- * on a real device.
+ * file named by $SIMVAULT_DMACC and writes every change (Add, Replace, Delete,
+ * ACL) back to it, so the nonces a server hands out survive from one
+ * testdmclient run to the next, as on a real device. setACL is needed for Add:
+ * libdmclient's dmtree_add checks the parent's ACL for Add, which cuts that ACL
+ * string at its first '&' (prv_check_access_rights writes into it), so its
+ * Replace check then fails and it sets an ACL on the new node.
  *
  * File format, one node per line, tab separated:
  *     leaf<TAB>URI<TAB>ACL<TAB>VALUE
@@ -207,11 +210,13 @@ static int prv_set(const dmtree_node_t * nodeP, void * data)
 {
     account_t * acc = (account_t *)data;
     node_t * n = prv_find(acc, nodeP->uri);
-    if (n && !n->leaf) return OMADM_SYNCML_ERROR_NOT_ALLOWED;
+    int interior = nodeP->format && !strcmp(nodeP->format, "node");
+    if (n && !n->leaf) return interior ? OMADM_SYNCML_ERROR_NONE : OMADM_SYNCML_ERROR_NOT_ALLOWED;
     if (!n) {
         prv_add_parents(acc, nodeP->uri);
-        n = prv_add(acc, nodeP->uri, 1);
+        n = prv_add(acc, nodeP->uri, !interior);
         if (!n) return OMADM_SYNCML_ERROR_DEVICE_FULL;
+        if (interior) return prv_save(acc);
     }
     free(n->value);
     n->value = malloc(nodeP->data_size + 1);
@@ -228,6 +233,37 @@ static int prv_get_acl(const char * iURI, char ** oValue, void * data)
     if (!n) return OMADM_SYNCML_ERROR_NOT_FOUND;
     if (n->acl) *oValue = strdup(n->acl);
     return OMADM_SYNCML_ERROR_NONE;
+}
+
+static int prv_set_acl(const char * iURI, const char * acl, void * data)
+{
+    account_t * acc = (account_t *)data;
+    node_t * n = prv_find(acc, iURI);
+    if (!n) return OMADM_SYNCML_ERROR_NOT_FOUND;
+    free(n->acl);
+    n->acl = acl && acl[0] ? strdup(acl) : NULL;
+    return prv_save(acc);
+}
+
+/* uri and everything under it */
+static int prv_delete(const char * iURI, void * data)
+{
+    account_t * acc = (account_t *)data;
+    size_t len = strlen(iURI);
+    int i, kept = 0;
+    if (!prv_find(acc, iURI) || !strcmp(iURI, BASE_URI)) return OMADM_SYNCML_ERROR_NOT_FOUND;
+    for (i = 0; i < acc->count; i++) {
+        node_t * n = &acc->nodes[i];
+        if (!strncmp(n->uri, iURI, len) && (n->uri[len] == 0 || n->uri[len] == '/')) {
+            free(n->uri);
+            free(n->acl);
+            free(n->value);
+        } else {
+            acc->nodes[kept++] = *n;
+        }
+    }
+    acc->count = kept;
+    return prv_save(acc);
 }
 
 static int prv_find_urn(const char * iURN, char *** oURL, void * data)
@@ -274,6 +310,8 @@ omadm_mo_interface_t * omadm_get_mo_interface(void)
         mo->getFunc = prv_get;
         mo->setFunc = prv_set;
         mo->getACLFunc = prv_get_acl;
+        mo->setACLFunc = prv_set_acl;
+        mo->deleteFunc = prv_delete;
     }
     return mo;
 }
