@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import base64
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +21,7 @@ import pytest
 from host.dm.server.auth import BASIC_SWITCH
 from host.syncml import model as m
 from libdmclient_peer import DEV_ID, HoldOpen, Prober, StockDevice, testdmclient  # noqa: F401 - fixture
+from test_dm_cli import ROOT, _port, _wait_http
 from test_dm_fixtures import DMWorld, db_url, pg_cluster  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(180)
@@ -269,3 +274,37 @@ def test_values_with_a_nul_refused_in_xml_kept_as_bytes_in_wbxml(make_world, tes
     assert re.search(r'Reply from "[^"]+": 400', run.log), run.log[-2000:]
     [detail] = [a["detail"] for a in world.web.server.store.audit_log() if a["event"] == "message.malformed"]
     assert "not well-formed" in detail
+
+
+def test_the_operator_flow_for_a_stock_client_with_the_cli(testdmclient, tmp_path) -> None:  # noqa: F811
+    """dm server --path/--allow-basic-over-http, dm device-add --auth basic --user (no agent key),
+    testdmclient's session, the access log and the warning on the server's stderr."""
+    port = _port()
+    api = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, SIMVAULT_DM_ADMIN_TOKEN="cli-token-123", PYTHONPATH=str(ROOT))
+    dm = [sys.executable, "-m", "host.cli.dm", "dm"]
+    server = subprocess.Popen(dm + ["server", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path}/dm.db",
+                                    "--path", "/dm", "--path", "/funambol/dm", "--allow-basic-over-http"],
+                              env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_http(f"{api}/api/health")
+        dev = StockDevice(testdmclient, tmp_path / "dmclient", address=f"{api}/funambol/dm", auth_type="BASIC")
+
+        def device_add(password: str) -> subprocess.CompletedProcess:
+            return subprocess.run(dm + ["device-add", DEV_ID, "--auth", "basic", "--user", dev.user, "--api", api,
+                                        "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                  env=dict(env, SIMVAULT_DM_PASSWORD=password,
+                                           SIMVAULT_DM_SERVER_PASSWORD=dev.server_password))
+        short = device_add("srvpwd")  # libdmclient's sample password: 6 characters
+        assert short.returncode != 0 and "--min-password-length" in short.stderr
+        added = device_add(dev.password)
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["username"] == dev.user
+        run = dev.session()
+        assert run.returncode == 0, run.log[-3000:]
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=30)
+    assert re.search(r"host\.dm\.access INFO POST /funambol/dm device=DMCtest session=1 msg=1 status=200 ", err), err
+    assert err.count("over plain HTTP") >= 2  # at start, then once for the device
+    assert dev.password not in err

@@ -4,12 +4,13 @@
                        $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
                        [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
                        [--path /dm --path /funambol/dm]   (the DM endpoint's paths; default /dm)
-                       [--allow-basic-over-http] [--min-password-length 8]
+                       [--allow-basic-over-http] [--min-password-length 8] [--no-access-log]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 
@@ -49,6 +50,8 @@ def register(dsub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-basic-over-http", action="store_true",
                    help="accept syncml:auth-basic (the password in base64) over plain HTTP too; without it "
                         "basic is accepted over TLS only (default off)")
+    p.add_argument("--no-access-log", action="store_true",
+                   help="no access-log line per DM request (default: one on stderr, logger host.dm.access)")
     p.add_argument("--min-password-length", type=int, default=8, metavar="N",
                    help="device and server passwords shorter than N are refused at registration (default 8)")
     tls.add_server_options(p)
@@ -58,6 +61,8 @@ def register(dsub: argparse._SubParsersAction) -> None:
 
 def _cmd_server(args: argparse.Namespace) -> int:
     from host.dm.server.webapp import build_server
+    # INFO even when the rest logs warnings only (the default without -v)
+    logging.getLogger("host.dm.access").setLevel(logging.WARNING if args.no_access_log else logging.INFO)
     host, port = args.listen
     context = tls.server_context_from(args)
     web = build_server(args.db, host=host, port=port, admin_token=admin_token(args), server_id=args.server_id,
