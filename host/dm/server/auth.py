@@ -29,7 +29,7 @@ from host.dm import dmauth
 from host.dm.server.db import Device
 from host.errors import AuthError
 from host.syncml import model as m
-from host.syncml.auth import AUTH_BASIC, AUTH_MAC, AUTH_MD5, parse_basic_credential
+from host.syncml.auth import AUTH_BASIC, AUTH_MAC, AUTH_MD5, HMAC_HEADER, parse_basic_credential
 from host.syncml.status import StatusCode
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HMAC_HEADER = "x-syncml-hmac"
 BASIC_SWITCH = "--allow-basic-over-http"
 ACCEPTED = (StatusCode.OK, StatusCode.AUTHENTICATION_ACCEPTED)
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from host.dm import dmauth
-from host.dm.server.auth import ACCEPTED, HMAC_HEADER, DeviceAuth
+from host.dm.server.auth import ACCEPTED, DeviceAuth
 from host.dm.server.db import Device, Store
 from host.dm.server.jobs import JobsMixin
 from host.dm.server.plugin import Notifier, ServerPlugin, SessionContext
@@ -37,7 +37,7 @@ from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_M
 from host.errors import SimvaultError, SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
-from host.syncml.auth import AUTH_MD5
+from host.syncml.auth import AUTH_MD5, HMAC_HEADER
 from host.syncml.status import StatusCode, SyncMLStatusError
 
 log = logging.getLogger(__name__)
