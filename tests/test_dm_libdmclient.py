@@ -68,7 +68,8 @@ def status_codes(packet: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("wbxml", [False, True], ids=["xml", "wbxml"])
-def test_md5_sessions_on_the_clients_path_in_xml_and_wbxml(make_world, testdmclient, tmp_path, wbxml) -> None:  # noqa: F811
+def test_md5_sessions_on_the_clients_path_in_xml_and_wbxml(make_world, testdmclient,  # noqa: F811
+                                                           tmp_path, wbxml) -> None:
     world = make_world()
     dev = stock(world, testdmclient, tmp_path)
     for _ in range(2):  # the nonces the server gave are kept in the device's account: no 401 the 2nd time
@@ -132,7 +133,8 @@ def test_a_wrong_password_is_refused_with_a_status_per_command(make_world, testd
     assert world.web.server.store.device(DEV_ID).devinfo == {}  # nothing of the refused package was used
 
 
-def test_a_new_session_with_session_id_1_supersedes_the_open_one(make_world, testdmclient, tmp_path) -> None:  # noqa: F811
+def test_a_new_session_with_session_id_1_supersedes_the_open_one(make_world, testdmclient,  # noqa: F811
+                                                                 tmp_path) -> None:
     hold = HoldOpen()
     world = make_world(plugins=[hold])
     dev = stock(world, testdmclient, tmp_path)
@@ -154,7 +156,8 @@ def test_a_new_session_with_session_id_1_supersedes_the_open_one(make_world, tes
     assert len(audit(world, "session.superseded")) == 1
 
 
-def test_one_access_log_line_per_request_and_no_credential(make_world, testdmclient, tmp_path, caplog) -> None:  # noqa: F811
+def test_one_access_log_line_per_request_and_no_credential(make_world, testdmclient,  # noqa: F811
+                                                           tmp_path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="host.dm.access")
     world = make_world(allow_basic_over_http=True)
     dev = stock(world, testdmclient, tmp_path, auth_type="BASIC", register="basic")
@@ -253,7 +256,8 @@ def test_an_agent_and_a_stock_client_share_the_server(make_world, testdmclient, 
     assert job["state"] == "succeeded", job["reason"]
 
 
-def test_values_with_a_nul_refused_in_xml_kept_as_bytes_in_wbxml(make_world, testdmclient, tmp_path) -> None:  # noqa: F811
+def test_values_with_a_nul_refused_in_xml_kept_as_bytes_in_wbxml(make_world, testdmclient,  # noqa: F811
+                                                                 tmp_path) -> None:
     """libdmclient sends some values with their terminating NUL byte: ?prop=Format/Type (its core,
     dmtree.c: data_size = strlen + 1) and the child list of a ./Vendor/memory interior node (its
     memory plugin). In XML that is not XML: the server refuses the message (400) and says why in

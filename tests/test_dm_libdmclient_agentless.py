@@ -40,7 +40,8 @@ def rig(tmp_path, db_url, testdmclient):  # noqa: F811
         world.close()
 
 
-def run_job(world: DMWorld, dev: StockDevice, kind: str, *, wbxml: bool = False, **kw) -> dict:  # type: ignore[no-untyped-def]
+def run_job(world: DMWorld, dev: StockDevice, kind: str, *, wbxml: bool = False,  # type: ignore[no-untyped-def]
+            **kw) -> dict:
     job = create_job_checked(world.web.server, DEV_ID, kind, "server", notify=False, **kw)
     run = dev.session(wbxml=wbxml)  # the device's next session (a stock client is not notified here)
     assert run.returncode == 0, run.log[-3000:]
@@ -105,7 +106,8 @@ def test_restore_of_a_changed_account_with_per_node_refusals(rig) -> None:
                for r in world.web.server.store.results(restore["id"]) if "uri" in r["data"]}
     assert refused == {(f"{OTHER}/Locked", "Replace"): 425}  # its ACL: Get only; reported, not dropped
     assert "1 of 4 changes applied" not in restore["reason"] and "3 of 4" in restore["reason"], restore["reason"]
-    assert f"{OTHER}/Junk" not in dev.account.read_text()  # deleted    assert dev.account_value(f"{OTHER}/Name") == "the other server"
+    assert f"{OTHER}/Junk" not in dev.account.read_text()  # deleted
+    assert dev.account_value(f"{OTHER}/Name") == "the other server"
     assert dev.account_value(f"{OTHER}/AppAddr/url/Addr") == "http://127.0.0.1:9/other"
     assert dev.account_value(f"{OTHER}/Locked") == "changed locally"
     # our own account (the session's credentials and nonces) stays live

@@ -179,7 +179,8 @@ class DMWebServer:
         ctype = (request.content_type or "").lower()
         size = request.content_length or 0
         if ctype not in CONTENT_TYPES:
-            return web.Response(status=415, text=f"expected {' or '.join(CONTENT_TYPES)}, got {ctype or 'nothing'}"), None, size
+            text = f"expected {' or '.join(CONTENT_TYPES)}, got {ctype or 'nothing'}"
+            return web.Response(status=415, text=text), None, size
         if size > self.server.max_request_bytes:
             return web.Response(status=413, text="message exceeds the server's MaxMsgSize"), None, size
         try:
