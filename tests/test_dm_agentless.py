@@ -184,6 +184,8 @@ def test_atomic_rollback_reports_every_refusal(rig) -> None:
 
 def test_modes_and_job_checks(rig) -> None:
     web, thread, _, _ = rig
+    with pytest.raises(UsageError, match="scope"):
+        create_job_checked(web.server, DEV, "backup", "server", scope="./A/../B", notify=False)
     with pytest.raises(UsageError, match="mode"):
         create_job_checked(web.server, DEV, "backup", "server", params={"mode": "magic"}, notify=False)
     job = backup(web, client(thread, phone()), mode="agent")  # the BaR Exec answered 404: no fallback
