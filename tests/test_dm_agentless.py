@@ -192,6 +192,9 @@ def test_modes_and_job_checks(rig) -> None:
     assert job["state"] == "failed" and "404" in job["reason"]
     job = backup(web, client(thread, phone()), mode="standard")
     assert job["state"] == "succeeded" and "auto" not in job["reason"]
+    with pytest.raises(UsageError, match="read by the server"):
+        create_job_checked(web.server, DEV, "restore", "server", backup_id=job["backup_id"],
+                           params={"mode": "agent"}, notify=False)
 
 
 def test_auto_falls_back_when_the_bar_exec_fails(rig, tmp_path) -> None:
@@ -204,9 +207,22 @@ def test_auto_falls_back_when_the_bar_exec_fails(rig, tmp_path) -> None:
     assert job["state"] == "succeeded", job["reason"]
     assert "auto: no BaR MO (its Exec answered 404)" in job["reason"] and "strategy tnds" in job["reason"]
     assert len(web.server.store.sessions(DEV)) == 1 and web.server.store.backups(DEV)
-    with pytest.raises(UsageError, match="read by the server"):
-        create_job_checked(web.server, DEV, "restore", "server", backup_id=job["backup_id"],
-                           params={"mode": "agent"}, notify=False)
+
+
+def test_an_agent_backup_names_its_strategy(tmp_path) -> None:
+    from test_dm_fixtures import DMWorld
+    world = DMWorld(tmp_path / "w", f"sqlite:///{tmp_path}/dm.db")
+    try:
+        phone = world.add_device("phone")  # simvault's agent: auto goes through its BaR MO
+        job = world.wait_job(world.job(phone, "backup", "server")["id"])
+        assert job["state"] == "succeeded" and job["reason"].endswith("strategy agent"), job["reason"]
+        [row] = world.web.server.store.backups(phone.device_id)
+        assert row["meta"]["strategy"] == "agent"
+        with pytest.raises(UsageError, match="made by the device's agent"):
+            create_job_checked(world.web.server, phone.device_id, "restore", "server", backup_id=row["backup_id"],
+                               params={"dry_run": True}, notify=False)
+    finally:
+        world.close()
 
 
 def _corrupt_results(msg: m.SyncMLMessage) -> m.SyncMLMessage:
