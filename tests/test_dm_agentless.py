@@ -410,3 +410,25 @@ def test_cli(tmp_path) -> None:
         server.terminate()
         server.wait(timeout=15)
 
+
+
+def test_restore_within_the_clients_max_msg_and_obj_size(rig) -> None:
+    """A small client: the Atomic would not fit one message (applied one by one, said so), and a
+    value above its MaxObjSize is not sent (reported for that node)."""
+    web, thread, _, _ = rig
+    tree = phone()
+    tree.add("./Settings/Blob", "b" * 3000, format="chr")
+    c = client(thread, tree, max_msg_size=2048, max_obj_size=2500)
+    bid = backup(web, c)["backup_id"]
+    for i in range(12):
+        tree.replace(f"./Settings/S{i}", "-1")
+    tree.replace("./Settings/Blob", "small")
+    restore = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
+    c.session()
+    restore = web.server.store.job(restore["id"])
+    assert restore["state"] == "failed" and "too many changes for one Atomic" in restore["reason"], restore["reason"]
+    refused = [r["data"] for r in web.server.store.results(restore["id"]) if "uri" in r["data"]]
+    assert [(r["uri"], r["why"]) for r in refused] == [
+        ("./Settings/Blob", "value of 3000 bytes exceeds the device's MaxObjSize 2500")]
+    assert [tree.get(f"./Settings/S{i}").value for i in range(12)] == [str(i * 7) for i in range(12)]
+    assert tree.get("./Settings/Blob").value == "small"
