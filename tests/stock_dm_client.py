@@ -92,13 +92,14 @@ class StockClient:
     def __init__(self, url: str, device_id: str, password: str, tree: DMTree, *, server_id: str = "simvault-dms",
                  user: str | None = None, tnds: bool = True, structdata: bool = False, atomic: str = "yes",
                  no_format: bool = False, max_msg_size: int = 16 * 1024, wbxml: bool = False,
-                 tnds_limit: int | None = None,
+                 tnds_limit: int | None = None, max_obj_size: int = 4 * 1024 * 1024,
                  fault: Callable[[m.SyncMLMessage], m.SyncMLMessage | bytes] | None = None,
                  stop_after: int | None = None) -> None:
         self.url, self.device_id, self.password, self.tree = url, device_id, password, tree
         self.server_id, self.user = server_id, user or device_id
         self.tnds, self.structdata, self.atomic, self.no_format = tnds, structdata, atomic, no_format
         self.tnds_limit = tnds_limit  # a TNDS longer than this is answered 413
+        self.max_obj_size = max_obj_size  # announced in every SyncHdr (MaxObjSize)
         self.max_msg_size, self.wire = max_msg_size, WIRE_WBXML if wbxml else WIRE_XML
         self.fault, self.stop_after = fault, stop_after
         self.lock = threading.RLock()
@@ -119,7 +120,7 @@ class StockClient:
         """One client-initiated session (Alert 1201) to its end; the number of messages sent."""
         ch = Channel(f"{secrets.randbelow(0xFFFE) + 1:X}", m.Source(self.device_id, self.user), m.Target(self.url),
                      peer_max_msg_size=self.max_msg_size, own_max_msg_size=self.max_msg_size,
-                     max_obj_size=4 * 1024 * 1024)
+                     max_obj_size=self.max_obj_size)
         ch.send(m.Alert(cmd_id=1, data=1201))
         devinfo = [m.Item(source=m.Source(u), meta=m.Meta(format="chr"), data=n.value)
                    for u, n in self.tree.walk("./DevInfo") if not n.interior] if self.tree.find("./DevInfo") else []

@@ -184,12 +184,17 @@ def test_atomic_rollback_reports_every_refusal(rig) -> None:
 
 def test_modes_and_job_checks(rig) -> None:
     web, thread, _, _ = rig
+    with pytest.raises(UsageError, match="scope"):
+        create_job_checked(web.server, DEV, "backup", "server", scope="./A/../B", notify=False)
     with pytest.raises(UsageError, match="mode"):
         create_job_checked(web.server, DEV, "backup", "server", params={"mode": "magic"}, notify=False)
     job = backup(web, client(thread, phone()), mode="agent")  # the BaR Exec answered 404: no fallback
     assert job["state"] == "failed" and "404" in job["reason"]
     job = backup(web, client(thread, phone()), mode="standard")
     assert job["state"] == "succeeded" and "auto" not in job["reason"]
+    with pytest.raises(UsageError, match="read by the server"):
+        create_job_checked(web.server, DEV, "restore", "server", backup_id=job["backup_id"],
+                           params={"mode": "agent"}, notify=False)
 
 
 def test_auto_falls_back_when_the_bar_exec_fails(rig, tmp_path) -> None:
@@ -202,9 +207,22 @@ def test_auto_falls_back_when_the_bar_exec_fails(rig, tmp_path) -> None:
     assert job["state"] == "succeeded", job["reason"]
     assert "auto: no BaR MO (its Exec answered 404)" in job["reason"] and "strategy tnds" in job["reason"]
     assert len(web.server.store.sessions(DEV)) == 1 and web.server.store.backups(DEV)
-    with pytest.raises(UsageError, match="read by the server"):
-        create_job_checked(web.server, DEV, "restore", "server", backup_id=job["backup_id"],
-                           params={"mode": "agent"}, notify=False)
+
+
+def test_an_agent_backup_names_its_strategy(tmp_path) -> None:
+    from test_dm_fixtures import DMWorld
+    world = DMWorld(tmp_path / "w", f"sqlite:///{tmp_path}/dm.db")
+    try:
+        phone = world.add_device("phone")  # simvault's agent: auto goes through its BaR MO
+        job = world.wait_job(world.job(phone, "backup", "server")["id"])
+        assert job["state"] == "succeeded" and job["reason"].endswith("strategy agent"), job["reason"]
+        [row] = world.web.server.store.backups(phone.device_id)
+        assert row["meta"]["strategy"] == "agent"
+        with pytest.raises(UsageError, match="made by the device's agent"):
+            create_job_checked(world.web.server, phone.device_id, "restore", "server", backup_id=row["backup_id"],
+                               params={"dry_run": True}, notify=False)
+    finally:
+        world.close()
 
 
 def _corrupt_results(msg: m.SyncMLMessage) -> m.SyncMLMessage:
@@ -316,19 +334,6 @@ def test_no_server_key(tmp_path) -> None:
         web.server.store.close()
 
 
-def test_interior_leaf_helpers() -> None:
-    from host.dm.server.agentless.reader import ReadError, child_names, leaf_from
-    assert child_names("a/b", "./X") == ["a", "b"] and child_names("", "./X") == []
-    assert child_names(b"leaf\x00", "./X") == ["leaf"]  # libdmclient's memory plugin, in WBXML
-    with pytest.raises(ReadError):
-        child_names(b"a\x00b", "./X")
-    with pytest.raises(ReadError):
-        child_names("a/a", "./X")
-    assert leaf_from("K", "./K", b"\x01", "b64", None).value == "AQ=="
-    with pytest.raises(ReadError):
-        leaf_from("K", "./K", "x", "weird", None)
-
-
 def test_tnds_too_large_is_read_subtree_by_subtree(rig) -> None:
     web, thread, ident, _ = rig
     tree = phone()
@@ -404,3 +409,26 @@ def test_cli(tmp_path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+
+
+def test_restore_within_the_clients_max_msg_and_obj_size(rig) -> None:
+    """A small client: the Atomic would not fit one message (applied one by one, said so), and a
+    value above its MaxObjSize is not sent (reported for that node)."""
+    web, thread, _, _ = rig
+    tree = phone()
+    tree.add("./Settings/Blob", "b" * 3000, format="chr")
+    c = client(thread, tree, max_msg_size=2048, max_obj_size=2500)
+    bid = backup(web, c)["backup_id"]
+    for i in range(12):
+        tree.replace(f"./Settings/S{i}", "-1")
+    tree.replace("./Settings/Blob", "small")
+    restore = create_job_checked(web.server, DEV, "restore", "server", backup_id=bid, notify=False)
+    c.session()
+    restore = web.server.store.job(restore["id"])
+    assert restore["state"] == "failed" and "too many changes for one Atomic" in restore["reason"], restore["reason"]
+    refused = [r["data"] for r in web.server.store.results(restore["id"]) if "uri" in r["data"]]
+    assert [(r["uri"], r["why"]) for r in refused] == [
+        ("./Settings/Blob", "value of 3000 bytes exceeds the device's MaxObjSize 2500")]
+    assert [tree.get(f"./Settings/S{i}").value for i in range(12)] == [str(i * 7) for i in range(12)]
+    assert tree.get("./Settings/Blob").value == "small"

@@ -324,6 +324,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
                                     ("dry_run", getattr(args, "dry_run", False) or None)) if v}
     elif getattr(args, "mode", None) and args.target != "ds":
         raise UsageError("--mode goes with --target server (auto, agent, standard) or ds")
+    if getattr(args, "dry_run", False) and args.target != "server":
+        raise UsageError("--dry-run goes with --source server (a backup the server read)")
     job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": kind, "target": args.target,
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
                                            "params": params})

@@ -11,7 +11,8 @@ by the peer with Status 213 and Alert 1222 until the last.
 Every sent command is remembered under (MsgID, CmdID) with an opaque ``tag``,
 so a Status or Results that comes back can be routed to whoever asked
 (``Channel.tag_for``). The chunks of one large object share the tag of the
-command they were cut from.
+command they were cut from; the commands inside an Atomic or Sequence share
+its tag (their Status names them: ``Status.cmd``, ``cmd_ref``).
 """
 from __future__ import annotations
 

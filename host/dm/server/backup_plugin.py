@@ -286,7 +286,7 @@ class BackupPlugin:
         try:
             archive = verify_uploaded_archive(data, ctx.device_id, device.public_key if device else None)
             stored = store.store_backup(ctx.device_id, archive.backup_id.hex(), archive.sequence, data,
-                                        archive.summary(), job_id)
+                                        {**archive.summary(), "strategy": "agent"}, job_id)
         except (IntegrityError, ArchiveError) as exc:
             store.audit("backup.rejected", ctx.device_id, str(exc))
             store.set_job_state(job_id, "failed", f"uploaded archive refused: {exc}")
@@ -294,7 +294,8 @@ class BackupPlugin:
         except SimvaultError as exc:
             store.set_job_state(job_id, "failed", f"storing the archive failed: {exc}")
             return
-        store.set_job_state(job_id, "succeeded", f"stored backup {stored['backup_id']} ({stored['size']} bytes)")
+        store.set_job_state(job_id, "succeeded",
+                            f"stored backup {stored['backup_id']} ({stored['size']} bytes): strategy agent")
         if node:
             ctx.send(m.Delete(cmd_id=1, items=[m.Item(target=m.Target(node))]), ("cleanup", job_id))
 

@@ -374,7 +374,7 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         raise UsageError(f"a {kind} job needs a backup id (--id)")
     if kind in ("backup", "restore") and target == "server":  # params.mode, dry_run (agentless)
         from host.dm.server.agentless.plugin import check_job_params
-        params = check_job_params(store, kind, device_id, backup_id, params)
+        params = check_job_params(store, kind, device_id, backup_id, params, scope)
     if kind == "restore" and target == "server" and backup_id:
         if store.backup_archive(device_id, backup_id) is None:
             owners = store.backup_owner(backup_id)

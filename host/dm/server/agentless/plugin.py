@@ -32,9 +32,10 @@ from host.dm.server.plugin import SessionContext
 from host.errors import SimvaultError, UsageError
 from host.syncml import model as m
 from host.tree.ops import apply_restore, render_diff
+from host.tree.uri import InvalidUri
 
 from .config import MODES, STRATEGIES, AgentlessConfig
-from .reader import Limits, ReadError, TreeReader
+from .reader import Limits, ReadError, TreeReader, disjoint_scope
 from .restore import Applier, ReadBack, keep_live, plan
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,14 @@ def backup_strategy(store: Any, device_id: str, backup_id: str | None) -> str | 
 
 
 def check_job_params(store: Any, kind: str, device_id: str, backup_id: str | None,
-                     params: dict | None) -> dict:
-    """Validate params.mode / params.dry_run of a backup or restore to the server (UsageError)."""
+                     params: dict | None, scope: str | None = None) -> dict:
+    """Validate params.mode / params.dry_run and the scope of a backup or restore to the server
+    (UsageError)."""
     params = dict(params or {})
+    try:
+        disjoint_scope(scope.split() if scope else None)
+    except InvalidUri as exc:
+        raise UsageError(f"scope: {exc}") from None
     mode = params.get("mode", "auto")
     if mode not in MODES:
         raise UsageError(f"mode {str(mode)[:20]!r}: use {', '.join(MODES)}")

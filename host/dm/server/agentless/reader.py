@@ -212,7 +212,8 @@ class TreeReader:
             self.refused.append((p.uri, code))
             return
         if not 200 <= code < 300:
-            raise ReadError(f"the device answered Get {p.uri} with {code} ({status_name(code)})")
+            asked = p.uri + ("?prop=Format (it sent a value without Format)" if p.kind == "fmt" else "")
+            raise ReadError(f"the device answered Get {asked} with {code} ({status_name(code)})")
         if not p.items:
             raise ReadError(f"the device answered Get {p.uri} with {code} but no whole Results arrived "
                             "(malformed or partial Results, or a large object whose Size was wrong)")
