@@ -206,6 +206,13 @@ PROBES = {
     "get Vendor": _get("./Vendor"),
     "replace DevInfo leaf": _item(m.Replace, "./DevInfo/Man", "x"),
     "replace DMAcc leaf": _item(m.Replace, "./DMAcc/simvault/Name", "renamed by the server"),
+    "replace memory interior": _item(m.Replace, "./Vendor/memory", "x", fmt="node"),
+    "add Inbox leaf": _item(m.Add, "./Inbox/probe", "v"),
+    "replace DevDetail leaf": _item(m.Replace, "./DevDetail/FwV", "9"),
+    "delete DevInfo leaf": _item(m.Delete, "./DevInfo/Lang"),
+    "add under DevInfo": _item(m.Add, "./DevInfo/New", "v"),
+    "copy": m.Copy(cmd_id=1, items=[m.Item(target=m.Target("./Vendor/memory/c"), source=m.Source("./DevInfo/Mod"))]),
+    "exec on a leaf": m.Exec(cmd_id=1, item=m.Item(target=m.Target("./DevInfo/Man"))),
     "atomic": m.Atomic(cmd_id=1, commands=[_item(m.Add, "./Vendor/memory/atomic", "a")]),
     "exec": m.Exec(cmd_id=1, item=m.Item(target=m.Target("./test/execute"))),
 }
@@ -229,6 +236,8 @@ def test_what_testdmclient_supports(make_world, testdmclient, tmp_path) -> None:
         "add memory interior": 200, "add memory child": 200,
         "delete memory interior": 200, "get after delete": 404, "get Vendor": 200,
         "replace DevInfo leaf": 425, "replace DMAcc leaf": 200,
+        "replace memory interior": 405, "add Inbox leaf": 406, "replace DevDetail leaf": 425,
+        "delete DevInfo leaf": 425, "add under DevInfo": 425, "copy": 501, "exec on a leaf": 425,
         "atomic": None,  # no Status for an Atomic at all (the commands inside run one by one)
         "exec": 200,
     }, codes
