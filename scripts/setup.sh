@@ -20,6 +20,8 @@ APT_PACKAGES=(
     openjdk-17-jdk-headless maven     # the Java Card applet (javacard/): build, JUnit, jCardSim behind vpcd
     zstd restic                       # bench/bench_backup.py: zstd -19 and restic columns
     chromium chromium-driver          # the DM web console's browser tests (Selenium, headless)
+    autoconf automake libtool pkg-config libcurl4-openssl-dev libsqlite3-dev  # scripts/libdmclient.sh:
+                                      # libdmclient's testdmclient, a stock OMA DM 1.2 client
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -141,7 +141,7 @@ def test_concurrent_backups_sharing_chunks_count_them_right(store, chain) -> Non
 
 def test_backup_and_restore_through_the_dm_server_with_a_blob_directory(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SIMVAULT_PIN", PIN)
-    world = DMWorld(tmp_path, f"sqlite:///{tmp_path}/dm.db", blob_store=f"dir:{tmp_path}/blobs")
+    world = DMWorld(tmp_path, f"sqlite:///{tmp_path}/dm.db", server_options={"blob_store": f"dir:{tmp_path}/blobs"})
     try:
         dev = world.add_device("phone")
         job = world.wait_job(world.job(dev, "backup", "server")["id"])

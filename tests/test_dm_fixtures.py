@@ -83,6 +83,24 @@ def comparable(tree: DMTree) -> DMTree:
     return copy
 
 
+class QuietPlugin:
+    """A test server plugin's base: every hook does nothing (override those you need)."""
+
+    name = "test-quiet"
+
+    def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
+        return None
+
+
 def differences(a: DMTree, b: DMTree) -> list[tuple[str, str]]:
     return [(c.kind, c.uri) for c in diff(comparable(a), comparable(b))]
 
@@ -91,8 +109,10 @@ class DMWorld:
     """One DM server and its devices, for a test."""
 
     def __init__(self, root: Path, db_url: str, *, max_msg_size: int = 8192,
-                 running_timeout: float = 900.0, ssl_context: Any = None, blob_store: str | None = None) -> None:
+                 running_timeout: float = 900.0, ssl_context: Any = None,
+                 server_options: dict[str, Any] | None = None) -> None:
         self.root = root
+        self.server_options = dict(server_options or {})  # more build_server keywords (paths=, ...)
         self.ssl_context = ssl_context  # host.tls.server_context: the server on https
         self.db_url = db_url
         self.max_msg_size = max_msg_size
@@ -116,7 +136,7 @@ class DMWorld:
     def start_server(self) -> None:
         web = build_server(self.db_url, port=self.port, admin_token=ADMIN_TOKEN, tick_interval=0.1,
                            max_msg_size=self.max_msg_size, running_timeout=self.running_timeout,
-                           ssl_context=self.ssl_context, blob_store=self.blob_store)
+                           ssl_context=self.ssl_context, **self.server_options)
         web.server.renotify_after = 1.0
         self.thread = ServerThread(web).start()
         self.port = web.port

@@ -21,7 +21,7 @@ from host.dm.session import Channel
 from host.syncml import codec
 from host.syncml import model as m
 from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, decode_wbxml, encode_wbxml
-from test_dm_fixtures import db_url, differences, pg_cluster, world  # noqa: F401
+from test_dm_fixtures import QuietPlugin, db_url, differences, pg_cluster, world  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,8 +32,8 @@ def record_messages(world) -> list[tuple[m.SyncMLMessage, m.SyncMLMessage, str, 
     core = world.web.server
     original = core.handle_message
 
-    def observed(body: bytes, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-        reply = original(body, headers)
+    def observed(body: bytes, headers: dict[str, str] | None = None, **kw):  # type: ignore[no-untyped-def]
+        reply = original(body, headers, **kw)
         if reply.http_status == 200:
             ctype = {k.lower(): v for k, v in (headers or {}).items()}.get("content-type", "")
             rtype = reply.headers["Content-Type"]
@@ -287,7 +287,7 @@ def test_the_agent_survives_a_hostile_server_with_its_tree_untouched(world, mode
         proxy.close()
 
 
-class _ReplaceEverything:
+class _ReplaceEverything(QuietPlugin):
     """Would change the device's tree if the agent executed anything from a damaged reply."""
 
     name = "test-hostile"
@@ -295,15 +295,6 @@ class _ReplaceEverything:
     def on_session(self, ctx) -> None:  # type: ignore[no-untyped-def]
         ctx.send(m.Replace(cmd_id=1, items=[m.Item(target=m.Target(f"{BAR}/Config/Scope"),
                                                    meta=m.Meta(format="chr"), data="./Nothing")]), "r")
-
-    def on_status(self, ctx, tag, status) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def on_results(self, ctx, tag, results, item) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def on_generic_alert(self, ctx, alert, item):  # type: ignore[no-untyped-def]
-        return None
 
 
 def test_a_slow_client_is_cut_off_and_others_are_served(world) -> None:

@@ -1,11 +1,9 @@
 """`simvault dm ...`: the DM server, its admin commands, and the device agent.
 
-    simvault dm server --listen 127.0.0.1:8080 --db sqlite:///dm.db   (token: --admin-token or
-                       $SIMVAULT_DM_ADMIN_TOKEN; PostgreSQL: --db postgresql+psycopg://u@h:p/db)
-                       [--tls-cert server.pem --tls-key server.key]   (https; clients: --ca-file ca.pem)
-                       [--server-key DIR]   (the console at /console shows nodes of backups wrapped for it)
-    simvault dm device-add DEVICE --public-key keys/device.sign.pub.pem [--enc-key keys/device.enc.pub.pem]
-                       [--auth md5|hmac]   (passwords from $SIMVAULT_DM_PASSWORD and $SIMVAULT_DM_SERVER_PASSWORD)
+    simvault dm server ...                            (host.cli.dm_server)
+    simvault dm device-add DEVICE [--public-key keys/device.sign.pub.pem] [--enc-key keys/device.enc.pub.pem]
+                       [--auth md5|hmac|basic] [--user NAME]   (passwords from $SIMVAULT_DM_PASSWORD and
+                       $SIMVAULT_DM_SERVER_PASSWORD; --public-key: a device with simvault's agent)
     simvault dm device-key DEVICE --enc-key keys/device.enc.pub.pem   (DS passwords are sealed to it)
     simvault dm device-remove DEVICE [--purge]        (server backups kept unless --purge)
     simvault dm devices | backups [--device D] | jobs [--device D] | job ID   [--json]
@@ -26,7 +24,6 @@ http://127.0.0.1:8080, token as above) and print tables; --json prints the JSON.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -40,15 +37,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from host import tls
-from host.cli import dm_text as cli_text
+from host.cli import dm_server, dm_text as cli_text
 from host.cli import exitcodes, progress
-from host.errors import TransportError, UsageError
+from host.cli.dm_server import TOKEN_ENV, hostport
+from host.errors import SimvaultError, TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:
     from host.dm.agent.core import AgentConfig
 
-TOKEN_ENV = "SIMVAULT_DM_ADMIN_TOKEN"
 PASSWORD_ENV = "SIMVAULT_DM_PASSWORD"
 SERVER_PASSWORD_ENV = "SIMVAULT_DM_SERVER_PASSWORD"
 DS_PASSWORD_ENV = "SIMVAULT_DS_PASSWORD"
@@ -57,38 +54,11 @@ DEFAULT_CONTROL = "http://127.0.0.1:7701"
 AGENT_STOP_GRACE = 3.0  # seconds a session in progress may take to finish after SIGTERM
 
 
-def _hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r}: write HOST:PORT, e.g. 127.0.0.1:8080")
-    return host or "127.0.0.1", int(port)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     dm = sub.add_parser("dm", help="OMA DM server, its administration, and the device agent")
     dsub = dm.add_subparsers(dest="dm_command", metavar="DM_COMMAND")
 
-    p = dsub.add_parser("server", help="run the DM server (HTTP, loopback by default)")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                   help="where the DM endpoint (/dm) and the admin API (/api) listen (default 127.0.0.1:8080)")
-    p.add_argument("--db", default="sqlite:///simvault-dm.db",
-                   help="sqlite:///PATH (default) or postgresql+psycopg://USER@HOST:PORT/DB")
-    p.add_argument("--admin-token", default=None, help=f"admin API token (default ${TOKEN_ENV})")
-    p.add_argument("--server-id", default="simvault-dms",
-                   help="the server's DM identity (ServerID; the devices' DMAcc must match; default simvault-dms)")
-    p.add_argument("--max-msg-size", type=int, default=64 * 1024, metavar="BYTES",
-                   help="largest SyncML message the server accepts and announces (default 65536)")
-    p.add_argument("--job-timeout", type=float, default=900.0, metavar="SECONDS",
-                   help="seconds a running job may wait for its result (default 900)")
-    p.add_argument("--blob-store", default="db", metavar="db|dir:PATH",
-                   help="where backup chunks live, each once: in the database (default) or files in a directory")
-    p.add_argument("--server-key", type=Path, default=None, metavar="DIR",
-                   help="the server's key pair (simvault keys gen --key DIR): the console shows the nodes of "
-                        "backups wrapped for its enc.pub.pem (passphrase: $SIMVAULT_PASSPHRASE)")
-    p.add_argument("--server-key-name", default="device", metavar="NAME",
-                   help="the key pair's name in --server-key (default device)")
-    tls.add_server_options(p)
-    p.set_defaults(func=_cmd_server)
+    dm_server.register(dsub)
 
     def api_opts(q: argparse.ArgumentParser, json_out: bool = True) -> None:
         q.add_argument("--api", default=os.environ.get("SIMVAULT_DM_API", DEFAULT_API),
@@ -101,12 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("device-add", help="register a device (passwords from the environment)")
     p.add_argument("device", help="the device id (the tree's ./DevInfo/DevId, e.g. IMEI:...)")
-    p.add_argument("--public-key", type=Path, required=True, help="the device's signing public key (PEM)")
+    p.add_argument("--public-key", type=Path, default=None,
+                   help="the device's signing public key (PEM; a device with simvault's agent)")
+    p.add_argument("--user", default=None, metavar="NAME",
+                   help="the account's user name (its DMAcc AAuthName; default the device id)")
     p.add_argument("--enc-key", type=Path, default=None, metavar="PEM",
                    help="the device's encryption public key (device.enc.pub.pem): DS passwords are sealed "
                         "to it; without it DS jobs need the server on https")
-    p.add_argument("--auth", choices=("md5", "hmac"), default="hmac",
-                   help="hmac (default): every message signed; md5: a digest on a session's first message")
+    p.add_argument("--auth", choices=("md5", "hmac", "basic"), default="hmac",
+                   help="hmac (default): every message signed; md5: a digest on a session's first message; "
+                        "basic: syncml:auth-basic (or md5), over TLS or a server with --allow-basic-over-http")
     p.add_argument("--notify-url", default=None,
                    help="the agent's notification listener (default: the agent reports it)")
     api_opts(p)
@@ -152,8 +126,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("server", "card", "ds"), default="server",
                    help="where the backup goes (default server; ds needs --ds-account)")
     p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
-    p.add_argument("--mode", choices=("two-way", "refresh"), default=None,
-                   help="DS sync type (default two-way: the previous backup stays until the new one is whole)")
+    p.add_argument("--mode", choices=("auto", "agent", "standard", "two-way", "refresh"), default=None,
+                   help="--target server: auto (default: the BaR MO when the device has it, else standard "
+                        "DM commands), agent, standard; --target ds: the sync type, two-way (default: the "
+                        "previous backup stays until the new one is whole) or refresh")
     p.add_argument("--scope", default=None, help="space-separated URIs (default: the whole tree)")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
@@ -165,9 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", dest="target", choices=("server", "card", "ds"), default="server",
                    help="where the backup is (default server; ds needs --ds-account)")
     p.add_argument("--ds-account", default=None, metavar="NAME", help="the DS account (dm ds-account add)")
+    p.add_argument("--mode", choices=("auto", "agent", "standard"), default=None,
+                   help="--source server: auto (default), agent (BaR MO), standard (a backup the server read)")
+    p.add_argument("--dry-run", action="store_true", help="standard: the diff as the job's result, no write")
     p.add_argument("--wait", type=float, default=0, metavar="SECONDS", help=wait_help)
     api_opts(p)
-    p.set_defaults(func=_cmd_start, kind="restore", scope=None, mode=None)
+    p.set_defaults(func=_cmd_start, kind="restore", scope=None)
     p = dsub.add_parser("fumo-start", help="firmware update (OMA FUMO Exec <node>/Update); the device's "
                                            "Policy/BeforeFirmwareUpdate backs up first")
     p.add_argument("device", help="the device id")
@@ -200,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     card.add_argument("--card-reader", metavar="R", help="a PC/SC reader name (e.g. \"Virtual PCD 00 00\")")
     p.add_argument("--pin-env", default="SIMVAULT_PIN", metavar="VAR",
                    help="environment variable with the card PIN (default SIMVAULT_PIN)")
-    p.add_argument("--listen", type=_hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT",
+    p.add_argument("--listen", type=hostport, default=("127.0.0.1", 7701), metavar="HOST:PORT",
                    help="the agent's notification and control listener (default 127.0.0.1:7701)")
     p.add_argument("--max-msg-size", type=int, default=16 * 1024, metavar="BYTES",
                    help="largest SyncML message the agent accepts and announces (default 16384)")
@@ -213,35 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_agent)
 
 
-# ------------------------------------------------------------------ server
+# ------------------------------------------------------------------ admin token
 def _token(args: argparse.Namespace) -> str | None:
-    return args.admin_token or os.environ.get(TOKEN_ENV)
-
-
-def _cmd_server(args: argparse.Namespace) -> int:
-    from host.dm.server.webapp import build_server
-    host, port = args.listen
-    context = tls.server_context_from(args)
-    web = build_server(args.db, host=host, port=port, admin_token=_token(args), server_id=args.server_id,
-                       max_msg_size=args.max_msg_size, running_timeout=args.job_timeout, ssl_context=context,
-                       blob_store=args.blob_store)
-    key_ids = web.console.use_server_key(args.server_key, args.server_key_name) if args.server_key else []
-
-    async def main() -> None:
-        await web.start()
-        print(f"simvault DM server on {web.url}/dm (db {web.server.store.safe_url}); "
-              f"admin API {'on' if web.admin_token else 'off (no token)'}; console {web.url}/console"
-              + (f" (server key {', '.join(key_ids)})" if key_ids else ""), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await web.stop()
-        web.server.store.close()
-
-    asyncio.run(main())
-    return 0
+    return dm_server.admin_token(args)
 
 
 # ------------------------------------------------------------------ admin via the API
@@ -285,7 +238,10 @@ def _cmd_device_add(args: argparse.Namespace) -> int:
     if not pw or not spw:
         raise UsageError(f"set ${PASSWORD_ENV} (the device's) and ${SERVER_PASSWORD_ENV} (the server's) passwords")
     body = {"device": args.device, "password": pw, "server_password": spw, "auth": args.auth,
-            "public_key_pem": _read_pem(args.public_key), "notify_url": args.notify_url}
+            "notify_url": args.notify_url}
+    for key, value in (("user", args.user), ("public_key_pem", args.public_key and _read_pem(args.public_key))):
+        if value:
+            body[key] = value
     if args.enc_key is not None:
         body["enc_key_pem"] = _read_pem(args.enc_key)
     row = _api(args, "POST", "/api/devices", body)
@@ -358,10 +314,19 @@ def _cmd_start(args: argparse.Namespace) -> int:
             raise UsageError("a DS job needs --ds-account NAME (simvault dm ds-account list)")
         kind = f"{kind}_via_ds"
         params = {"account": args.ds_account, **({"mode": args.mode} if args.mode else {})}
-    elif args.ds_account or getattr(args, "mode", None):
-        raise UsageError("--ds-account and --mode go with --target ds / --source ds")
+        if args.mode not in (None, "two-way", "refresh"):
+            raise UsageError(f"--mode {args.mode} goes with --target server; DS modes are two-way, refresh")
+    elif args.ds_account or getattr(args, "mode", None) in ("two-way", "refresh"):
+        raise UsageError("--ds-account and --mode two-way|refresh go with --target ds / --source ds")
     elif kind == "restore" and not args.backup_id:
         raise UsageError("restore-start needs --id (simvault dm backups lists them)")
+    if args.target == "server" and kind in ("backup", "restore"):
+        params = {k: v for k, v in (("mode", getattr(args, "mode", None)),
+                                    ("dry_run", getattr(args, "dry_run", False) or None)) if v}
+    elif getattr(args, "mode", None) and args.target != "ds":
+        raise UsageError("--mode goes with --target server (auto, agent, standard) or ds")
+    if getattr(args, "dry_run", False) and args.target != "server":
+        raise UsageError("--dry-run goes with --source server (a backup the server read)")
     job = _api(args, "POST", "/api/jobs", {"device": args.device, "kind": kind, "target": args.target,
                                            "scope": args.scope, "backup_id": getattr(args, "backup_id", None),
                                            "params": params})

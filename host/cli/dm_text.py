@@ -67,8 +67,10 @@ def job_text(job: dict[str, Any]) -> str:
     lines.append(f"  created {_when(job.get('created_at'))}, updated {_when(job.get('updated_at'))}")
     for r in job.get("results") or []:
         data = r.get("data") or {}
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "code")
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if k not in ("code", "diff"))
         lines.append(f"  result {r.get('code')}: {shown}")
+        if data.get("diff"):  # an agentless restore's diff preview (host.tree.ops.render_diff)
+            lines += ["    " + line for line in str(data["diff"]).splitlines()]
     return "\n".join(lines)
 
 

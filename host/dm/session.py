@@ -11,7 +11,8 @@ by the peer with Status 213 and Alert 1222 until the last.
 Every sent command is remembered under (MsgID, CmdID) with an opaque ``tag``,
 so a Status or Results that comes back can be routed to whoever asked
 (``Channel.tag_for``). The chunks of one large object share the tag of the
-command they were cut from.
+command they were cut from; the commands inside an Atomic or Sequence share
+its tag (their Status names them: ``Status.cmd``, ``cmd_ref``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from host.errors import SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
 from host.syncml.packing import LargeObjectAssembler, pack
-from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, decode_wbxml, encode_wbxml
+from host.syncml.wbxml import CONTENT_TYPE_DM_WBXML, CONTENT_TYPE_DS_WBXML, decode_wbxml, encode_wbxml
 
 DEFAULT_MAX_MSG_SIZE = 64 * 1024
 MIN_MAX_MSG_SIZE = 2048  # below this, a Status block alone may not fit
@@ -53,10 +54,19 @@ WIRE_XML = Wire(codec.CONTENT_TYPE_DM_XML, codec.encode, codec.decode)
 WIRE_WBXML = Wire(CONTENT_TYPE_DM_WBXML, encode_wbxml, decode_wbxml)
 
 
+# Stock DM clients (libdmclient, Funambol's) label DM messages with the plain SyncML types;
+# OMA DM 1.2 names the .dm+ ones. Both are DM here, answered under the label the client used.
+DM_WIRES = {w.content_type: w for w in (
+    WIRE_XML, WIRE_WBXML,
+    Wire(codec.CONTENT_TYPE_DS_XML, codec.encode, codec.decode),
+    Wire(CONTENT_TYPE_DS_WBXML, encode_wbxml, decode_wbxml))}
+DM_CONTENT_TYPES = tuple(DM_WIRES)
+
+
 def wire_for(content_type: str | None) -> Wire | None:
-    """The Wire of an HTTP Content-Type (parameters ignored); None when it is neither DM type."""
+    """The Wire of an HTTP Content-Type (parameters ignored); None when it is no DM type."""
     base = (content_type or "").split(";", 1)[0].strip().lower()
-    return {WIRE_XML.content_type: WIRE_XML, WIRE_WBXML.content_type: WIRE_WBXML}.get(base)
+    return DM_WIRES.get(base)
 
 
 def command_size(cmd: m.Command) -> int:
@@ -92,6 +102,7 @@ class Channel:
     peer_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     own_max_msg_size: int = DEFAULT_MAX_MSG_SIZE
     max_obj_size: int | None = None
+    peer_max_obj_size: int | None = None  # the peer's SyncHdr MaxObjSize, once it stated one
     last_sent_msg_id: int = 0
     last_received_msg_id: int = 0
     statuses: list[m.Status] = field(default_factory=list)
@@ -237,6 +248,9 @@ class Channel:
 
     def _record(self, msg_id: int, out: Outgoing) -> None:
         self.sent[(msg_id, out.cmd.cmd_id)] = (out.cmd.name, out.tag)
+        if isinstance(out.cmd, (m.Atomic, m.Sequence)):  # their commands' Statuses reach the same tag
+            for child in out.cmd.commands:
+                self.sent[(msg_id, child.cmd_id)] = (child.name, out.tag)
 
 
 def next_message_alert(channel: Channel) -> m.Alert:

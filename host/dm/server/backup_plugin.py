@@ -27,7 +27,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from host.archive import Archive, verify_integrity, verify_signature
 from host.dm.server.db import Store
@@ -128,13 +128,23 @@ class DevicePolicy:
         return Decision(True, target=target, reason=request.get("reason", "user"))
 
 
+class Handover(Protocol):
+    """Another plugin that serves some server jobs itself (host.dm.server.agentless)."""
+
+    def claims(self, store: Store, job: dict[str, Any]) -> bool: ...
+
+    def take_over(self, ctx: SessionContext, job_id: int, code: int) -> bool: ...
+
+
 class BackupPlugin:
-    """See module doc. ``name`` tags the commands it sends."""
+    """See module doc. ``name`` tags the commands it sends. ``handover``: the jobs it claims
+    are left to it, and a backup Exec answered 404/405/406 is offered to it."""
 
     name = "simvault-bar"
 
-    def __init__(self, policy: DevicePolicy | None = None) -> None:
+    def __init__(self, policy: DevicePolicy | None = None, handover: Handover | None = None) -> None:
         self.policy = policy or DevicePolicy()
+        self.handover = handover
 
     # ------------------------------------------------------------ sending
     def on_session(self, ctx: SessionContext) -> None:
@@ -142,6 +152,8 @@ class BackupPlugin:
         fetching: set[int] = ctx.state.setdefault("fetching", set())
         open_jobs = ctx.store.jobs(device_id=ctx.device_id, states=("queued", "notified", "running"))  # one query
         for job in reversed(open_jobs):
+            if self.handover is not None and self.handover.claims(ctx.store, job):
+                continue
             if job["state"] != "running":
                 if job["id"] not in dispatched:
                     self.dispatch(ctx, job)
@@ -248,6 +260,8 @@ class BackupPlugin:
             return
         if what == "exec" and code == StatusCode.OK:
             return  # finished synchronously; its Generic Alert still carries the result
+        if what == "exec" and self.handover is not None and self.handover.take_over(ctx, job_id, code):
+            return  # no BaR MO on this device: read with standard commands, same session
         if not is_success(code):
             ctx.store.set_job_state(job_id, "failed", f"device answered {what} with {code} "
                                                       f"({status_name(code)})")
@@ -272,7 +286,7 @@ class BackupPlugin:
         try:
             archive = verify_uploaded_archive(data, ctx.device_id, device.public_key if device else None)
             stored = store.store_backup(ctx.device_id, archive.backup_id.hex(), archive.sequence, data,
-                                        archive.summary(), job_id)
+                                        {**archive.summary(), "strategy": "agent"}, job_id)
         except (IntegrityError, ArchiveError) as exc:
             store.audit("backup.rejected", ctx.device_id, str(exc))
             store.set_job_state(job_id, "failed", f"uploaded archive refused: {exc}")
@@ -280,7 +294,8 @@ class BackupPlugin:
         except SimvaultError as exc:
             store.set_job_state(job_id, "failed", f"storing the archive failed: {exc}")
             return
-        store.set_job_state(job_id, "succeeded", f"stored backup {stored['backup_id']} ({stored['size']} bytes)")
+        store.set_job_state(job_id, "succeeded",
+                            f"stored backup {stored['backup_id']} ({stored['size']} bytes): strategy agent")
         if node:
             ctx.send(m.Delete(cmd_id=1, items=[m.Item(target=m.Target(node))]), ("cleanup", job_id))
 

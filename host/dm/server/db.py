@@ -130,6 +130,8 @@ class Store(BackupsMixin):
         with self.session() as s:
             if s.get(Device, new.device_id) is not None:
                 raise StoreError(f"device {new.device_id} is already registered; remove it first")
+            if s.scalars(select(Device.id).where(Device.username == row.username)).first() is not None:
+                raise StoreError(f"user name {row.username[:128]} belongs to another device; give --user another")
             s.add(row)
             s.add(Audit(at=now, device_id=new.device_id, event="device.registered", detail=new.auth_type))
             s.flush()

@@ -7,17 +7,15 @@ every command a Status, routes Status/Results/Generic Alerts to the plugins,
 lets the plugins queue commands once the device's package is complete, and
 builds the reply within the device's MaxMsgSize.
 
-Authentication (OMA DM 1.2 Security):
-- ``md5`` devices send a Cred (syncml:auth-md5, username in Source LocName)
-  computed with the nonce this server gave them last. The first message of a
-  session must carry it; later ones ride on the authenticated session.
-- ``hmac`` devices sign every message with x-syncml-hmac.
-- Whatever the outcome, the Status for SyncHdr carries a Chal with a fresh
-  random NextNonce, stored per device with a compare-and-set: a nonce works
-  once, so a replayed message (or Cred) fails with 401.
-- The server authenticates to the device too: a Cred (md5 of the server
-  password with the device's nonce) in its first reply, or x-syncml-hmac on
-  every reply; the device's Status for our SyncHdr gives the next nonce.
+Authentication (md5, hmac, basic): host.dm.server.auth. The server authenticates to
+the device too: a Cred (md5 of the server password with the device's nonce) in its
+first reply to an md5 or basic device, or x-syncml-hmac on every reply to an hmac one;
+the device's Status for our SyncHdr gives the next nonce.
+
+Sessions: a device's SessionID + MsgID pick its open session. A package with MsgID 1
+and a session-start Alert (1200/1201) opens a new session even when its SessionID is
+that of an open one (libdmclient starts every session with SessionID 1): the old one is
+closed as failed, with its reason and an audit line.
 """
 from __future__ import annotations
 
@@ -28,16 +26,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from host.dm import dmauth
+from host.dm.server.auth import ACCEPTED, DeviceAuth
 from host.dm.server.db import Device, Store
 from host.dm.server.jobs import JobsMixin
 from host.dm.server.plugin import Notifier, ServerPlugin, SessionContext
 from host.dm.session import (ALERT_CLIENT_INITIATED, ALERT_GENERIC, ALERT_NEXT_MESSAGE, ALERT_NO_END_OF_DATA,
                              ALERT_SERVER_INITIATED, ALERT_SESSION_ABORT, DEFAULT_MAX_MSG_SIZE,
-                             MIN_MAX_MSG_SIZE, WIRE_XML, Channel, Wire, next_message_alert, wire_for)
-from host.errors import AuthError, SimvaultError, SyncMLError
+                             DM_CONTENT_TYPES, MIN_MAX_MSG_SIZE, WIRE_XML, Channel, Wire, next_message_alert,
+                             wire_for)
+from host.errors import SimvaultError, SyncMLError
 from host.syncml import codec
 from host.syncml import model as m
-from host.syncml.auth import AUTH_MAC, AUTH_MD5
+from host.syncml.auth import AUTH_MD5, HMAC_HEADER
 from host.syncml.status import StatusCode, SyncMLStatusError
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ MAX_MESSAGES_PER_SESSION = 2000
 SESSION_IDLE_TIMEOUT = 120.0
 CONTENT_TYPE = codec.CONTENT_TYPE_DM_XML
 WIRE_WBXML_TYPE = "application/vnd.syncml.dm+wbxml"
-CONTENT_TYPES = (CONTENT_TYPE, WIRE_WBXML_TYPE)
-HMAC_HEADER = "x-syncml-hmac"
+CONTENT_TYPES = tuple(DM_CONTENT_TYPES)  # the .dm+ types and the plain SyncML ones stock clients send
+SESSION_START = (ALERT_SERVER_INITIATED, ALERT_CLIENT_INITIATED)
 NOTIFY_TYPE = "urn:simvault:agent:notify:1.0"
 
 
@@ -60,6 +60,10 @@ class Reply:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None  # a one-line reason for non-200 replies
+    # who it was for (the access log): the SyncHdr's Source, SessionID and MsgID once decoded
+    device_id: str | None = None
+    session_id: str | None = None
+    msg_id: int | None = None
 
 
 @dataclass
@@ -88,11 +92,13 @@ class DMServer(JobsMixin):
                  plugins: list[ServerPlugin] | None = None, notifier: Notifier | None = None,
                  max_msg_size: int = DEFAULT_MAX_MSG_SIZE, max_obj_size: int = 64 * 1024 * 1024,
                  running_timeout: float = 900.0, notified_timeout: float = 300.0,
-                 renotify_after: float = 30.0, notify_workers: int = 16, max_active_devices: int = 32) -> None:
+                 renotify_after: float = 30.0, notify_workers: int = 16, max_active_devices: int = 32,
+                 allow_basic_over_http: bool = False, min_password_length: int = 8) -> None:
         self.store = store
         self.server_id = server_id
         self.server_uri = server_uri
-        self.tls = False  # set by the web front (DMWebServer) when it serves https
+        self.auth = DeviceAuth(store, allow_basic_over_http=allow_basic_over_http)
+        self.min_password_length = min_password_length  # registry.register_device's policy
         self.plugins: list[ServerPlugin] = list(plugins or [])
         self.notifier = notifier
         self.max_msg_size = max_msg_size
@@ -115,18 +121,30 @@ class DMServer(JobsMixin):
         # 200 devices took 20 s here)
         self._notify_pool = ThreadPoolExecutor(max_workers=notify_workers, thread_name_prefix="dm-notify")
 
+    @property
+    def tls(self) -> bool:
+        """Set by the web front (DMWebServer) when it serves https."""
+        return self.auth.tls
+
+    @tls.setter
+    def tls(self, value: bool) -> None:
+        self.auth.tls = value
+
     # ------------------------------------------------------------ entry point
     @property
     def max_request_bytes(self) -> int:
         """A request larger than this is refused with HTTP 413 before parsing."""
         return self.max_msg_size + 4096
 
-    def handle_message(self, body: bytes, headers: dict[str, str] | None = None) -> Reply:
-        """One message in (XML or WBXML, by its Content-Type; XML when none), one out in the same."""
+    def handle_message(self, body: bytes, headers: dict[str, str] | None = None, *,
+                       local_uri: str | None = None) -> Reply:
+        """One message in (XML or WBXML, by its Content-Type; XML when none), one out in the same.
+        ``local_uri``: the server's URI as this device addressed it (the path it posted to);
+        default server_uri."""
         headers = {k.lower(): v for k, v in (headers or {}).items()}
         wire = wire_for(headers["content-type"]) if "content-type" in headers else WIRE_XML
         if wire is None:
-            return Reply(415, text=f"expected {CONTENT_TYPE} or {WIRE_WBXML_TYPE}")
+            return Reply(415, text=f"expected {' or '.join(CONTENT_TYPES)}")
         if len(body) > self.max_request_bytes:
             self.store.audit("message.refused", None, f"{len(body)} bytes > {self.max_request_bytes}")
             return Reply(413, text=f"message of {len(body)} bytes exceeds MaxMsgSize {self.max_msg_size}")
@@ -137,15 +155,22 @@ class DMServer(JobsMixin):
             if getattr(exc, "status", None) == StatusCode.UNSUPPORTED_MEDIA_TYPE:  # e.g. a WBXML charset
                 return Reply(415, text=f"unsupported SyncML encoding: {exc}")
             return Reply(400, text=f"malformed SyncML: {exc}")
-        if msg.header.ver_proto != m.PROTO_DM:
-            return Reply(400, text=f"VerProto {msg.header.ver_proto} is not DM/1.2")
+        hdr = msg.header
+        if hdr.ver_proto != m.PROTO_DM:
+            return Reply(400, text=f"VerProto {hdr.ver_proto} is not DM/1.2")
+        reply = self._handle_decoded(msg, body, headers, wire, local_uri or self.server_uri)
+        reply.device_id, reply.session_id, reply.msg_id = hdr.source.loc_uri, hdr.session_id, hdr.msg_id
+        return reply
+
+    def _handle_decoded(self, msg: m.SyncMLMessage, body: bytes, headers: dict[str, str], wire: Wire,
+                        local: str) -> Reply:
         device_id = msg.header.source.loc_uri
         device = self._session_device(device_id, msg.header.session_id) or self.store.device(device_id)
         if device is None:
             self.store.audit("auth.unknown_device", None, device_id[:128])
-            return self._reject(msg, StatusCode.INVALID_CREDENTIALS, AUTH_MD5, wire)
+            return self._reject(msg, StatusCode.INVALID_CREDENTIALS, AUTH_MD5, wire, local)
         with self._device_lock(device_id):
-            return self._handle_device_message(msg, device, body, headers, wire)
+            return self._handle_device_message(msg, device, body, headers, wire, local)
 
     def _session_device(self, device_id: str, session_id: str) -> Device | None:
         with self._lock:
@@ -156,9 +181,9 @@ class DMServer(JobsMixin):
         with self._lock:
             return self._device_locks.setdefault(device_id, threading.Lock())
 
-    def _reject(self, msg: m.SyncMLMessage, code: int, auth_type: str, wire: Wire) -> Reply:
+    def _reject(self, msg: m.SyncMLMessage, code: int, auth_type: str, wire: Wire, local: str) -> Reply:
         """A one-message answer outside any session (unknown device or session)."""
-        ch = Channel(msg.header.session_id, m.Source(self.server_uri), msg.header.source)
+        ch = Channel(msg.header.session_id, m.Source(local), msg.header.source)
         ch.last_sent_msg_id = 0
         chal = m.Chal(meta=m.Meta(type=auth_type, format="b64",
                                   next_nonce=dmauth.b64(dmauth.fresh_nonce())))
@@ -166,21 +191,30 @@ class DMServer(JobsMixin):
         return Reply(200, wire.encode(ch.build()), {"Content-Type": wire.content_type})
 
     # ------------------------------------------------------------ session
-    def _session_for(self, msg: m.SyncMLMessage, device: Device) -> ServerSession | None:
+    def _session_for(self, msg: m.SyncMLMessage, device: Device, local: str) -> ServerSession | None:
         hdr = msg.header
         key = (device.id, hdr.session_id)
         with self._lock:
             self._expire_idle_locked()
             sess = self._sessions.get(key)
+            starts = hdr.msg_id == 1 and any(isinstance(c, m.Alert) and c.data in SESSION_START
+                                             for c in msg.commands)
             if sess is not None and not sess.closed:
-                if hdr.msg_id != sess.channel.last_received_msg_id + 1:
+                if starts:  # the device began anew with the same SessionID: the old session is over
+                    del self._sessions[key]
+                    self._end(sess, "failed", "superseded: the device started a new session with "
+                                              "the same SessionID (MsgID 1, session-start Alert)")
+                    self.store.audit("session.superseded", device.id,
+                                     f"session {hdr.session_id[:32]} after msg {sess.channel.last_received_msg_id}")
+                elif hdr.msg_id != sess.channel.last_received_msg_id + 1:
                     return None
-                return sess
+                else:
+                    return sess
             if hdr.msg_id != 1:
                 return None  # a continuation of a session we do not know (e.g. before a restart)
             initiator = "server" if any(isinstance(c, m.Alert) and c.data == ALERT_SERVER_INITIATED
                                         for c in msg.commands) else "client"
-            channel = Channel(hdr.session_id, m.Source(self.server_uri), m.Target(hdr.source.loc_uri,
+            channel = Channel(hdr.session_id, m.Source(local), m.Target(hdr.source.loc_uri,
                               hdr.source.loc_name), own_max_msg_size=self.max_msg_size,
                               max_obj_size=self.max_obj_size)
             row_id = self.store.open_session(device.id, hdr.session_id, initiator)
@@ -211,26 +245,29 @@ class DMServer(JobsMixin):
                         log.warning("plugin %s failed in on_session_end: %s", plugin.name, exc)
 
     def _handle_device_message(self, msg: m.SyncMLMessage, device: Device, body: bytes,
-                               headers: dict[str, str], wire: Wire) -> Reply:
-        sess = self._session_for(msg, device)
+                               headers: dict[str, str], wire: Wire, local: str) -> Reply:
+        sess = self._session_for(msg, device, local)
         if sess is None:
             self.store.audit("session.unknown", device.id,
                              f"session {msg.header.session_id[:32]} msg {msg.header.msg_id}")
-            return self._reject(msg, StatusCode.REQUEST_TIMEOUT, AUTH_MD5, wire)
+            return self._reject(msg, StatusCode.REQUEST_TIMEOUT, AUTH_MD5, wire, local)
         ch = sess.channel
         ch.last_received_msg_id = msg.header.msg_id
         sess.last_activity = time.monotonic()
         if msg.header.meta is not None and msg.header.meta.max_msg_size:
             ch.peer_max_msg_size = max(MIN_MAX_MSG_SIZE, min(msg.header.meta.max_msg_size, 16 * 1024 * 1024))
+        if msg.header.meta is not None and msg.header.meta.max_obj_size:
+            ch.peer_max_obj_size = msg.header.meta.max_obj_size  # what agentless restore may Replace
         if ch.last_received_msg_id > MAX_MESSAGES_PER_SESSION:
             self._end(sess, "failed", "too many messages")
             return Reply(429, text="too many messages in one session")
 
-        code, chal, new_nonce = self._authenticate(sess, device, msg, body, headers)
+        code, chal, new_nonce = self.auth.check(device, sess.authenticated, msg, body, headers)
         ch.add_status(msg.header.msg_id, None, code, chal=chal)
-        if code not in (StatusCode.OK, StatusCode.AUTHENTICATION_ACCEPTED):
+        if code not in ACCEPTED:
             sess.device = None  # read it again: the nonce may have moved under us (a replay)
             sess.failures += 1
+            _refuse_commands(ch, msg, code, chal)
             self.store.audit("auth.failed", device.id, f"status {code} session {msg.header.session_id[:32]}")
             if sess.failures >= MAX_AUTH_FAILURES:
                 self._end(sess, "failed", "authentication failed")
@@ -255,7 +292,7 @@ class DMServer(JobsMixin):
                     log.warning("plugin %s failed in on_session: %s", plugin.name, exc)
                     self.store.audit("plugin.error", device.id, f"{plugin.name}: {exc}")
         cred = None
-        if not sess.server_cred_sent and device.auth_type == "md5":
+        if not sess.server_cred_sent and device.auth_type in ("md5", "basic"):
             cred = m.Cred(data=dmauth.md5_from_secret(device.server_secret, dmauth.unb64(device.client_nonce)),
                           meta=m.Meta(type=AUTH_MD5, format="b64"))
             sess.server_cred_sent = True
@@ -282,49 +319,6 @@ class DMServer(JobsMixin):
                                  plugin_name=plugin.name, server_id=self.server_id, tls=self.tls)
             sess.contexts[plugin.name] = ctx
         return ctx
-
-    # ------------------------------------------------------------ authentication
-    def _authenticate(self, sess: ServerSession, device: Device, msg: m.SyncMLMessage, body: bytes,
-                      headers: dict[str, str]) -> tuple[int, m.Chal | None, bytes | None]:
-        """(status for SyncHdr, Chal, the new nonce) -- see module doc."""
-        current = device.server_nonce
-        if device.auth_type == "hmac":
-            ok, code = False, StatusCode.MISSING_CREDENTIALS
-            value = headers.get(HMAC_HEADER)
-            if value:
-                code = StatusCode.INVALID_CREDENTIALS
-                try:
-                    hdr = dmauth.parse_hmac_header(value)
-                    want = dmauth.hmac_from_secret(device.secret, dmauth.unb64(current), body)
-                    ok = hdr.username == device.username and dmauth.equal(hdr.mac, want)
-                except AuthError:
-                    ok = False
-            nonce = dmauth.fresh_nonce()
-            # compare-and-set: a message replayed concurrently finds the nonce already gone
-            rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce),
-                                              **({"last_seen": time.time()} if ok else {}))
-            chal = m.Chal(meta=m.Meta(type=AUTH_MAC, format="b64", next_nonce=dmauth.b64(nonce)))
-            if ok and rotated:
-                return (StatusCode.OK if sess.authenticated else StatusCode.AUTHENTICATION_ACCEPTED), chal, nonce
-            return code, chal, nonce
-        cred = msg.header.cred
-        if sess.authenticated and cred is None:
-            return StatusCode.OK, None, None
-        code = StatusCode.MISSING_CREDENTIALS
-        ok = False
-        if cred is not None:
-            code = StatusCode.INVALID_CREDENTIALS
-            username = msg.header.source.loc_name or device.id
-            if (cred.meta.type or "") == AUTH_MD5 and username == device.username:
-                want = dmauth.md5_from_secret(device.secret, dmauth.unb64(current))
-                ok = dmauth.equal(cred.data.strip(), want)
-        nonce = dmauth.fresh_nonce()
-        rotated = self.store.rotate_nonce(device.id, "server_nonce", current, dmauth.b64(nonce),
-                                          **({"last_seen": time.time()} if ok else {}))
-        chal = m.Chal(meta=m.Meta(type=AUTH_MD5, format="b64", next_nonce=dmauth.b64(nonce)))
-        if ok and rotated:
-            return StatusCode.AUTHENTICATION_ACCEPTED, chal, nonce
-        return code, chal, nonce
 
     # ------------------------------------------------------------ commands
     def _process_commands(self, sess: ServerSession, device: Device, msg: m.SyncMLMessage) -> None:
@@ -445,3 +439,17 @@ class DMServer(JobsMixin):
 def _alert_locations(alert: m.Alert) -> str:
     return " ".join((i.target.loc_uri if i.target else "") or (i.source.loc_uri if i.source else "")
                     for i in alert.items)[:200]
+
+
+def _refuse_commands(ch: Channel, msg: m.SyncMLMessage, code: int, chal: m.Chal | None) -> None:
+    """OMA DM 1.2 Protocol 9.4 (authentication failure): the reply holds only Status commands,
+    one for every command received, here the SyncHdr's code (401 or 407, with its Chal); a
+    client such as libdmclient resends the commands answered so, with the credentials."""
+    def walk(commands: list[m.Command]) -> None:
+        for cmd in commands:
+            if isinstance(cmd, m.Status):
+                continue  # a Status is never answered
+            ch.add_status(msg.header.msg_id, cmd, code, chal=chal)
+            if isinstance(cmd, (m.Atomic, m.Sequence)):
+                walk(cmd.commands)
+    walk(msg.commands)

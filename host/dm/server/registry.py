@@ -21,7 +21,7 @@ from host.dm import dmauth
 from host.dm.server.db import NewDevice, Store, device_public
 from host.errors import KeyFileError, UsageError
 
-AUTH_TYPES = ("md5", "hmac")
+AUTH_TYPES = ("md5", "hmac", "basic")  # basic: also md5; over plain HTTP only with --allow-basic-over-http
 
 
 def public_point_from_pem(pem: bytes, what: str = "the device public key") -> bytes:
@@ -38,15 +38,22 @@ def public_point_from_pem(pem: bytes, what: str = "the device public key") -> by
 def register_device(store: Store, server_id: str, device_id: str, password: str, server_password: str, *,
                     auth_type: str = "hmac", public_key_pem: bytes | None = None,
                     public_point: bytes | None = None, notify_url: str | None = None,
-                    username: str | None = None, enc_key_pem: bytes | None = None) -> dict[str, Any]:
-    """Add a device; returns its public row (no secrets). ``enc_key_pem``: its encryption
-    public key (<name>.enc.pub.pem), which DS credentials are sealed to."""
+                    username: str | None = None, enc_key_pem: bytes | None = None,
+                    min_password_length: int = 8) -> dict[str, Any]:
+    """Add a device; returns its public row (no secrets). ``username``: the account's user
+    name (DMAcc AAuthName; default the device id). ``enc_key_pem``: its encryption public
+    key (<name>.enc.pub.pem), which DS credentials are sealed to. ``min_password_length``:
+    the server's policy (dm server --min-password-length)."""
     if auth_type not in AUTH_TYPES:
-        raise UsageError(f"auth type {auth_type!r}: use md5 or hmac")
+        raise UsageError(f"auth type {auth_type!r}: use one of {', '.join(AUTH_TYPES)}")
     if not device_id or len(device_id) > 128:
         raise UsageError("device id must be 1..128 characters (the tree's ./DevInfo/DevId)")
-    if len(password) < 8 or len(server_password) < 8:
-        raise UsageError("passwords must have at least 8 characters")
+    if username is not None and (not username or len(username) > 128 or ":" in username):
+        raise UsageError("user name must be 1..128 characters without ':' (the DMAcc AAuthName)")
+    for what, value in (("device", password), ("server", server_password)):
+        if len(value) < min_password_length:
+            raise UsageError(f"the {what} password has {len(value)} characters; this server requires at least "
+                             f"{min_password_length} (dm server --min-password-length)")
     if public_key_pem is not None:
         public_point = public_point_from_pem(public_key_pem)
     enc_point = _enc_point(enc_key_pem, public_point) if enc_key_pem is not None else None

@@ -35,7 +35,7 @@ class Device(Base):
     username: Mapped[str] = mapped_column(String(128), unique=True)
     secret: Mapped[str] = mapped_column(String(64))  # B64(MD5(username:password))
     server_secret: Mapped[str] = mapped_column(String(64))  # B64(MD5(server_id:server_password))
-    auth_type: Mapped[str] = mapped_column(String(16), default="md5")  # md5 | hmac
+    auth_type: Mapped[str] = mapped_column(String(16), default="md5")  # md5 | hmac | basic
     server_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device must use next (b64)
     client_nonce: Mapped[str] = mapped_column(String(64))  # the nonce the device gave us (b64)
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # signing point (65 bytes)

@@ -1,18 +1,22 @@
 """The DM server over HTTP (aiohttp): the DM endpoint, the admin JSON API, the job ticker.
 
 Routes
-    POST /dm                 application/vnd.syncml.dm+xml or +wbxml, answered in the same
-                             (x-syncml-hmac honoured)
+    POST /dm                 application/vnd.syncml.dm+xml or +wbxml (or the plain SyncML types
+                             application/vnd.syncml+xml / +wbxml stock clients send), answered in the
+                             same (x-syncml-hmac honoured); more paths with paths=[...] (dm server --path)
     GET  /api/devices        GET /api/backups[?device=ID][&location=all]   GET /api/jobs[?device=ID&state=S]
                              (location=all: server, card and DS backups, host.dm.server.backup_index)
     DELETE /api/devices/<id>[?purge=1]   remove a device (its server backups kept unless purge)
     GET  /api/jobs/<id>      (with its results)
     POST /api/jobs           {"device": ID, "kind": "backup"|"restore"|"delete"|..., "target": ...,
                               "scope": "./A ./B", "backup_id": HEX, "params": {...}}
+                             backup/restore target server: params {"mode": "auto"|"agent"|"standard"},
+                              restore {"dry_run": true} (agentless: docs/DM.md "Devices without simvault")
                              firmware_update: {"device": ID, "kind": "firmware_update",
                               "params": {"node": "./FUMO/x"}} (target "device"; default node ./FUMO/FwUpdate)
-    POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5",
-                              "public_key_pem": PEM, "enc_key_pem": PEM, "notify_url": URL}
+    POST /api/devices        {"device": ID, "password": P, "server_password": SP, "auth": "hmac"|"md5"|"basic",
+                              "user": NAME (default ID), "public_key_pem": PEM, "enc_key_pem": PEM,
+                              "notify_url": URL}
     PUT  /api/devices/<id>/enc-key  {"enc_key_pem": PEM}   register or replace the device's encryption
                              key: the DS credentials of its DS jobs are sealed to it (host.backup.sealed)
     GET  /api/ds-accounts    POST /api/ds-accounts {"name", "url", "user", "password", "datastore"?, "auth"?}
@@ -37,6 +41,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -45,9 +50,11 @@ from typing import Any
 from aiohttp import web
 
 from host.dm.server.console import add_console_routes
+from host.dm.server import access_log
+from host.dm.server.auth import warn_basic_at_start
 from host.dm.server.db import Store
 from host.dm.server.registry import register_device, set_enc_key
-from host.dm.server.engine import CONTENT_TYPES, DMServer
+from host.dm.server.engine import CONTENT_TYPES, DMServer, Reply
 from host.errors import SimvaultError, TransportError, UsageError
 from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
 
@@ -86,8 +93,9 @@ class DMWebServer:
     def __init__(self, server: DMServer, *, host: str = "127.0.0.1", port: int = 0,
                  admin_token: str | None = None, tick_interval: float = 1.0,
                  workers: int | None = None, body_timeout: float = 30.0, shutdown_timeout: float = 0.5,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, paths: list[str] | tuple[str, ...] = ("/dm",)) -> None:
         self.server = server
+        self.paths = check_paths(paths)
         self.ssl_context = ssl_context  # host.tls.server_context: https for /dm and /api
         server.tls = ssl_context is not None
         self.body_timeout = body_timeout  # a client that trickles its body is cut off (408)
@@ -101,8 +109,7 @@ class DMWebServer:
         self.pool = ThreadPoolExecutor(max_workers=workers or (2 if sqlite else 4),
                                        thread_name_prefix="dm-worker")
         self.app = web.Application(client_max_size=server.max_request_bytes)
-        self.app.add_routes([
-            web.post("/dm", self.handle_dm),
+        self.app.add_routes([web.post(path, self.handle_dm) for path in self.paths] + [
             web.get("/api/health", self.health),
             web.get("/metrics", self.metrics),
             web.get("/api/devices", self.api_devices),
@@ -132,7 +139,8 @@ class DMWebServer:
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        self.server.server_uri = f"{self.url}/dm"
+        self.server.server_uri = f"{self.url}{self.paths[0]}"
+        warn_basic_at_start(self.server.auth)
         self._ticker = asyncio.create_task(self._tick_loop())
 
     async def stop(self) -> None:
@@ -163,30 +171,43 @@ class DMWebServer:
 
     # ------------------------------------------------------------ DM endpoint
     async def handle_dm(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response, reply, size = await self._dm_reply(request)
+        out = len(response.body) if isinstance(response.body, (bytes, bytearray)) else 0
+        access_log.record(request.path, response.status, size, out, started,
+                          **({"device_id": reply.device_id, "session_id": reply.session_id,
+                              "msg_id": reply.msg_id} if reply is not None else {}))
+        return response
+
+    async def _dm_reply(self, request: web.Request) -> tuple[web.Response, Reply | None, int]:
+        """(response, the engine's reply when it ran, bytes received)."""
         ctype = (request.content_type or "").lower()
+        size = request.content_length or 0
         if ctype not in CONTENT_TYPES:
-            return web.Response(status=415, text=f"expected {' or '.join(CONTENT_TYPES)}, got {ctype or 'nothing'}")
-        if (request.content_length or 0) > self.server.max_request_bytes:
-            return web.Response(status=413, text="message exceeds the server's MaxMsgSize")
+            text = f"expected {' or '.join(CONTENT_TYPES)}, got {ctype or 'nothing'}"
+            return web.Response(status=415, text=text), None, size
+        if size > self.server.max_request_bytes:
+            return web.Response(status=413, text="message exceeds the server's MaxMsgSize"), None, size
         try:
             body = await asyncio.wait_for(request.read(), timeout=self.body_timeout)
         except web.HTTPRequestEntityTooLarge:
-            return web.Response(status=413, text="message exceeds the server's MaxMsgSize")
+            return web.Response(status=413, text="message exceeds the server's MaxMsgSize"), None, size
         except asyncio.TimeoutError:
             log.info("a DM client sent its body too slowly; dropped after %.0f s", self.body_timeout)
             return web.Response(status=408, text=f"request body not received within {self.body_timeout:.0f} s",
-                                headers={"Connection": "close"})
+                                headers={"Connection": "close"}), None, size
         headers = {k: v for k, v in request.headers.items()}
         try:
-            reply = await self._run(self.server.handle_message, body, headers)
+            reply = await self._run(lambda: self.server.handle_message(body, headers,
+                                                                       local_uri=self.url + request.path))
         except SimvaultError as exc:
-            return web.Response(status=400, text=str(exc))
+            return web.Response(status=400, text=str(exc)), None, len(body)
         except Exception:  # noqa: BLE001 - never a traceback to the device
             log.exception("DM message handling failed")
-            return web.Response(status=500, text="internal error")
+            return web.Response(status=500, text="internal error"), None, len(body)
         if reply.http_status != 200:
-            return web.Response(status=reply.http_status, text=reply.text or "")
-        return web.Response(status=200, body=reply.body, headers=reply.headers)
+            return web.Response(status=reply.http_status, text=reply.text or ""), reply, len(body)
+        return web.Response(status=200, body=reply.body, headers=reply.headers), reply, len(body)
 
     # ------------------------------------------------------------ admin API
     def _authorised(self, request: web.Request) -> web.Response | None:
@@ -222,7 +243,8 @@ class DMWebServer:
             body = await request.json()
             row = await self._run(lambda: register_device(
                 self.server.store, self.server.server_id, body["device"], body["password"],
-                body["server_password"], auth_type=body.get("auth", "hmac"),
+                body["server_password"], auth_type=body.get("auth", "hmac"), username=body.get("user"),
+                min_password_length=self.server.min_password_length,
                 public_key_pem=(body.get("public_key_pem") or "").encode() or None,
                 enc_key_pem=(body.get("enc_key_pem") or "").encode() or None,
                 notify_url=body.get("notify_url")))
@@ -364,6 +386,9 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         target = "device"
     if kind in ("restore", "delete") and not backup_id:
         raise UsageError(f"a {kind} job needs a backup id (--id)")
+    if kind in ("backup", "restore") and target == "server":  # params.mode, dry_run (agentless)
+        from host.dm.server.agentless.plugin import check_job_params
+        params = check_job_params(store, kind, device_id, backup_id, params, scope)
     if kind == "restore" and target == "server" and backup_id:
         if store.backup_archive(device_id, backup_id) is None:
             owners = store.backup_owner(backup_id)
@@ -399,6 +424,17 @@ class ServerThread:
         return self.web.url
 
 
+def check_paths(paths: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The DM endpoint's paths (dm server --path): absolute, distinct, clear of /api."""
+    out: list[str] = []
+    for path in paths or ("/dm",):
+        if not path.startswith("/") or path.startswith("/api") or any(c in path for c in "?#{} ") or path in out:
+            raise UsageError(f"--path {path!r}: give an absolute path such as /dm or /funambol/dm, once, "
+                             "outside /api, without ? # { } or spaces")
+        out.append(path)
+    return tuple(out)
+
+
 def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_token: str | None = None,
                  server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
@@ -409,8 +445,20 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
     store = Store(db_url, blobs=blob_store)
+                 paths: list[str] | tuple[str, ...] = ("/dm",), allow_basic_over_http: bool = False,
+                 min_password_length: int = 8, agentless: Any = None) -> DMWebServer:
+    """The standard DM server: Store + DMServer + AgentlessPlugin and BackupPlugin + HttpNotifier +
+    web app. ``agentless``: a host.dm.server.agentless.config.AgentlessConfig (server key, caps)."""
+    from host.dm.server.agentless.plugin import AgentlessPlugin
+    from host.dm.server.backup_plugin import BackupPlugin
+    from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
+    if min_password_length < 1:
+        raise UsageError(f"--min-password-length {min_password_length}: give at least 1 (default 8)")
+    paths = check_paths(paths)
+    store = Store(db_url)
     if plugins is None:
-        plugins = [BackupPlugin()]
+        standard = AgentlessPlugin(agentless)
+        plugins = [standard, BackupPlugin(handover=standard)]
         try:
             from host.dm.server.ds_jobs import DsBackupRecorder
             plugins.insert(0, DsBackupRecorder())  # records where DS backups live, then BackupPlugin
@@ -420,6 +468,7 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
             log.info("DS backup records unavailable: %s", exc)
     core = DMServer(store, server_id=server_id, plugins=plugins,
                     notifier=notifier if notifier is not None else HttpNotifier(),
-                    max_msg_size=max_msg_size or DEFAULT_MAX_MSG_SIZE, running_timeout=running_timeout)
+                    max_msg_size=max_msg_size or DEFAULT_MAX_MSG_SIZE, running_timeout=running_timeout,
+                    allow_basic_over_http=allow_basic_over_http, min_password_length=min_password_length)
     return DMWebServer(core, host=host, port=port, admin_token=admin_token, tick_interval=tick_interval,
-                       ssl_context=ssl_context)
+                       ssl_context=ssl_context, paths=paths)
