@@ -31,6 +31,7 @@ __all__ = [
     "iter_tnds",
     "import_tnds",
     "parse_list_query",
+    "parse_size",
     "read_tnds",
     "write_tnds",
 ]
@@ -156,6 +157,16 @@ def export_tnds(tree: DMTree, uri: str = ".", *, values: bool = True,
         return write_tnds(tree, values=values, props=props, indent=indent)
     top = (tree.get(uri), join_uri(names[:-1]))
     return b"".join(iter_tnds(tree, values=values, props=props, indent=indent, top=top))
+
+
+def parse_size(text: str) -> int:
+    """'134217728', '128M', '64k', '1G' (K, M, G: powers of 1024) -> bytes; ValueError otherwise."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    number = int(t[:-1] if scale > 1 else t)
+    if number <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return number * scale
 
 
 def parse_list_query(query: str) -> tuple[frozenset[str], bool]:
