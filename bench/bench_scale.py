@@ -20,8 +20,9 @@ counts (others share the machine):
 
 Kinds: "gen" is host.tree.generate.generate_tree (the benches' trees, ~40x
 smaller as an archive), "vendor" a generated phone tree plus a flat vendor
-subtree of random-string leaves (~5x). Each cell is s/MB of TNDS and peak RSS
-in MB; the budget column is 3 x TNDS + 60 MB. The last lines give, per
+subtree of random-string leaves (~5x). Each cell is wall seconds per MB of
+TNDS, CPU seconds per MB (the process's own: what the load of others does not
+inflate) and peak RSS in MB; the budget column is 3 x TNDS + 60 MB. The last lines give, per
 operation, the spread of s/MB across sizes (max/min: linear within 20% is
 <= 1.20). --profile prints the top 10 cumulative functions of backup (file),
 verify and restore of one tree, in-process.
@@ -96,7 +97,7 @@ def run_op(op: str, tree_file: Path, work: Path) -> dict:
     from host.backup.keys import load_identity
     ident = load_identity(work / "keys", "device")
     archive_file = work / "tree.svarch"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: dict = {}
     if op == "parse":
         ET.fromstring(tree_file.read_bytes())
@@ -113,7 +114,7 @@ def run_op(op: str, tree_file: Path, work: Path) -> dict:
         from host.link import EmulatorTransport
         from card.emulator import VirtualCard
         card = BackupCard.connect(EmulatorTransport(VirtualCard.open(work / "card.img")), TEST_PIN)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tree = ops.read_tree_file(tree_file, _limits())
         _, report = ops.backup_tree_to_card(card, tree, ident, incremental=False)
         out["card_bytes"] = report.bytes_sent
@@ -126,7 +127,7 @@ def run_op(op: str, tree_file: Path, work: Path) -> dict:
         target.unlink(missing_ok=True)
         ops.restore_tree_file(target, ops.read_archive_file(archive_file), ident, create=True)
         out["same"] = target.read_bytes() == tree_file.read_bytes()
-    out["seconds"] = time.perf_counter() - t0
+    out["seconds"], out["cpu"] = time.perf_counter() - t0, time.process_time() - c0
     return out
 
 
@@ -137,7 +138,7 @@ def measured(op: str, tree_file: Path, work: Path, repeat: int) -> dict:
     for _ in range(repeat):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            return {"error": proc.stderr.strip().splitlines()[-1:] or ["?"]}
+            return {"error": proc.stderr.split("\tCommand being timed")[0].strip().splitlines()[-1:] or ["?"]}
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
         doc["rss_mb"] = max(int(rss.group(1)) / 1024 if rss else 0.0, best.get("rss_mb", 0.0))
@@ -163,9 +164,9 @@ def personalise_card(work: Path, capacity: int) -> None:
 def table(kinds: list[str], sizes: list[float], card: bool, repeat: int) -> None:
     from host.backup.keys import generate_identity
     from host.tree.tnds import write_tnds
-    print(f"{'kind':6} {'MB':>5} {'ratio':>6} | " + " | ".join(f"{TITLES[o]:>14}" for o in OPS)
+    print(f"{'kind':6} {'MB':>5} {'ratio':>6} | " + " | ".join(f"{TITLES[o]:>18}" for o in OPS)
           + f" | {'budget MB':>9}")
-    print(f"{'':6} {'':>5} {'':>6} | " + " | ".join(f"{'s/MB':>6} {'RSS':>7}" for _ in OPS) + " |")
+    print(f"{'':6} {'':>5} {'':>6} | " + " | ".join(f"{'s/MB':>5} {'cpu':>5} {'RSS':>6}" for _ in OPS) + " |")
     for kind in kinds:
         per_mb: dict[str, list[float]] = {o: [] for o in OPS}
         for size in sizes:
@@ -179,12 +180,12 @@ def table(kinds: list[str], sizes: list[float], card: bool, repeat: int) -> None
                 for op in OPS:
                     if op == "backup_card":
                         if not card or ratio != ratio:
-                            cells.append(f"{'-':>6} {'-':>7}")
+                            cells.append(f"{'-':>5} {'-':>5} {'-':>6}")
                             continue
                         personalise_card(work, int(archive_bytes * 1.25) + (2 << 20))
                     r = measured(op, tree_file, work, repeat)
                     if "error" in r:
-                        cells.append(f"{'ERR':>14}")
+                        cells.append(f"{'ERR':>18}")
                         print(f"# {kind} {size} MB {op}: {r['error'][0]}", file=sys.stderr)
                         continue
                     if op == "backup_file":
@@ -193,7 +194,7 @@ def table(kinds: list[str], sizes: list[float], card: bool, repeat: int) -> None
                     if op == "restore" and not r.get("same"):
                         print(f"# {kind} {size} MB: the restored file differs from the original", file=sys.stderr)
                     per_mb[op].append(r["seconds"] / mbytes)
-                    cells.append(f"{r['seconds'] / mbytes:6.3f} {r['rss_mb']:7.0f}")
+                    cells.append(f"{r['seconds'] / mbytes:5.3f} {r['cpu'] / mbytes:5.3f} {r['rss_mb']:6.0f}")
                 print(f"{kind:6} {mbytes:5.1f} {ratio:6.1f} | " + " | ".join(cells)
                       + f" | {3 * mbytes + 60:9.0f}", flush=True)
             finally:

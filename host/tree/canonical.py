@@ -29,6 +29,7 @@ encoding of a tree is unique.
 from __future__ import annotations
 
 from host.errors import TreeError
+from host.tree.bulk import gc_paused
 from host.tree.model import FORMATS, DMNode, DMTree
 
 __all__ = ["CANONICAL_MAGIC", "canonical_bytes", "from_canonical"]
@@ -153,6 +154,11 @@ class _Reader:
 
 def from_canonical(data: bytes) -> DMTree:
     """Exactly reverses canonical_bytes; TreeError on anything else."""
+    with gc_paused():
+        return _decode(data)
+
+
+def _decode(data: bytes) -> DMTree:
     if not data.startswith(CANONICAL_MAGIC):
         raise TreeError("not canonical simvault tree bytes (bad magic or version)")
     r = _Reader(data)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from xml.parsers import expat
 
 from host.errors import TreeError, XmlError
+from host.tree.bulk import gc_paused
 from host.tree.model import FORMATS, PROP_NAMES, DMNode, DMTree
 from host.tree.safexml import local_name, namespace_of
 
@@ -321,6 +322,11 @@ class _Exact(Exception):
 
 def read_tnds(data: bytes | str, *, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> DMTree:
     """TNDS bytes -> DMTree. Raises XmlError/TreeError (one line) on bad input."""
+    with gc_paused():
+        return _read(data, limits)
+
+
+def _read(data: bytes | str, limits: TreeLimits) -> DMTree:
     from host.tree.tnds_merge import finish
     if isinstance(data, str):
         data = data.encode("utf-8")
