@@ -19,6 +19,7 @@ APT_PACKAGES=(
     python3-venv python3-dev
     openjdk-17-jdk-headless maven     # the Java Card applet (javacard/): build, JUnit, jCardSim behind vpcd
     zstd restic                       # bench/bench_backup.py: zstd -19 and restic columns
+    time                              # bench/bench_scale.py: peak RSS from /usr/bin/time -v
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -15,12 +15,12 @@ from host.errors import TreeError
 from host.tree.model import DMNode, DMTree
 from host.tree.uri import join_uri, split_uri
 
-__all__ = ["finish"]
+__all__ = ["finish", "set_prop"]
 
 _STATED = ("acl", "format", "rt_name", "size", "title", "tstamp", "type", "verno")
 
 
-def finish(b) -> DMTree:  # type: ignore[no-untyped-def]  # b: tnds_read._Builder
+def finish(b) -> DMTree:  # type: ignore[no-untyped-def]  # b: tnds_read._Builder (no import: a circle)
     """The DMTree of a parsed document (b holds its top-level fragments)."""
     tree = DMTree()
     root_el = b.root_el
@@ -69,12 +69,7 @@ def _attach_tops(b, tree: DMTree, tops: list[DMNode]) -> None:  # type: ignore[n
         if name in ("", "."):
             if frag.value is not None:
                 raise TreeError("TNDS: the root node cannot hold a value")
-            for attr in _STATED:
-                value = getattr(frag, attr)
-                if value is not None:
-                    _set_prop(root, attr, value)
-            if frag.type_is_ddf:
-                _set_prop(root, "type_is_ddf", True)
+            _merge_props(root, frag)
             children = list(frag.children.values())
         elif "/" in name:
             raise TreeError(f"TNDS: invalid NodeName {name!r} under .")
@@ -97,11 +92,21 @@ def _raise_first(tree: DMTree, deferred: list[tuple[DMNode, str]]) -> None:
     raise TreeError(message.replace("{uri}", uris.get(id(node), repr(node.name))))
 
 
-def _set_prop(node: DMNode, attr: str, value: object) -> None:
+def set_prop(node: DMNode, attr: str, value: object) -> None:
     old = getattr(node, attr)
     if old not in (None, False) and old != value:
         raise TreeError(f"TNDS: node {node.name!r} states {attr} twice, differently")
     setattr(node, attr, value)
+
+
+def _merge_props(node: DMNode, frag: DMNode) -> None:
+    """The RT properties frag states, onto node (refused when node states one otherwise)."""
+    for attr in _STATED:
+        value = getattr(frag, attr)
+        if value is not None:
+            set_prop(node, attr, value)
+    if frag.type_is_ddf:
+        set_prop(node, "type_is_ddf", True)
 
 
 def _apply(b, frag: DMNode, tree: DMTree, context: list[str], *, top_level: bool) -> None:  # type: ignore[no-untyped-def]
@@ -119,19 +124,14 @@ def _apply(b, frag: DMNode, tree: DMTree, context: list[str], *, top_level: bool
     kids = b.lists.get(id(frag))
     if kids is None:
         kids = list(frag.children.values())
-    for attr in _STATED:
-        value = getattr(frag, attr)
-        if value is not None:
-            _set_prop(node, attr, value)
-    if frag.type_is_ddf:
-        _set_prop(node, "type_is_ddf", True)
+    _merge_props(node, frag)
     if node.format == "node" or kids:
         node.interior = True
     if frag.value is not None:
         if not names:
             raise TreeError("TNDS: the root node cannot hold a value")
         node.interior = False
-        _set_prop(node, "value", frag.value)
+        set_prop(node, "value", frag.value)
     elif not node.interior and node.format is None:
         node.interior = True  # no Value, no Format: an interior node (or a continuation)
     for kid in kids:

@@ -29,6 +29,7 @@ from host.errors import TreeError, XmlError
 from host.tree.bulk import gc_paused
 from host.tree.model import FORMATS, PROP_NAMES, DMNode, DMTree
 from host.tree.safexml import local_name, namespace_of
+from host.tree.tnds_merge import finish, set_prop
 
 __all__ = ["DEFAULT_TREE_LIMITS", "TNDS_NS", "TreeLimits", "read_tnds"]
 
@@ -286,13 +287,6 @@ class _Builder:
         return height if len(el) else 2
 
 
-def set_prop(node: DMNode, attr: str, value: object) -> None:
-    old = getattr(node, attr)
-    if old not in (None, False) and old != value:
-        raise TreeError(f"TNDS: node {node.name!r} states {attr} twice, differently")
-    setattr(node, attr, value)
-
-
 def _feed(data: bytes, builder: _Builder, depth_exact: bool) -> None:
     parser = ET.XMLParser(target=ET.TreeBuilder())
     queue: list = []
@@ -327,7 +321,6 @@ def read_tnds(data: bytes | str, *, limits: TreeLimits = DEFAULT_TREE_LIMITS) ->
 
 
 def _read(data: bytes | str, limits: TreeLimits) -> DMTree:
-    from host.tree.tnds_merge import finish
     if isinstance(data, str):
         data = data.encode("utf-8")
     if len(data) > limits.max_bytes:
