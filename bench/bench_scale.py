@@ -131,14 +131,18 @@ def run_op(op: str, tree_file: Path, work: Path) -> dict:
     return out
 
 
-def measured(op: str, tree_file: Path, work: Path, repeat: int) -> dict:
-    """The fastest of repeat runs (the machine is shared), with the highest peak RSS seen."""
+def measured(op: str, tree_file: Path, work: Path, repeat: int, before=None) -> dict:  # type: ignore[no-untyped-def]
+    """The fastest of repeat runs (the machine is shared), with the highest peak RSS seen;
+    before() runs ahead of each (a fresh card for each card backup)."""
     best: dict = {}
     cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--worker", op, str(tree_file), str(work)]
     for _ in range(repeat):
+        if before is not None:
+            before()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            return {"error": proc.stderr.split("\tCommand being timed")[0].strip().splitlines()[-1:] or ["?"]}
+            err = re.split(r"Command exited with|\tCommand being timed", proc.stderr)[0]
+            return {"error": err.strip().splitlines()[-1:] or ["?"]}
         rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
         doc["rss_mb"] = max(int(rss.group(1)) / 1024 if rss else 0.0, best.get("rss_mb", 0.0))
@@ -178,12 +182,14 @@ def table(kinds: list[str], sizes: list[float], card: bool, repeat: int) -> None
                 mbytes = tree_file.stat().st_size / MB
                 cells, ratio = [], float("nan")
                 for op in OPS:
+                    before = None
                     if op == "backup_card":
                         if not card or ratio != ratio:
                             cells.append(f"{'-':>5} {'-':>5} {'-':>6}")
                             continue
-                        personalise_card(work, int(archive_bytes * 1.25) + (2 << 20))
-                    r = measured(op, tree_file, work, repeat)
+                        capacity = int(archive_bytes * 1.25) + (2 << 20)
+                        before = lambda: personalise_card(work, capacity)  # noqa: E731
+                    r = measured(op, tree_file, work, repeat, before)
                     if "error" in r:
                         cells.append(f"{'ERR':>18}")
                         print(f"# {kind} {size} MB {op}: {r['error'][0]}", file=sys.stderr)

@@ -63,7 +63,7 @@ def segment_plain(plain: bytes, segment: int, version: int) -> bytes:
 
 
 def compress_segment(plain: bytes, base: bytes | None, version: int = 4) -> bytes:
-    """kind byte | body: the smallest of stored, zstd (-19, -12 for large inputs; a layer: base plaintext as raw
+    """kind byte | body: the smallest of stored, zstd (-19, -9 for large inputs; a layer: base plaintext as raw
     dictionary) and, in v4, raw deflate-9 with the base's last 32 KiB as preset dictionary
     (a tiny delta: zstd's frame and block headers cost more than deflate's)."""
     zdict = raw_dictionary(base) if base is not None else None
