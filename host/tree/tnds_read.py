@@ -110,8 +110,11 @@ def _malformed(exc: ET.ParseError) -> XmlError:
 class _Builder:
     """Turns the end events of one TNDS document into DMNodes (see the module doc)."""
 
-    def __init__(self, limits: TreeLimits) -> None:
+    def __init__(self, limits: TreeLimits, root_tag: str) -> None:
         self.limits = limits
+        self.root_tag = root_tag                                   # '{ns}MgmtTree' or 'MgmtTree'
+        self.node_tag = root_tag[:-len("MgmtTree")] + "Node"
+        self.depth = 0                                             # counted with start events only
         self.built: list[DMNode] = []     # post-order: finished nodes not yet attached
         self.heights: list[int] = []      # beside built: the height of each one's XML subtree
         self.local: dict[str, str] = {}
@@ -144,15 +147,12 @@ class _Builder:
             tag = el.tag
             if tag == node_tag or self.name_of(tag) == "Node":
                 self.node(el)
-            elif tag == self.root_tag and self.depth_zero(depth_exact):
+            elif tag == self.root_tag and (not depth_exact or self.depth == 0):
                 self.root_el = el
         queue.clear()
         if self.elements > self.limits.max_elements:
             raise _limit_error(f"more than {self.limits.max_elements} XML elements", "--max-nodes",
                                self.limits.max_nodes)
-
-    def depth_zero(self, depth_exact: bool) -> bool:
-        return not depth_exact or self.depth == 0
 
     def too_deep(self) -> XmlError:
         return _limit_error(f"elements nested deeper than {self.limits.max_depth}", "--max-depth",
@@ -329,13 +329,10 @@ def _read(data: bytes | str, limits: TreeLimits) -> DMTree:
     root_tag = _Prolog().check(data)
     if local_name(root_tag) != "MgmtTree" or namespace_of(root_tag) not in (None, TNDS_NS):
         raise TreeError(f"not a TNDS document: root is {root_tag!r}, expected MgmtTree in namespace {TNDS_NS}")
-    builder = _Builder(limits)
-    builder.root_tag, builder.node_tag = root_tag, root_tag[:-len("MgmtTree")] + "Node"
+    builder = _Builder(limits, root_tag)
     try:
         _feed(data, builder, False)
     except _Exact:
-        builder = _Builder(limits)
-        builder.root_tag, builder.node_tag = root_tag, root_tag[:-len("MgmtTree")] + "Node"
-        builder.depth = 0
+        builder = _Builder(limits, root_tag)
         _feed(data, builder, True)
     return finish(builder)
