@@ -99,12 +99,16 @@ def _diff_node(names: list[str], x: DMNode, y: DMNode, out: list[Change]) -> Non
         _subtree_changes("removed", names, x, out)
         _subtree_changes("added", names, y, out)
         return
-    fields = tuple(f for f in DIFF_FIELDS if getattr(x, f) != getattr(y, f))
-    if fields:
-        out.append(Change("changed", join_uri(names), x.shallow_copy(), y.shallow_copy(),
-                          fields, _secret(names, x) or _secret(names, y)))
-    for name in sorted(x.children.keys() | y.children.keys()):
-        cx, cy = x.children.get(name), y.children.get(name)
+    if x.own_fields() != y.own_fields():        # one tuple compare for the common, equal case
+        fields = tuple(f for f in DIFF_FIELDS if getattr(x, f) != getattr(y, f))
+        if fields:
+            out.append(Change("changed", join_uri(names), x.shallow_copy(), y.shallow_copy(),
+                              fields, _secret(names, x) or _secret(names, y)))
+    xc, yc = x.children, y.children
+    if not xc and not yc:
+        return
+    for name in sorted(xc if xc.keys() == yc.keys() else xc.keys() | yc.keys()):
+        cx, cy = xc.get(name), yc.get(name)
         if cx is None:
             _subtree_changes("added", names + [name], cy, out)  # type: ignore[arg-type]
         elif cy is None:
