@@ -107,6 +107,14 @@ def _malformed(exc: ET.ParseError) -> XmlError:
     return XmlError(f"XML malformed: {expat.errors.messages[exc.code]} at line {line}, column {col}")
 
 
+class _LocalNames(dict):
+    """'{ns}Name' -> 'Name', looked up as names[tag] (C speed once a tag has been seen)."""
+
+    def __missing__(self, tag: str) -> str:
+        name = self[tag] = local_name(tag)
+        return name
+
+
 class _Builder:
     """Turns the end events of one TNDS document into DMNodes (see the module doc)."""
 
@@ -117,7 +125,7 @@ class _Builder:
         self.depth = 0                                             # counted with start events only
         self.built: list[DMNode] = []     # post-order: finished nodes not yet attached
         self.heights: list[int] = []      # beside built: the height of each one's XML subtree
-        self.local: dict[str, str] = {}
+        self.names = _LocalNames()
         self.strings: dict[str, str] = {}
         self.nodes = 0
         self.elements = 0
@@ -128,13 +136,10 @@ class _Builder:
         self.root_el: ET.Element | None = None
 
     def name_of(self, tag: str) -> str:
-        name = self.local.get(tag)
-        if name is None:
-            name = self.local[tag] = local_name(tag)
-        return name
+        return self.names[tag]
 
     def events(self, queue: list, depth_exact: bool) -> None:
-        node_tag = self.node_tag
+        node_tag, names = self.node_tag, self.names
         for ev, el in queue:
             if depth_exact:
                 if ev == "start":
@@ -145,7 +150,7 @@ class _Builder:
                 self.depth -= 1
             self.elements += 1
             tag = el.tag
-            if tag == node_tag or self.name_of(tag) == "Node":
+            if tag == node_tag or names[tag] == "Node":
                 self.node(el)
             elif tag == self.root_tag and (not depth_exact or self.depth == 0):
                 self.root_el = el
@@ -172,9 +177,9 @@ class _Builder:
             raise _limit_error(f"more than {self.limits.max_nodes} nodes", "--max-nodes", self.limits.max_nodes)
         name_el = path_el = props_el = value_el = None
         kids = 0
-        name_of = self.name_of
+        names = self.names
         for sub in el:
-            tag = name_of(sub.tag)
+            tag = names[sub.tag]
             if tag == "Node":
                 kids += 1
                 continue
@@ -255,8 +260,9 @@ class _Builder:
     def props(self, el: ET.Element, node: DMNode) -> int:
         """Set node's RT properties from <RTProperties>; the height of that element in its Node."""
         height = 3
+        names = self.names
         for prop in el:
-            tag = self.name_of(prop.tag)
+            tag = names[prop.tag]
             attr = PROP_NAMES.get(tag)
             if attr is None:
                 raise TreeError(f"TNDS: unknown RT property <{tag}>")
@@ -264,7 +270,7 @@ class _Builder:
                 if len(prop):
                     if len(prop) != 1 or len(prop[0]):
                         raise TreeError("TNDS: <Format> must hold exactly one empty format element")
-                    value = self.name_of(prop[0].tag)
+                    value = names[prop[0].tag]
                     height = 4
                 else:
                     value = (prop.text or "").strip()
@@ -274,16 +280,19 @@ class _Builder:
             elif tag == "Type":
                 if len(prop) == 0:
                     value = (prop.text or "").strip()
-                elif len(prop) == 1 and self.name_of(prop[0].tag) in ("MIME", "DDFName"):
+                elif len(prop) == 1 and names[prop[0].tag] in ("MIME", "DDFName"):
                     value = self.text(prop[0])
-                    set_prop(node, "type_is_ddf", self.name_of(prop[0].tag) == "DDFName")
+                    set_prop(node, "type_is_ddf", names[prop[0].tag] == "DDFName")
                     height = 4
                 else:
                     raise TreeError("TNDS: <Type> must hold one <MIME> or <DDFName>")
                 value = self.intern(value)
             else:
                 value = self.intern(self.text(prop))
-            set_prop(node, attr, value)
+            if getattr(node, attr) is None:
+                setattr(node, attr, value)
+            else:
+                set_prop(node, attr, value)     # stated twice in one <RTProperties>
         return height if len(el) else 2
 
 
