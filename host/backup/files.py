@@ -14,7 +14,7 @@ from host.errors import ArchiveError, SimvaultError, TreeError, UsageError
 from host.fsutil import atomic_write
 from host.backup.keys import Identity
 from host.tree.model import DMTree
-from host.tree.tnds import DEFAULT_TREE_LIMITS, TreeLimits, read_tnds
+from host.tree.tnds import DEFAULT_TREE_LIMITS, TreeLimits, read_tnds_file
 
 
 ARCHIVE_SUFFIX = ".svarch"
@@ -95,18 +95,15 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
 
 
 def read_tree_file(path: Path, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> DMTree:
-    """The TNDS tree in a file; a file over limits.max_bytes is refused before it is read."""
+    """The TNDS tree in a file, parsed as it is read; refused before reading when the
+    file is over limits.max_bytes. Errors name the file."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0                    # _read_bytes says what is wrong
-    if size > limits.max_bytes:
-        raise UsageError(f"{path}: {size} bytes exceeds the limit of {limits.max_bytes}; raise "
-                         f"--max-tree-bytes (now {limits.max_bytes}) if the tree is genuine")
-    data = _read_bytes(path, "tree", UsageError)
-    try:
-        return read_tnds(data, limits=limits)
+        return read_tnds_file(path, limits=limits)
+    except FileNotFoundError:
+        raise _missing(path) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read tree {path}: {exc.strerror}") from None
     except TreeError as exc:        # XmlError included: say which file
         raise type(exc)(f"{path}: {exc}") from None
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from host.errors import TreeError
 from host.tree import safexml
 from host.tree.model import PROP_NAMES, DMNode, DMTree, NodeExists
-from host.tree.tnds_read import DEFAULT_TREE_LIMITS, TNDS_NS, TreeLimits, read_tnds
+from host.tree.tnds_read import DEFAULT_TREE_LIMITS, TNDS_NS, TreeLimits, read_tnds, read_tnds_file
 from host.tree.uri import join_uri, split_uri
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "parse_list_query",
     "parse_size",
     "read_tnds",
+    "read_tnds_file",
     "write_tnds",
 ]
 

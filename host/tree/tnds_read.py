@@ -1,7 +1,7 @@
 """Reading TNDS at the speed of the C parser, in memory bounded by the tree.
 
 The document goes through ElementTree's C parser (expat underneath) in 16 KiB
-pieces, with "end" events only; each <Node> is turned into a DMNode when it
+pieces (read_tnds_file reads them from the file as it goes), with "end" events only; each <Node> is turned into a DMNode when it
 ends (post-order: its child nodes are the last ones built) and its elements are
 freed at once, so the XML is never held as a whole element tree.
 
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from xml.parsers import expat
 
@@ -31,7 +33,7 @@ from host.tree.model import FORMATS, PROP_NAMES, DMNode, DMTree
 from host.tree.safexml import local_name, namespace_of
 from host.tree.tnds_merge import finish, set_prop
 
-__all__ = ["DEFAULT_TREE_LIMITS", "TNDS_NS", "TreeLimits", "read_tnds"]
+__all__ = ["DEFAULT_TREE_LIMITS", "TNDS_NS", "TreeLimits", "read_tnds", "read_tnds_file"]
 
 TNDS_NS = "syncml:dmddf1.2"
 PIECE = 16 * 1024
@@ -81,7 +83,7 @@ class _Prolog:
                            "(entities are not allowed)")
         return handler
 
-    def check(self, data: bytes) -> str:
+    def check(self, pieces: Iterator[bytes]) -> str:
         """The root's tag ('{ns}Name'); XmlError for entities or a malformed prolog."""
         p = expat.ParserCreate(namespace_separator="}")
         p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -91,8 +93,8 @@ class _Prolog:
         p.ExternalEntityRefHandler = self.refuse("external reference")
         p.SkippedEntityHandler = self.refuse("undefined entity")
         try:
-            for i in range(0, len(data), 4096):
-                p.Parse(data[i:i + 4096], False)
+            for piece in pieces:
+                p.Parse(piece, False)
             p.Parse(b"", True)
         except self.Root:
             return self.root_tag if "}" not in self.root_tag else "{" + self.root_tag
@@ -296,27 +298,40 @@ class _Builder:
         return height if len(el) else 2
 
 
-def _feed(data: bytes, builder: _Builder, depth_exact: bool) -> None:
+Pieces = Callable[[], Iterator[bytes]]      # a fresh pass over the document, PIECE bytes at a time
+
+
+def _feed(pieces: Pieces, builder: _Builder, depth_exact: bool) -> None:
     parser = ET.XMLParser(target=ET.TreeBuilder())
     queue: list = []
     parser._setevents(queue, ("start", "end") if depth_exact else ("end",))  # type: ignore[attr-defined]
-    limit = builder.limits.max_depth
-    opened = 0          # an upper bound of the start tags parsed so far
-    count = data.count
+    limits = builder.limits
+    opened = total = 0          # opened: an upper bound of the start tags parsed so far
+    after_lt = False            # the previous piece ended in '<'
     try:
-        for start in range(0, len(data), PIECE):
-            end = start + PIECE
-            parser.feed(data[start:end])
+        for piece in pieces():
+            total += len(piece)
+            if total > limits.max_bytes:        # a file that grew since it was measured
+                raise _too_big(f"more than {limits.max_bytes}", limits)
+            parser.feed(piece)
             builder.events(queue, depth_exact)
             if not depth_exact:
-                opened += (count(b"<", start, end) - count(b"</", start, end + 1)
-                           - count(b"<!", start, end + 1) - count(b"<?", start, end + 1))
-                if opened - builder.elements > limit:
+                count = piece.count
+                opened += count(b"<") - count(b"</") - count(b"<!") - count(b"<?")
+                if after_lt and piece[:1] in (b"/", b"!", b"?"):
+                    opened -= 1
+                after_lt = piece.endswith(b"<")
+                if opened - builder.elements > limits.max_depth:
                     raise _Exact
         parser.close()
         builder.events(queue, depth_exact)
     except ET.ParseError as exc:
         raise _malformed(exc) from None
+
+
+def _too_big(size: str, limits: TreeLimits) -> XmlError:
+    return _limit_error(f"{size} bytes exceeds the limit of {limits.max_bytes}", "--max-tree-bytes",
+                        limits.max_bytes)
 
 
 class _Exact(Exception):
@@ -325,23 +340,38 @@ class _Exact(Exception):
 
 def read_tnds(data: bytes | str, *, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> DMTree:
     """TNDS bytes -> DMTree. Raises XmlError/TreeError (one line) on bad input."""
-    with gc_paused():
-        return _read(data, limits)
-
-
-def _read(data: bytes | str, limits: TreeLimits) -> DMTree:
     if isinstance(data, str):
         data = data.encode("utf-8")
     if len(data) > limits.max_bytes:
-        raise _limit_error(f"{len(data)} bytes exceeds the limit of {limits.max_bytes}", "--max-tree-bytes",
-                           limits.max_bytes)
-    root_tag = _Prolog().check(data)
+        raise _too_big(str(len(data)), limits)
+    view = data
+    with gc_paused():
+        return _read(lambda: (view[i:i + PIECE] for i in range(0, len(view), PIECE)), limits)
+
+
+def read_tnds_file(path: str | os.PathLike[str], *, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> DMTree:
+    """The TNDS tree in a file, read as it is parsed (the file is never whole in memory).
+    OSError when it cannot be read; XmlError/TreeError as read_tnds."""
+    size = os.stat(path).st_size
+    if size > limits.max_bytes:
+        raise _too_big(str(size), limits)
+
+    def pieces() -> Iterator[bytes]:
+        with open(path, "rb") as f:
+            while piece := f.read(PIECE):
+                yield piece
+    with gc_paused():
+        return _read(pieces, limits)
+
+
+def _read(pieces: Pieces, limits: TreeLimits) -> DMTree:
+    root_tag = _Prolog().check(pieces())
     if local_name(root_tag) != "MgmtTree" or namespace_of(root_tag) not in (None, TNDS_NS):
         raise TreeError(f"not a TNDS document: root is {root_tag!r}, expected MgmtTree in namespace {TNDS_NS}")
     builder = _Builder(limits, root_tag)
     try:
-        _feed(data, builder, False)
+        _feed(pieces, builder, False)
     except _Exact:
         builder = _Builder(limits, root_tag)
-        _feed(data, builder, True)
+        _feed(pieces, builder, True)
     return finish(builder)
