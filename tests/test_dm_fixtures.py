@@ -117,7 +117,6 @@ class DMWorld:
         self.db_url = db_url
         self.max_msg_size = max_msg_size
         self.running_timeout = running_timeout
-        self.blob_store = blob_store
         self.port = 0
         self.thread: ServerThread | None = None
         self.devices: dict[str, Device] = {}

@@ -36,11 +36,10 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from host import tls
 from host.cli import dm_server, dm_text as cli_text
 from host.cli import exitcodes, progress
 from host.cli.dm_server import TOKEN_ENV, hostport
-from host.errors import SimvaultError, TransportError, UsageError
+from host.errors import TransportError, UsageError
 from host.cli.prompt import read_secret
 
 if TYPE_CHECKING:

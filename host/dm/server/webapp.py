@@ -42,8 +42,6 @@ import logging
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,33 +51,12 @@ from host.dm.server.console import add_console_routes
 from host.dm.server import access_log
 from host.dm.server.auth import warn_basic_at_start
 from host.dm.server.db import Store
+from host.dm.server.notifier import HttpNotifier  # noqa: F401 - importable from here as before
 from host.dm.server.registry import register_device, set_enc_key
 from host.dm.server.engine import CONTENT_TYPES, DMServer, Reply
-from host.errors import SimvaultError, TransportError, UsageError
-from host.syncml.package0 import CONTENT_TYPE_PACKAGE0
+from host.errors import SimvaultError, UsageError
 
 log = logging.getLogger(__name__)
-
-
-class HttpNotifier:
-    """Default notifier: POST the Package 0 to the device's loopback listener URL."""
-
-    def __init__(self, timeout: float = 5.0) -> None:
-        self.timeout = timeout
-
-    def notify(self, device_id: str, address: str | None, package0: bytes) -> None:
-        if not address:
-            raise TransportError(f"device {device_id} has no notification address; register one "
-                                 "(notify_url) or let the device report it")
-        req = urllib.request.Request(address, data=package0, method="POST",
-                                     headers={"Content-Type": CONTENT_TYPE_PACKAGE0})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL we registered
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            raise TransportError(f"device {device_id} refused the notification: HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise TransportError(f"device {device_id} unreachable at {address}: {exc}") from None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -439,23 +416,19 @@ def build_server(db_url: str, *, host: str = "127.0.0.1", port: int = 0, admin_t
                  server_id: str = "simvault-dms", notifier: Any = None, tick_interval: float = 1.0,
                  max_msg_size: int | None = None, running_timeout: float = 900.0,
                  plugins: list | None = None, ssl_context: ssl.SSLContext | None = None,
-                 blob_store: str | None = None) -> DMWebServer:
-    """The standard DM server: Store + DMServer + BackupPlugin + HttpNotifier + web app.
-    ``blob_store``: where backup chunks live, 'db' (default) or 'dir:PATH' (host.dm.server.blobs)."""
-    from host.dm.server.backup_plugin import BackupPlugin
-    from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
-    store = Store(db_url, blobs=blob_store)
                  paths: list[str] | tuple[str, ...] = ("/dm",), allow_basic_over_http: bool = False,
-                 min_password_length: int = 8, agentless: Any = None) -> DMWebServer:
+                 min_password_length: int = 8, agentless: Any = None,
+                 blob_store: str | None = None) -> DMWebServer:
     """The standard DM server: Store + DMServer + AgentlessPlugin and BackupPlugin + HttpNotifier +
-    web app. ``agentless``: a host.dm.server.agentless.config.AgentlessConfig (server key, caps)."""
+    web app. ``agentless``: a host.dm.server.agentless.config.AgentlessConfig (server key, caps);
+    ``blob_store``: where backup chunks live, 'db' (default) or 'dir:PATH' (host.dm.server.blobs)."""
     from host.dm.server.agentless.plugin import AgentlessPlugin
     from host.dm.server.backup_plugin import BackupPlugin
     from host.dm.server.engine import DEFAULT_MAX_MSG_SIZE
     if min_password_length < 1:
         raise UsageError(f"--min-password-length {min_password_length}: give at least 1 (default 8)")
     paths = check_paths(paths)
-    store = Store(db_url)
+    store = Store(db_url, blobs=blob_store)
     if plugins is None:
         standard = AgentlessPlugin(agentless)
         plugins = [standard, BackupPlugin(handover=standard)]
