@@ -254,7 +254,7 @@ def test_cli_key_set_file_and_old_key_file(cli_image, tmp_path, capsys):
             "mac": TEST_ADMIN_KEY.hex(), "dek": TEST_ADMIN_KEY.hex()}))
         assert main(["card", "erase", "--yes", "--emulator", "b.img", "--admin-key-file", f"v{version}.key"]) == code
     assert "no admin key set of version 02" in capsys.readouterr().err
-    assert main(["card", "erase", "--yes", "--emulator", "b.img", "--admin-key-file", "a.key"]) == 1   # wrong key
+    assert main(["card", "erase", "--yes", "--emulator", "b.img", "--admin-key-file", "a.key"]) == 6   # wrong key: credentials refused (docs/CLI.md)
     assert "cryptogram is wrong" in capsys.readouterr().err
 
 
