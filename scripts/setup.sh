@@ -22,7 +22,6 @@ APT_PACKAGES=(
     chromium chromium-driver          # the DM web console's browser tests (Selenium, headless)
     autoconf automake libtool pkg-config libcurl4-openssl-dev libsqlite3-dev  # scripts/libdmclient.sh:
                                       # libdmclient's testdmclient, a stock OMA DM 1.2 client
-    time                              # bench/bench_scale.py: peak RSS from /usr/bin/time -v
 )
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

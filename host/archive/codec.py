@@ -25,16 +25,6 @@ from host.errors import ArchiveError, IntegrityError
 CODECS = {"none": 0, "zstd": 1, "deflate": 2, "lzma": 3}
 DEFAULT_CODEC = "zstd"
 ZSTD_LEVEL = 19
-# Above this much input (plaintext plus dictionary) a whole segment is compressed at
-# ZSTD_LARGE_LEVEL: zstd -19 runs at ~2 MB/s, -9 at ~30-60 MB/s for 2-6% more bytes
-# (bench/bench_scale.py), so a 100 MB tree backs up at the parser's pace.
-ZSTD_LARGE_INPUT = 128 * 1024
-ZSTD_LARGE_LEVEL = 9
-
-
-def zstd_level(input_size: int) -> int:
-    """The zstd level for one compression of input_size bytes (format 3 segments)."""
-    return ZSTD_LEVEL if input_size <= ZSTD_LARGE_INPUT else ZSTD_LARGE_LEVEL
 DEFLATE_LEVEL = 9
 LZMA_PRESET = 6
 

@@ -23,7 +23,7 @@ import zstandard
 from host.errors import IntegrityError
 
 from .archive import Archive
-from .codec import read_bounded, zstd_bounded, zstd_level
+from .codec import ZSTD_LEVEL, read_bounded, zstd_bounded
 from .crypto import ChainKeys
 from .delta import DELTA_MAGIC
 from .keyblock import split_key_block
@@ -63,12 +63,11 @@ def segment_plain(plain: bytes, segment: int, version: int) -> bytes:
 
 
 def compress_segment(plain: bytes, base: bytes | None, version: int = 4) -> bytes:
-    """kind byte | body: the smallest of stored, zstd (-19, -9 for large inputs; a layer: base plaintext as raw
+    """kind byte | body: the smallest of stored, zstd-19 (a layer: base plaintext as raw
     dictionary) and, in v4, raw deflate-9 with the base's last 32 KiB as preset dictionary
     (a tiny delta: zstd's frame and block headers cost more than deflate's)."""
     zdict = raw_dictionary(base) if base is not None else None
-    level = zstd_level(len(plain) + (len(base) if base is not None else 0))
-    zc = zstandard.ZstdCompressor(level=level, dict_data=zdict, write_content_size=version != 4,
+    zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=zdict, write_content_size=version != 4,
                                   write_checksum=False, write_dict_id=False)
     body = zc.compress(plain)
     if version != 4:

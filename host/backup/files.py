@@ -14,7 +14,7 @@ from host.errors import ArchiveError, SimvaultError, TreeError, UsageError
 from host.fsutil import atomic_write
 from host.backup.keys import Identity
 from host.tree.model import DMTree
-from host.tree.tnds import DEFAULT_TREE_LIMITS, TreeLimits, read_tnds_file
+from host.tree.tnds import read_tnds
 
 
 ARCHIVE_SUFFIX = ".svarch"
@@ -102,16 +102,10 @@ def find_archive(source: Path, backup_id: bytes | None) -> Archive:
     return found[-1][1]
 
 
-def read_tree_file(path: Path, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> DMTree:
-    """The TNDS tree in a file, parsed as it is read; refused before reading when the
-    file is over limits.max_bytes. Errors name the file."""
-    path = Path(path)
+def read_tree_file(path: Path) -> DMTree:
+    data = _read_bytes(path, "tree", UsageError)
     try:
-        return read_tnds_file(path, limits=limits)
-    except FileNotFoundError:
-        raise _missing(path) from None
-    except OSError as exc:
-        raise UsageError(f"cannot read tree {path}: {exc.strerror}") from None
+        return read_tnds(data)
     except TreeError as exc:        # XmlError included: say which file
         raise type(exc)(f"{path}: {exc}") from None
 

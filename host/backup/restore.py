@@ -13,7 +13,7 @@ from host.fsutil import atomic_write
 from host.backup.keys import Identity
 from host.tree.model import DMTree
 from host.tree.ops import Change, apply_restore, render_diff
-from host.tree.tnds import DEFAULT_TREE_LIMITS, TreeLimits, iter_tnds
+from host.tree.tnds import write_tnds
 
 from host.backup.files import HostState, read_tree_file
 
@@ -82,8 +82,7 @@ def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run:
                               force_sequence=force_sequence)
     keep = keep_secrets or archive.host.secrets == "excluded"
     kept = _keep_live_identity(live, verified.tree) if force_device else []
-    changes = apply_restore(live, verified.tree, verified.scope, keep_live_secrets=keep, dry_run=dry_run,
-                            take=True)
+    changes = apply_restore(live, verified.tree, verified.scope, keep_live_secrets=keep, dry_run=dry_run)
     if record and not dry_run and state is not None:
         state.note_restored(archive.device_id, archive.sequence)
     return RestoreReport(archive.backup_id.hex(), archive.sequence, archive.device_id, not dry_run, changes,
@@ -93,12 +92,11 @@ def restore_tree(live: DMTree, archive: Archive, identity: Identity, *, dry_run:
 def restore_tree_file(tree_path: Path, archive: Archive, identity: Identity, *, dry_run: bool = False,
                       keep_secrets: bool = False, force_device: bool = False,
                       force_sequence: bool = False, state: HostState | None = None,
-                      create: bool = False, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> RestoreReport:
+                      create: bool = False) -> RestoreReport:
     """restore_tree onto a TNDS file, replaced atomically; untouched on any error.
 
     create: the file must not exist; the backup is restored onto an empty tree
-    and written there (0600): rebuilding a lost device's tree (no diff: the
-    report's changes are empty). limits bound the live tree file read."""
+    and written there (0600): rebuilding a lost device's tree."""
     tree_path = Path(tree_path)
     if create:
         if tree_path.exists():
@@ -108,14 +106,15 @@ def restore_tree_file(tree_path: Path, archive: Archive, identity: Identity, *, 
     else:
         if not tree_path.exists():
             raise UsageError(f"no such tree file: {tree_path}: to rebuild it from the backup, add --create")
-        live = read_tree_file(tree_path, limits)
+        live = read_tree_file(tree_path)
     report = restore_tree(live, archive, identity, dry_run=dry_run, keep_secrets=keep_secrets,
                           force_device=force_device, force_sequence=force_sequence, state=state,
                           record=False)
     if dry_run:
         return report
+    data = write_tnds(live)
     mode = 0o600 if create else tree_path.stat().st_mode & 0o777
-    atomic_write(tree_path, iter_tnds(live), mode=mode)     # written as it is serialised
+    atomic_write(tree_path, data.encode("utf-8") if isinstance(data, str) else data, mode=mode)
     if state is not None:
         state.note_restored(archive.device_id, archive.sequence)
     return report

@@ -82,27 +82,6 @@ def _backup_id(text: str | None) -> bytes | None:
     return raw
 
 
-def _size(text: str) -> int:
-    """'134217728', '128M', '1G' (K, M, G: powers of 1024) -> bytes."""
-    from host.tree.tnds import parse_size
-    return parse_size(text)
-
-
-def _tree_limit_options(p: argparse.ArgumentParser) -> None:
-    from host.tree.tnds import DEFAULT_TREE_LIMITS as d
-    p.add_argument("--max-tree-bytes", type=_size, default=d.max_bytes, metavar="SIZE",
-                   help=f"refuse a larger tree file (default {d.max_bytes // (1 << 20)}M; K, M, G suffixes)")
-    p.add_argument("--max-depth", type=int, default=d.max_depth, metavar="N",
-                   help=f"refuse XML nested deeper (default {d.max_depth})")
-    p.add_argument("--max-nodes", type=int, default=d.max_nodes, metavar="N",
-                   help=f"refuse a tree of more nodes (default {d.max_nodes})")
-
-
-def _tree_limits(args: argparse.Namespace) -> Any:
-    from host.tree.tnds import TreeLimits
-    return TreeLimits(max_bytes=args.max_tree_bytes, max_depth=args.max_depth, max_nodes=args.max_nodes)
-
-
 def _is_card(where: str | None) -> bool:
     return where is None or where == "card"
 
@@ -153,7 +132,7 @@ def cmd_keys_trust(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     ident = _identity(args)
-    tree = ops.read_tree_file(args.tree, _tree_limits(args))
+    tree = ops.read_tree_file(args.tree)
     device_id = device_id_of(tree)
     scope = args.scope or None
     if _is_card(args.to):
@@ -215,7 +194,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     report = ops.restore_tree_file(args.tree, archive, ident, dry_run=args.dry_run,
                                    keep_secrets=args.keep_secrets, force_device=args.force_device,
                                    force_sequence=args.force, state=ops.host_state(ident),
-                                   create=args.create, limits=_tree_limits(args))
+                                   create=args.create)
     doc = report.as_dict()
     source = "the card" if _is_card(args.source) else args.source
     head = f"{'would restore' if args.dry_run else 'restored'} backup {report.backup_id} " \
@@ -362,7 +341,6 @@ def register(subparsers: Any) -> None:
     b.add_argument("--scope", action="append", metavar="URI", help="back up only this subtree (repeatable)")
     b.add_argument("--exclude-secrets", action="store_true", help="leave DMAcc credentials out")
     b.add_argument("--full", action="store_true", help="a new chain, not incremental")
-    _tree_limit_options(b)
     r = common("restore", "verify a backup, then restore it onto a tree file", cmd_restore, "from")
     r.add_argument("--id", help="backup id, 32 hex digits (default: the newest; see 'simvault list')")
     r.add_argument("--tree", type=Path, required=True, help="the live tree (TNDS file) to restore onto")
@@ -375,7 +353,6 @@ def register(subparsers: Any) -> None:
                         "is kept, and the diff preview says so")
     r.add_argument("--force", action="store_true", help="restore a backup older than the last restored")
     r.add_argument("--keep-secrets", action="store_true", help="keep the live credentials")
-    _tree_limit_options(r)
     common("list", "list backups", cmd_list, "from", transfer=False)
     v = common("verify", "verify a backup completely (needs the trust store and the decryption key only)",
                cmd_verify, "from")

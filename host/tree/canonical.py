@@ -29,7 +29,6 @@ encoding of a tree is unique.
 from __future__ import annotations
 
 from host.errors import TreeError
-from host.tree.bulk import gc_paused
 from host.tree.model import FORMATS, DMNode, DMTree
 
 __all__ = ["CANONICAL_MAGIC", "canonical_bytes", "from_canonical"]
@@ -38,7 +37,6 @@ CANONICAL_MAGIC = b"SVDMT\x01"
 _OPT_FIELDS = ("acl", "rt_name", "size", "title", "tstamp", "type", "verno")
 _MAX_DEPTH = 512
 _FMT_CODE = {f: i + 1 for i, f in enumerate(FORMATS)}
-_OPT_BITS = tuple((1 << bit, attr) for bit, attr in enumerate(_OPT_FIELDS, start=1))
 
 
 def _varint(n: int, out: bytearray) -> None:
@@ -101,7 +99,6 @@ class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
-        self.strings: dict[str, str] = {}
 
     def fail(self, what: str) -> TreeError:
         return TreeError(f"canonical tree bytes corrupt at offset {self.pos}: {what}; "
@@ -131,34 +128,14 @@ class _Reader:
         return b
 
     def str(self) -> str:
-        data, pos = self.data, self.pos
-        n = data[pos] if pos < len(data) else 0x80
-        if n < 0x80:                # the common case: a short string, one length byte
-            end = pos + 1 + n
-            if end > len(data):
-                raise self.fail("truncated")
-            raw = data[pos + 1:end]
-            self.pos = end
-        else:
-            raw = self.raw(self.varint())
         try:
-            return raw.decode("utf-8", "surrogatepass")
+            return self.raw(self.varint()).decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             raise self.fail("invalid UTF-8") from None
-
-    def prop(self) -> str:
-        """A property string: the same ACL or Type text is one object for every node."""
-        value = self.str()
-        return self.strings.setdefault(value, value)
 
 
 def from_canonical(data: bytes) -> DMTree:
     """Exactly reverses canonical_bytes; TreeError on anything else."""
-    with gc_paused():
-        return _decode(data)
-
-
-def _decode(data: bytes) -> DMTree:
     if not data.startswith(CANONICAL_MAGIC):
         raise TreeError("not canonical simvault tree bytes (bad magic or version)")
     r = _Reader(data)
@@ -180,14 +157,7 @@ def _decode(data: bytes) -> DMTree:
             frame[0].children[node.name] = node
             frame[1] -= 1
         else:
-            if node.name != "." or not node.interior:
-                raise r.fail("root is not '.'")
             root = node
-        try:
-            node.validate(is_root=node is root)
-        except TreeError as exc:
-            uri = next(u for u, n in DMTree(root).walk() if n is node)
-            raise r.fail(f"{uri}: {exc}") from None
         count = r.varint()
         if count:
             if not node.interior:
@@ -202,7 +172,14 @@ def _decode(data: bytes) -> DMTree:
     if r.pos != len(data):
         raise r.fail("trailing bytes")
     assert root is not None
-    return DMTree(root, man, mod)       # every node validated as it was read
+    if root.name != "." or not root.interior:
+        raise r.fail("root is not '.'")
+    tree = DMTree(root, man, mod)
+    try:
+        tree.validate()
+    except TreeError as exc:
+        raise r.fail(str(exc)) from None
+    return tree
 
 
 def _read_node(r: _Reader) -> DMNode:
@@ -213,15 +190,12 @@ def _read_node(r: _Reader) -> DMNode:
     code = r.raw(1)[0]
     if code > len(FORMATS):
         raise r.fail("unknown format code")
-    node = DMNode(name, bool(flags & 1))
-    if code:
-        node.format = FORMATS[code - 1]
-    if flags & 0xFE:
-        for bit, attr in _OPT_BITS:
-            if flags & bit:
-                setattr(node, attr, r.prop())
-    if flags & 0x100:
-        node.type_is_ddf = True
+    node = DMNode(name, interior=bool(flags & 1))
+    node.format = FORMATS[code - 1] if code else None
+    for bit, attr in enumerate(_OPT_FIELDS, start=1):
+        if flags & (1 << bit):
+            setattr(node, attr, r.str())
+    node.type_is_ddf = bool(flags & (1 << 8))
     if flags & (1 << 9):
         node.value = r.str()
     elif flags & (1 << 10):

@@ -238,13 +238,7 @@ class DMTree:
                 stack.append((names + [child.name], child))
 
     def node_count(self) -> int:
-        count, stack = 0, [self.root]
-        while stack:
-            node = stack.pop()
-            count += 1
-            if node.children:
-                stack.extend(node.children.values())
-        return count
+        return sum(1 for _ in self.walk())
 
     def _parent_for_new(self, uri: str, create_parents: bool) -> tuple[DMNode, str]:
         names = split_uri(uri)
@@ -412,17 +406,11 @@ class DMTree:
         self.root, self.man, self.mod = other.root, other.man, other.mod
 
     def validate(self) -> None:
-        """TreeError '<uri>: <what>' for the first invalid node in pre-order."""
-        stack = [self.root]
-        try:
-            while stack:            # no URIs on the way: only the error needs one
-                node = stack.pop()
+        for uri, node in self.walk():
+            try:
                 node.validate(is_root=node is self.root)
-                if node.children:
-                    stack.extend(reversed(node.children.values()))
-        except TreeError as exc:
-            uri = next(u for u, n in self.walk() if n is node)
-            raise TreeError(f"{uri}: {exc}") from None
+            except TreeError as exc:
+                raise TreeError(f"{uri}: {exc}") from None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DMTree):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from host.errors import TreeError
 from host.tree.model import DMNode, DMTree, NodeNotFound
-from host.tree.secrets import is_secret_leaf, secret_uris
+from host.tree.secrets import is_secret_leaf, merge_keep_secrets
 from host.tree.uri import join_uri, split_uri
 
 __all__ = ["DIFF_FIELDS", "Change", "apply_restore", "diff", "render_diff", "select"]
@@ -93,22 +93,16 @@ def diff(a: DMTree, b: DMTree) -> list[Change]:
 
 
 def _diff_node(names: list[str], x: DMNode, y: DMNode, out: list[Change]) -> None:
-    if x is y:          # a shared subtree (apply_restore leaves what it does not touch)
-        return
     if x.interior != y.interior:
         _subtree_changes("removed", names, x, out)
         _subtree_changes("added", names, y, out)
         return
-    if x.own_fields() != y.own_fields():        # one tuple compare for the common, equal case
-        fields = tuple(f for f in DIFF_FIELDS if getattr(x, f) != getattr(y, f))
-        if fields:
-            out.append(Change("changed", join_uri(names), x.shallow_copy(), y.shallow_copy(),
-                              fields, _secret(names, x) or _secret(names, y)))
-    xc, yc = x.children, y.children
-    if not xc and not yc:
-        return
-    for name in sorted(xc if xc.keys() == yc.keys() else xc.keys() | yc.keys()):
-        cx, cy = xc.get(name), yc.get(name)
+    fields = tuple(f for f in DIFF_FIELDS if getattr(x, f) != getattr(y, f))
+    if fields:
+        out.append(Change("changed", join_uri(names), x.shallow_copy(), y.shallow_copy(),
+                          fields, _secret(names, x) or _secret(names, y)))
+    for name in sorted(x.children.keys() | y.children.keys()):
+        cx, cy = x.children.get(name), y.children.get(name)
         if cx is None:
             _subtree_changes("added", names + [name], cy, out)  # type: ignore[arg-type]
         elif cy is None:
@@ -169,93 +163,34 @@ def render_diff(changes: list[Change]) -> str:
 def apply_restore(live: DMTree, restored: DMTree, scopes: Iterable[str] | None = None, *,
                   keep_live_secrets: bool = False,
                   check: Callable[[DMTree], None] | None = None,
-                  dry_run: bool = False, take: bool = False) -> list[Change]:
+                  dry_run: bool = False) -> list[Change]:
     """Replace each scope of live with the restored subtree, all-or-nothing.
 
-    Builds the new tree beside live (sharing the subtrees that stay as they
-    are, copying only the ancestors of each scope), validates it, then
-    ``check`` (e.g. an agent's policy) may raise to refuse it; only then is it
-    swapped into ``live`` (same object, new contents). On any error live is
-    unchanged. Missing ancestors are created from the restored tree. With
+    Works on a copy of live; the copy is validated, then ``check`` (e.g. an
+    agent's policy) may raise to refuse it; only then is it swapped into
+    ``live`` (same object, new contents). On any error live is unchanged.
+    Missing ancestors are created from the restored tree. With
     keep_live_secrets, secret leaves keep their live values. With dry_run,
-    nothing is swapped. take: restored is a validated tree the caller gives
-    up (a verified backup): its subtrees are moved, not copied, and only what
-    the graft adds is validated. Returns diff(live_before, live_after), or []
-    when live was empty (a new tree: nothing to compare it with).
+    nothing is swapped. Returns diff(live_before, live_after).
     """
     scope_list = list(scopes) if scopes is not None else ["."]
-    work = DMTree(_fresh_copy(live.root), live.man, live.mod)
-    added: list[DMNode] = []          # nodes the graft put in that restored did not validate
+    work = live.copy()
     for names in _disjoint_scopes(scope_list):
         uri = join_uri(names)
         if restored.find(uri) is None:
             raise NodeNotFound(f"the backup holds no node {uri}; restore a scope it contains")
-        added += _graft_into(work, live, restored, names, take)
+        _graft(work, restored, names)
         if not names:
             work.man, work.mod = restored.man, restored.mod
     if keep_live_secrets:
-        added += _keep_live_secrets(work, live)
+        work = merge_keep_secrets(work, live)
     try:
-        if take:
-            for node in added:
-                node.validate(is_root=node is work.root)
-        else:
-            work.validate()
+        work.validate()
     except TreeError as exc:
         raise TreeError(f"restored tree is invalid, nothing applied: {exc}") from None
     if check is not None:
         check(work)
-    changes = [] if _is_empty(live) else diff(live, work)
+    changes = diff(live, work)
     if not dry_run:
         live.replace_contents(work)
     return changes
-
-
-def _is_empty(tree: DMTree) -> bool:
-    return (not tree.root.children and tree.man is None and tree.mod is None
-            and tree.root.own_fields() == DMNode(".", interior=True).own_fields())
-
-
-def _fresh_copy(node: DMNode) -> DMNode:
-    copy = node.shallow_copy()
-    copy.children = dict(node.children)
-    return copy
-
-
-def _graft_into(work: DMTree, live: DMTree, src: DMTree, names: list[str], take: bool) -> list[DMNode]:
-    """_graft without copying live: the ancestors of names are copied (once), everything
-    else of live is shared; the nodes added from src's ancestors are returned."""
-    if not names:
-        work.root = src.root if take else src.root.copy()
-        return [work.root]
-    node, s, lv = work.root, src.root, live.root
-    added: list[DMNode] = [node]
-    for name in names[:-1]:
-        s = s.children[name]
-        lv = lv.children.get(name) if lv is not None else None
-        child = node.children.get(name)
-        if child is None or not child.interior:
-            child = s.shallow_copy()
-            added.append(child)
-        elif child is lv:                       # still live's node: copy it before changing it
-            child = _fresh_copy(child)
-        node.children[name] = child
-        node = child
-    last = s.children[names[-1]]
-    node.children[names[-1]] = last if take else last.copy()
-    return added
-
-
-def _keep_live_secrets(work: DMTree, live: DMTree) -> list[DMNode]:
-    """merge_keep_secrets in place on work, whose nodes may be live's own (then the
-    secret there is live's already)."""
-    put: list[DMNode] = []
-    for uri in secret_uris(live):
-        names = split_uri(uri)
-        parent_uri = join_uri(names[:-1])
-        parent = work.find(parent_uri)
-        if parent is not None and parent.interior and parent is not live.find(parent_uri):
-            node = live.get(uri).copy()
-            parent.children[names[-1]] = node
-            put.append(node)
-    return put

@@ -1,9 +1,7 @@
 """The one safe XML parser of simvault, and a deterministic serialiser.
 
-Every XML document simvault reads (SyncML DM/DS, DDF) goes through
-:func:`parse`; TNDS trees, which can be 100 MB, through host/tree/tnds_read.py,
-which refuses the same things with its own limits (TreeLimits) and streams.
-:func:`parse` drives expat directly so that it can refuse, before any
+Every XML document simvault reads (TNDS, SyncML DM/DS, DDF) goes through
+:func:`parse`. It drives expat directly so that it can refuse, before any
 expansion happens: entity declarations (billion laughs, quadratic blowup),
 external entities and external DTD subsets (XXE), and it bounds the input
 size, the element depth and the element count. A ``<!DOCTYPE ...>`` line with

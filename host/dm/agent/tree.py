@@ -19,7 +19,7 @@ from pathlib import Path
 from host.errors import TreeError, UsageError
 from host.fsutil import atomic_write
 from host.tree.model import DMNode, DMTree
-from host.tree.tnds import read_tnds_file, write_tnds
+from host.tree.tnds import read_tnds, write_tnds
 from host.tree.uri import split_uri
 
 BAR = "./Vendor/simvault/BaR"
@@ -57,7 +57,7 @@ class AgentTree:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
-            self.tree = read_tnds_file(self.path)     # parsed as it is read
+            self.tree = read_tnds(self.path.read_bytes())
         except OSError as exc:
             raise UsageError(f"cannot read the device tree {self.path}: {exc.strerror}") from None
         self.lock = threading.RLock()
