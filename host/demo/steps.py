@@ -281,19 +281,23 @@ class Steps:
         from host.archive import Archive
         from host.dm.server.backup_plugin import ARCHIVE_TYPE
         from host.dm.server.db import BackupRow
+        from host.dm.server.tables import BlobRow
         rig = self.rig
         agent = rig.agent
         assert agent is not None
         job, _, _, _ = self._job("backup", "server")
         self._succeeded(job, "fresh backup to the server")
         bid = job["backup_id"]
+        data = bytearray(rig.store.backup_archive(rig.device_id, bid) or b"")
+        last = Archive.from_bytes(bytes(data)).manifest.chunks[-1]
+        data[len(data) - last.size // 2] ^= 0x01  # the middle of the last stored chunk (bit rot)
         with rig.store.session() as s:  # a bad actor with write access to the server's database
             row = s.scalars(select(BackupRow).where(BackupRow.device_id == rig.device_id,
                                                     BackupRow.backup_id == bid)).one()
-            data = bytearray(row.archive)
-            last = Archive.from_bytes(row.archive).manifest.chunks[-1]
-            data[len(data) - last.size // 2] ^= 0x01  # the middle of the last stored chunk (bit rot)
-            row.archive = bytes(data)
+            if row.parts:  # stored content-addressed: the chunk's bytes are in its blob
+                s.get(BlobRow, row.parts[-1]).data = bytes(data[len(data) - last.size:])
+            else:
+                row.archive = bytes(data)
         self.say(f"bad actor: flipped one bit of backup {bid[:16]} in the DM server's database")
 
         def one_change(tree: DMTree) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from host.archive import Archive, verify_integrity, verify_signature
-from host.dm.server.db import Store
+from host.dm.server.db import Store, StoreError
 from host.dm.server.plugin import SessionContext
 from host.dm.session import format_kv, parse_kv
 from host.errors import ArchiveError, IntegrityError, SimvaultError, SyncMLError, UsageError
@@ -227,7 +227,12 @@ class BackupPlugin:
         the signature and chunk hashes against the device's registered key. Any mismatch fails
         the job (nothing is sent)."""
         store, bid = ctx.store, job["backup_id"] or ""
-        stored = store.backup_archive_and_hash(ctx.device_id, bid)
+        try:
+            stored = store.backup_archive_and_hash(ctx.device_id, bid)
+        except StoreError as exc:  # a stored chunk missing or not matching its SHA-256
+            store.audit("backup.damaged", ctx.device_id, f"{bid[:64]}: {exc}")
+            store.set_job_state(job["id"], "failed", f"server copy of backup {bid} is damaged: {exc}; nothing sent")
+            return None
         if stored is None:
             store.set_job_state(job["id"], "failed", f"backup {bid} of {ctx.device_id} is not stored on the server")
             return None

@@ -367,7 +367,7 @@ def create_job_checked(server: DMServer, device_id: str, kind: str, target: str,
         from host.dm.server.agentless.plugin import check_job_params
         params = check_job_params(store, kind, device_id, backup_id, params, scope)
     if kind == "restore" and target == "server" and backup_id:
-        if store.backup_archive(device_id, backup_id) is None:
+        if not any(b["backup_id"] == backup_id for b in store.backups(device_id)):  # no archive read
             owners = store.backup_owner(backup_id)
             if owners:
                 raise UsageError(f"backup {backup_id} belongs to another device, not {device_id}; "
