@@ -44,7 +44,7 @@ class ServerKeys:
         path = directory / f"{name}.enc.pem"
         if not path.is_file():
             raise UsageError(f"--server-key {directory}: no {path.name} there; make the pair with "
-                             f"'simvault keys gen --key {directory}' (or give --server-key-name)")
+                             f"'simvault keys gen --key {directory}'")
         try:
             decryptor = load_decryptor(directory, name)
             sign_pub = directory / f"{name}.sign.pub.pem"
