@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from host.backup.keys import generate_identity
 from test_dm_fixtures import ADMIN_TOKEN, DMWorld, differences
@@ -84,7 +85,10 @@ def _follow_job(driver, shots: Shots, name: str) -> bool:
     url = driver.current_url
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        state = _wait(driver, "#job-state").get_attribute("data-state")
+        try:
+            state = _wait(driver, "#job-state").get_attribute("data-state")
+        except StaleElementReferenceException:  # htmx swapped the box between find and read: read again
+            continue
         if state in ("succeeded", "failed"):
             break
         time.sleep(0.2)
